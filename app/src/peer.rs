@@ -1,0 +1,256 @@
+//! The peer contract: what each peer of a placed job receives.
+//!
+//! For every peer: a per-peer YAML config (K3's shape: `me`, `peers`, its
+//! variables with `auto` resolved, its data files), environment variables
+//! naming the job and the peer, and the shell command that starts it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::model::JobOptions;
+use crate::placement::Placement;
+use crate::role::{Placeholder, Policy, RoleFile};
+
+/// The config file each peer finds in its sandbox.
+pub const CONFIG_FILE: &str = "peer.yaml";
+
+/// Everything needed to start one peer, independent of the backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerSpec {
+    pub index: u32,
+    pub role: usize,
+    pub role_name: String,
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub cpus_milli: u32,
+    pub mem_mb: u64,
+    /// The YAML text of `peer.yaml`.
+    pub config: String,
+    pub env: Vec<(String, String)>,
+    /// A command for `sh -c`, run in the sandbox.
+    pub command: String,
+}
+
+/// The job-level facts peers are told.
+pub struct JobContext<'a> {
+    pub job_id: u64,
+    /// The app binary's file name in the sandbox.
+    pub binary: &'a str,
+    pub options: &'a JobOptions,
+}
+
+/// Lists the data files under a `k3_data` path as seen from one host.
+pub trait DataSource {
+    fn files(&self, path: &str, host: &str) -> Vec<String>;
+}
+
+impl<F: Fn(&str, &str) -> Vec<String>> DataSource for F {
+    fn files(&self, path: &str, host: &str) -> Vec<String> {
+        self(path, host)
+    }
+}
+
+fn addr(address: &str, port: u16) -> Value {
+    json!([address, port])
+}
+
+/// Builds every peer's spec from a placement of `roles`.
+pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, data: &dyn DataSource) -> Vec<PeerSpec> {
+    let first = placement.first().map(|p| addr(&p.address, p.port)).unwrap_or(Value::Null);
+    let first_text = placement.first().map(|p| format!("{}:{}", p.address, p.port)).unwrap_or_default();
+    let peer_list: Vec<Value> = placement.peers.iter().map(|p| json!({ "addr": addr(&p.address, p.port) })).collect();
+    let count = placement.peers.len();
+
+    // Data files per (role, spec): peer index -> files.
+    let mut data_for: BTreeMap<(usize, usize), BTreeMap<u32, Vec<String>>> = BTreeMap::new();
+    for (ri, role) in roles.roles().iter().enumerate() {
+        let mine: Vec<_> = placement.peers.iter().filter(|p| p.role == ri).collect();
+        for (di, spec) in role.k3_data.iter().enumerate() {
+            let mut out: BTreeMap<u32, Vec<String>> = mine.iter().map(|p| (p.index, Vec::new())).collect();
+            match spec.policy {
+                Policy::Replicate => {
+                    for p in &mine {
+                        out.insert(p.index, data.files(&spec.path, &p.host));
+                    }
+                }
+                Policy::Global => {
+                    let mut all: Vec<String> = Vec::new();
+                    let mut hosts: Vec<&str> = mine.iter().map(|p| p.host.as_str()).collect();
+                    hosts.dedup();
+                    for h in hosts {
+                        all.extend(data.files(&spec.path, h));
+                    }
+                    all.sort();
+                    all.dedup();
+                    for (i, f) in all.into_iter().enumerate() {
+                        let p = mine[i % mine.len()];
+                        out.get_mut(&p.index).expect("peer").push(f);
+                    }
+                }
+                Policy::Pinned => {
+                    let mut by_host: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+                    for p in &mine {
+                        by_host.entry(p.host.as_str()).or_default().push(p.index);
+                    }
+                    for (host, idxs) in by_host {
+                        for (i, f) in data.files(&spec.path, host).into_iter().enumerate() {
+                            out.get_mut(&idxs[i % idxs.len()]).expect("peer").push(f);
+                        }
+                    }
+                }
+            }
+            data_for.insert((ri, di), out);
+        }
+    }
+
+    let mut specs = Vec::with_capacity(count);
+    let mut nth_in_role: BTreeMap<usize, usize> = BTreeMap::new();
+    for slot in &placement.peers {
+        let role = &roles.roles()[slot.role];
+        let nth = {
+            let n = nth_in_role.entry(slot.role).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        let mut cfg = serde_json::Map::new();
+        cfg.insert("me".into(), addr(&slot.address, slot.port));
+        cfg.insert("peers".into(), Value::Array(peer_list.clone()));
+        // A peer's own peer_globals entry overrides the role's k3_globals.
+        let mut vars = role.k3_globals.clone();
+        if let Some(own) = role.peer_globals.get(nth) {
+            for (k, v) in own {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in vars {
+            let v = if v.as_str() == Some("auto") { first.clone() } else { v };
+            cfg.insert(k, v);
+        }
+        for (di, spec) in role.k3_data.iter().enumerate() {
+            let files = data_for.get(&(slot.role, di)).and_then(|m| m.get(&slot.index)).cloned().unwrap_or_default();
+            cfg.insert(spec.var.clone(), Value::Array(files.into_iter().map(|f| json!({ "path": f })).collect()));
+        }
+        if let Some(v) = &role.k3_seq_files {
+            cfg.insert("k3_seq_files".into(), v.clone());
+        }
+        if let Some(v) = &role.k3_outpaths {
+            cfg.insert("k3_outpaths".into(), v.clone());
+        }
+        let config = serde_yaml::to_string(&Value::Object(cfg)).expect("a JSON value always serializes to YAML");
+
+        let mut env = vec![
+            ("DISPATCHER_JOB_ID".to_string(), job.job_id.to_string()),
+            ("DISPATCHER_PEER_INDEX".to_string(), slot.index.to_string()),
+            ("DISPATCHER_PEER_COUNT".to_string(), count.to_string()),
+            ("DISPATCHER_ROLE".to_string(), role.name.clone()),
+            ("DISPATCHER_HOST".to_string(), slot.host.clone()),
+            ("DISPATCHER_ADDRESS".to_string(), slot.address.clone()),
+            ("DISPATCHER_PORT".to_string(), slot.port.to_string()),
+            ("DISPATCHER_FIRST_PEER".to_string(), first_text.clone()),
+            ("DISPATCHER_PEER_CONFIG".to_string(), CONFIG_FILE.to_string()),
+        ];
+        for (flag, name) in [(job.options.logging, "LOGGING"), (job.options.jsonlog, "JSONLOG"), (job.options.jsonfinal, "JSONFINAL")] {
+            if flag {
+                env.push((format!("DISPATCHER_K3_{name}"), "1".into()));
+            }
+        }
+        env.extend(role.envars.iter().map(|e| (e.name.clone(), e.value.clone())));
+
+        let command = match &role.command {
+            Some(t) => t.render(|ph| match ph {
+                Placeholder::Binary => format!("./{}", job.binary),
+                Placeholder::Config => CONFIG_FILE.to_string(),
+                Placeholder::Index => slot.index.to_string(),
+                Placeholder::Peers => count.to_string(),
+                Placeholder::Host => slot.host.clone(),
+                Placeholder::Port => slot.port.to_string(),
+                Placeholder::Job => job.job_id.to_string(),
+                Placeholder::Role => role.name.clone(),
+            }),
+            None => default_command(job),
+        };
+
+        specs.push(PeerSpec {
+            index: slot.index,
+            role: slot.role,
+            role_name: role.name.clone(),
+            host: slot.host.clone(),
+            address: slot.address.clone(),
+            port: slot.port,
+            cpus_milli: slot.cpus_milli,
+            mem_mb: slot.mem_mb,
+            config,
+            env,
+            command,
+        });
+    }
+    specs
+}
+
+/// K3's command line: `[prefix] ./<binary> [infix] -p peer.yaml [suffix]`.
+/// The prefix, infix and suffix are the submitter's own shell text.
+pub fn default_command(job: &JobContext) -> String {
+    let o = job.options;
+    let binary = format!("./{}", crate::role::shell_quote(job.binary));
+    [o.cmd_prefix.trim(), binary.as_str(), o.cmd_infix.trim(), "-p", CONFIG_FILE, o.cmd_suffix.trim()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{place, Offer, PortRange};
+
+    fn offer(host: &str, ports: (u16, u16)) -> Offer {
+        Offer { id: host.into(), host: host.into(), address: format!("{host}.ip"), cpus_milli: 4000, mem_mb: 4096, ports: vec![PortRange { begin: ports.0, end: ports.1 }] }
+    }
+
+    #[test]
+    fn k3_template_peers_get_globals_auto_and_data() {
+        let src = "name: r\npeers: 3\npeers_per_host: 2\ncpu: 0.5\nk3_globals: {role: rows, master: auto}\npeer_globals:\n  - {role: master, x: 1}\nk3_data:\n  - {var: g, path: /d, policy: global}\n  - {var: rep, path: /d, policy: replicate}\n  - {var: pin, path: /d, policy: pinned}\n";
+        let (rf, _) = RoleFile::parse(src).unwrap();
+        let p = place(rf.roles(), &[offer("a", (100, 101)), offer("b", (200, 201))]).unwrap();
+        let files = |_: &str, host: &str| vec![format!("/d/{host}1"), format!("/d/{host}2"), format!("/d/{host}3")];
+        let opts = JobOptions::default();
+        let peers = build_peers(&JobContext { job_id: 7, binary: "prog", options: &opts }, &rf, &p, &files);
+        assert_eq!(peers.len(), 3);
+        let cfgs: Vec<Value> = peers.iter().map(|s| serde_yaml::from_str(&s.config).unwrap()).collect();
+        assert_eq!(cfgs[0]["me"], json!(["a.ip", 100]));
+        assert_eq!(cfgs[2]["me"], json!(["b.ip", 200]));
+        assert_eq!(cfgs[1]["peers"].as_array().unwrap().len(), 3);
+        assert_eq!(cfgs[0]["role"], "master");
+        assert_eq!(cfgs[0]["x"], 1);
+        assert_eq!(cfgs[1]["role"], "rows");
+        for c in &cfgs {
+            assert_eq!(c["master"], json!(["a.ip", 100]));
+            assert_eq!(c["rep"].as_array().unwrap().len(), 3);
+        }
+        // global: 6 distinct files over 3 peers, 2 each, none twice.
+        let mut all: Vec<String> = cfgs.iter().flat_map(|c| c["g"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string())).collect();
+        assert_eq!(all.len(), 6);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 6);
+        // pinned: host b's only peer gets all of b's files.
+        assert_eq!(cfgs[2]["pin"].as_array().unwrap().len(), 3);
+        assert!(cfgs[2]["pin"][0]["path"].as_str().unwrap().starts_with("/d/b"));
+        assert_eq!(peers[1].command, "./prog -p peer.yaml");
+        assert!(peers[2].env.contains(&("DISPATCHER_FIRST_PEER".into(), "a.ip:100".into())));
+    }
+
+    #[test]
+    fn command_templates_quote_values_and_options_wrap_the_default() {
+        let (rf, _) = RoleFile::parse("name: my role\npeers: 1\ncommand: \"{binary} --cfg {config} --role {role}\"\n").unwrap();
+        let p = place(rf.roles(), &[offer("h", (5, 5))]).unwrap();
+        let opts = JobOptions { cmd_prefix: "time".into(), ..Default::default() };
+        let peers = build_peers(&JobContext { job_id: 1, binary: "prog", options: &opts }, &rf, &p, &|_: &str, _: &str| vec![]);
+        assert_eq!(peers[0].command, "./prog --cfg peer.yaml --role 'my role'");
+        assert_eq!(default_command(&JobContext { job_id: 1, binary: "prog", options: &opts }), "time ./prog -p peer.yaml");
+    }
+}
