@@ -62,6 +62,7 @@ pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, da
     let first_text = placement.first().map(|p| format!("{}:{}", p.address, p.port)).unwrap_or_default();
     let peer_list: Vec<Value> = placement.peers.iter().map(|p| json!({ "addr": addr(&p.address, p.port) })).collect();
     let count = placement.peers.len();
+    let peers_text = placement.peers.iter().map(|p| format!("{}:{}", p.address, p.port)).collect::<Vec<_>>().join(",");
 
     // Data files per (role, spec): peer index -> files.
     let mut data_for: BTreeMap<(usize, usize), BTreeMap<u32, Vec<String>>> = BTreeMap::new();
@@ -149,6 +150,7 @@ pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, da
             ("DISPATCHER_ADDRESS".to_string(), slot.address.clone()),
             ("DISPATCHER_PORT".to_string(), slot.port.to_string()),
             ("DISPATCHER_FIRST_PEER".to_string(), first_text.clone()),
+            ("DISPATCHER_PEERS".to_string(), peers_text.clone()),
             ("DISPATCHER_PEER_CONFIG".to_string(), CONFIG_FILE.to_string()),
         ];
         for (flag, name) in [(job.options.logging, "LOGGING"), (job.options.jsonlog, "JSONLOG"), (job.options.jsonfinal, "JSONFINAL")] {

@@ -245,6 +245,36 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
     Ok(Placement { peers })
 }
 
+/// What is left of `offers` once `placement` has taken its share.
+pub fn subtract(offers: &[Offer], placement: &Placement) -> Vec<Offer> {
+    let mut out = offers.to_vec();
+    for p in &placement.peers {
+        let o = &mut out[p.offer];
+        o.cpus_milli = o.cpus_milli.saturating_sub(p.cpus_milli as u64);
+        o.mem_mb = o.mem_mb.saturating_sub(p.mem_mb);
+        o.ports = remove_port(&o.ports, p.port);
+    }
+    out
+}
+
+/// The ranges without one port.
+pub fn remove_port(ranges: &[PortRange], port: u16) -> Vec<PortRange> {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for r in ranges {
+        if port < r.begin || port > r.end {
+            out.push(*r);
+            continue;
+        }
+        if port > r.begin {
+            out.push(PortRange { begin: r.begin, end: port - 1 });
+        }
+        if port < r.end {
+            out.push(PortRange { begin: port + 1, end: r.end });
+        }
+    }
+    out
+}
+
 /// Splits a host group's memory between its peers; the first takes the remainder.
 fn share_mem(group: &mut [PeerSlot], mem: u64) {
     if group.is_empty() {

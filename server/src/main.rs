@@ -1,1 +1,33 @@
-fn main(){}
+//! The `dispatcher` binary: reads the configuration, starts logging and runs
+//! the application until SIGINT or SIGTERM.
+
+use clap::Parser;
+use dispatcher::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cfg = Config::parse();
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"))).init();
+    let app = match Application::build(cfg).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("dispatcher: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(address = %app.local_addr(), "dispatcher listening on http://{}", app.local_addr());
+    if let Err(e) = app.run_until(shutdown_signal()).await {
+        eprintln!("dispatcher: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

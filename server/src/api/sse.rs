@@ -1,0 +1,121 @@
+//! Server-sent events: `/api/events` (every job) and `/api/jobs/<id>/events`
+//! (one job). Each event's `id` is its sequence number; a client that
+//! reconnects with `Last-Event-ID` (or `?after=`) gets what it missed from
+//! the database, then live events. A one-job stream ends once that job's
+//! archive is ready, so `curl -N` returns when there is nothing more to see.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use app::model::{Event, EventKind};
+
+use super::job_id;
+use crate::db;
+use crate::error::ApiError;
+use crate::service::AppState;
+
+#[derive(Deserialize)]
+pub struct After {
+    after: Option<u64>,
+}
+
+fn last_event_id(headers: &HeaderMap, q: &After) -> u64 {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).or(q.after).unwrap_or(0)
+}
+
+type EventStream = Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<SseEvent, Infallible>>>>;
+
+pub async fn all_events(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<After>) -> EventStream {
+    stream(st, None, last_event_id(&headers, &q))
+}
+
+pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Query(q): Query<After>) -> Result<EventStream, ApiError> {
+    let id = job_id(&id)?;
+    if st.db.call(move |c| db::sha_of_job(c, id)).await?.is_none() {
+        return Err(ApiError::not_found(format!("there is no job {id}")));
+    }
+    Ok(stream(st, Some(id), last_event_id(&headers, &q)))
+}
+
+fn to_sse(ev: &Event) -> SseEvent {
+    let name = match ev.kind {
+        EventKind::Job { .. } => "job",
+        EventKind::Peer { .. } => "peer",
+        EventKind::Archive { .. } => "archive",
+    };
+    SseEvent::default().id(ev.seq.to_string()).event(name).data(serde_json::to_string(ev).unwrap_or_default())
+}
+
+fn stream(st: AppState, job: Option<u64>, after: u64) -> EventStream {
+    let (tx, rx) = mpsc::channel(256);
+    // Subscribe before reading the backlog so nothing falls in between.
+    let sub = st.bus.subscribe();
+    let mut shutdown = st.shutdown.clone();
+    tokio::spawn(async move {
+        let closed = tx.clone();
+        tokio::select! {
+            _ = pump(st, job, after, sub, tx) => {}
+            _ = closed.closed() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Sends one event; false when the stream should end (client gone, or the
+/// job's last event sent).
+async fn send(tx: &mpsc::Sender<Result<SseEvent, Infallible>>, ev: &Event, job: Option<u64>) -> bool {
+    if tx.send(Ok(to_sse(ev))).await.is_err() {
+        return false;
+    }
+    !(job.is_some() && matches!(ev.kind, EventKind::Archive { .. }))
+}
+
+async fn pump(st: AppState, job: Option<u64>, mut last: u64, mut sub: broadcast::Receiver<Event>, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
+    loop {
+        // Catch up from the database (first connection, resume, or lag).
+        loop {
+            let from = last;
+            let batch = match st.db.call(move |c| db::events_after(c, from, job, 500)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read events");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for ev in &batch {
+                last = ev.seq;
+                if !send(&tx, ev, job).await {
+                    return;
+                }
+            }
+        }
+        loop {
+            match sub.recv().await {
+                Ok(ev) => {
+                    if ev.seq <= last || job.is_some_and(|j| j != ev.job) {
+                        continue;
+                    }
+                    last = ev.seq;
+                    if !send(&tx, &ev, job).await {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+

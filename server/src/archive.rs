@@ -1,0 +1,110 @@
+//! Job archives: every peer's sandbox in one `tar.gz` (`peer-<n>/...`).
+//!
+//! The app binary is left out (it is stored once, by hash); files larger than
+//! the cap keep their first `cap` bytes and are listed in `TRUNCATED.txt`.
+//! The archive is written to a temp file, fsynced and renamed into place.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+pub const ARCHIVE_FILE: &str = "archive.tar.gz";
+
+/// Builds `<job_dir>/archive.tar.gz` and returns its size in bytes.
+pub fn build(job_dir: &Path, binary: &str, cap: u64) -> std::io::Result<u64> {
+    let tmp = job_dir.join(".archive.tar.gz.tmp");
+    let file = File::create(&tmp)?;
+    let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut truncated = Vec::new();
+    let mut sandboxes: Vec<PathBuf> = match std::fs::read_dir(job_dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && name_of(p).starts_with("peer-")).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e),
+    };
+    sandboxes.sort_by_key(|p| name_of(p).trim_start_matches("peer-").parse::<u64>().unwrap_or(u64::MAX));
+    for sandbox in &sandboxes {
+        let prefix = PathBuf::from(name_of(sandbox));
+        add_dir(&mut tar, sandbox, &prefix, Some(binary), cap, &mut truncated)?;
+    }
+    if !truncated.is_empty() {
+        let text = truncated.join("\n") + "\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "TRUNCATED.txt", text.as_bytes())?;
+    }
+    let gz = tar.into_inner()?;
+    let file = gz.finish()?;
+    file.sync_all()?;
+    let size = file.metadata()?.len();
+    drop(file);
+    let dest = job_dir.join(ARCHIVE_FILE);
+    std::fs::rename(&tmp, &dest)?;
+    crate::util::sync_dir(job_dir)?;
+    Ok(size)
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
+}
+
+fn add_dir<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, prefix: &Path, skip: Option<&str>, cap: u64, truncated: &mut Vec<String>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        if Some(name.as_str()) == skip {
+            continue;
+        }
+        let ft = e.file_type()?;
+        let inner = prefix.join(&name);
+        if ft.is_dir() {
+            add_dir(tar, &e.path(), &inner, None, cap, truncated)?;
+        } else if ft.is_file() {
+            let meta = e.metadata()?;
+            let size = meta.len().min(cap);
+            if meta.len() > cap {
+                truncated.push(format!("{} ({} bytes, first {} kept)", inner.display(), meta.len(), cap));
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_mtime(meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0));
+            // A file still growing past its size at stat time is cut there.
+            let reader = File::open(e.path())?.take(size);
+            tar.append_data(&mut h, &inner, PadTo { inner: reader, left: size })?;
+        }
+        // Symlinks and special files are not archived: they could point
+        // anywhere on this machine.
+    }
+    Ok(())
+}
+
+/// Reads exactly `left` bytes, padding with zeros if the file shrank.
+struct PadTo<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for PadTo<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        let n = if n == 0 {
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,341 @@
+//! The embedded database (SQLite): apps and their versions, jobs, peers and
+//! the event log. One connection behind a mutex, used from blocking threads;
+//! every state change and its event are written in one transaction, so the
+//! tables and the event log never disagree.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use app::model::{AppSummary, AppVersion, Event, EventKind, JobDetail, JobOptions, JobPage, JobState, JobSummary, PeerInfo, PeerState};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::Internal;
+
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    tag TEXT NOT NULL DEFAULT '',
+    uploaded TEXT NOT NULL,
+    UNIQUE (app, uid)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    user TEXT NOT NULL DEFAULT '',
+    tag TEXT NOT NULL DEFAULT '',
+    role_file TEXT NOT NULL,
+    options TEXT NOT NULL,
+    peers_total INTEGER NOT NULL,
+    submitted TEXT NOT NULL,
+    started TEXT,
+    ended TEXT,
+    archive_size INTEGER,
+    replay_of INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_app ON jobs (app, id);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
+CREATE TABLE IF NOT EXISTS peers (
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    idx INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    started TEXT,
+    ended TEXT,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
+"#;
+
+/// A new job as recorded at submission.
+pub struct NewJob {
+    pub app: String,
+    pub uid: String,
+    pub sha256: String,
+    pub role_file: String,
+    pub options: JobOptions,
+    pub peers_total: u32,
+    pub replay_of: Option<u64>,
+}
+
+pub struct JobFilter {
+    pub app: Option<String>,
+    pub state: Option<JobState>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// What a restarted dispatcher must settle about a job left unfinished.
+pub struct Unfinished {
+    pub id: u64,
+    pub state: JobState,
+    pub role_file: String,
+    pub options: JobOptions,
+    pub pids: Vec<(u32, i64)>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, Internal> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, Internal>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Internal> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| Internal::from(format!("database task failed: {e}")))?
+    }
+}
+
+fn version_row(r: &rusqlite::Row) -> rusqlite::Result<AppVersion> {
+    Ok(AppVersion { app: r.get(0)?, uid: r.get(1)?, sha256: r.get(2)?, size: r.get::<_, i64>(3)? as u64, tag: r.get(4)?, uploaded: r.get(5)? })
+}
+
+const VERSION_COLS: &str = "app, uid, sha256, size, tag, uploaded";
+
+pub fn insert_version(c: &Connection, v: &AppVersion) -> Result<(), Internal> {
+    c.execute(
+        "INSERT INTO versions (app, uid, sha256, size, tag, uploaded) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![v.app, v.uid, v.sha256, v.size as i64, v.tag, v.uploaded],
+    )?;
+    Ok(())
+}
+
+pub fn version(c: &Connection, app: &str, uid: &str) -> Result<Option<AppVersion>, Internal> {
+    Ok(c.query_row(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 AND uid = ?2"), params![app, uid], version_row).optional()?)
+}
+
+pub fn latest_version(c: &Connection, app: &str) -> Result<Option<AppVersion>, Internal> {
+    Ok(c.query_row(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 ORDER BY id DESC LIMIT 1"), params![app], version_row).optional()?)
+}
+
+pub fn version_by_sha(c: &Connection, app: &str, sha: &str) -> Result<Option<AppVersion>, Internal> {
+    Ok(c.query_row(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 AND sha256 = ?2 ORDER BY id DESC LIMIT 1"), params![app, sha], version_row).optional()?)
+}
+
+pub fn versions(c: &Connection, app: &str) -> Result<Vec<AppVersion>, Internal> {
+    let mut st = c.prepare(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 ORDER BY id DESC"))?;
+    let rows = st.query_map(params![app], version_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn apps(c: &Connection) -> Result<Vec<AppSummary>, Internal> {
+    let mut st = c.prepare(&format!(
+        "SELECT {VERSION_COLS}, (SELECT COUNT(*) FROM versions w WHERE w.app = v.app) FROM versions v
+         WHERE id = (SELECT MAX(id) FROM versions w WHERE w.app = v.app) ORDER BY app"
+    ))?;
+    let rows = st
+        .query_map([], |r| Ok(AppSummary { name: r.get(0)?, versions: r.get::<_, i64>(6)? as u32, latest: version_row(r)? }))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Forgets every version of an app; returns how many there were. Blobs stay,
+/// since past jobs name them and replay needs them.
+pub fn delete_app(c: &Connection, app: &str) -> Result<usize, Internal> {
+    Ok(c.execute("DELETE FROM versions WHERE app = ?1", params![app])?)
+}
+
+fn now() -> String {
+    crate::util::now_rfc3339()
+}
+
+/// Records a job in state SUBMITTED with its first event.
+pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
+    let t = now();
+    let tx = c.transaction()?;
+    tx.execute(
+        "INSERT INTO jobs (app, uid, sha256, state, user, tag, role_file, options, peers_total, submitted, replay_of)
+         VALUES (?1, ?2, ?3, 'SUBMITTED', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![j.app, j.uid, j.sha256, j.options.user, j.options.tag, j.role_file, serde_json::to_string(&j.options)?, j.peers_total, t, j.replay_of.map(|r| r as i64)],
+    )?;
+    let id = tx.last_insert_rowid() as u64;
+    let kind = EventKind::Job { state: JobState::Submitted, reason: String::new() };
+    tx.execute("INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)", params![id as i64, t, serde_json::to_string(&kind)?])?;
+    let seq = tx.last_insert_rowid() as u64;
+    tx.commit()?;
+    Ok(Event { seq, job: id, time: t, kind })
+}
+
+/// Applies an event to the job and peer tables and appends it to the log.
+pub fn record(c: &mut Connection, job: u64, kind: &EventKind) -> Result<Event, Internal> {
+    let t = now();
+    let tx = c.transaction()?;
+    match kind {
+        EventKind::Job { state, reason } => {
+            tx.execute("UPDATE jobs SET state = ?2, reason = ?3 WHERE id = ?1", params![job as i64, state.as_str(), reason])?;
+            if *state == JobState::Running {
+                tx.execute("UPDATE jobs SET started = COALESCE(started, ?2) WHERE id = ?1", params![job as i64, t])?;
+            }
+            if state.is_terminal() {
+                tx.execute("UPDATE jobs SET ended = ?2 WHERE id = ?1", params![job as i64, t])?;
+            }
+        }
+        EventKind::Peer { index, role, host, port, state, exit_code, signal, reason } => {
+            tx.execute(
+                "INSERT INTO peers (job_id, idx, role, host, port, state, exit_code, signal, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal, reason = excluded.reason",
+                params![job as i64, index, role, host, port, state.as_str(), exit_code, signal, reason],
+            )?;
+            if *state == PeerState::Running {
+                tx.execute("UPDATE peers SET started = COALESCE(started, ?3) WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
+            }
+            if state.is_terminal() {
+                tx.execute("UPDATE peers SET ended = ?3 WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
+            }
+        }
+        EventKind::Archive { size } => {
+            tx.execute("UPDATE jobs SET archive_size = ?2 WHERE id = ?1", params![job as i64, *size as i64])?;
+        }
+    }
+    tx.execute("INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)", params![job as i64, t, serde_json::to_string(kind)?])?;
+    let seq = tx.last_insert_rowid() as u64;
+    tx.commit()?;
+    Ok(Event { seq, job, time: t, kind: kind.clone() })
+}
+
+pub fn set_pid(c: &Connection, job: u64, index: u32, pid: Option<u32>) -> Result<(), Internal> {
+    c.execute("UPDATE peers SET pid = ?3 WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, pid])?;
+    Ok(())
+}
+
+const JOB_COLS: &str = "j.id, j.app, j.uid, j.state, j.reason, j.user, j.tag, j.submitted, j.started, j.ended, j.peers_total,
+    (SELECT COUNT(*) FROM peers p WHERE p.job_id = j.id AND p.state = 'RUNNING'), j.archive_size, j.replay_of";
+
+fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobSummary> {
+    let state: String = r.get(3)?;
+    Ok(JobSummary {
+        id: r.get::<_, i64>(0)? as u64,
+        app: r.get(1)?,
+        uid: r.get(2)?,
+        state: JobState::parse(&state).unwrap_or(JobState::Failed),
+        reason: r.get(4)?,
+        user: r.get(5)?,
+        tag: r.get(6)?,
+        submitted: r.get(7)?,
+        started: r.get(8)?,
+        ended: r.get(9)?,
+        peers_total: r.get(10)?,
+        peers_running: r.get(11)?,
+        archive_size: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
+        replay_of: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
+    })
+}
+
+pub fn jobs(c: &Connection, f: &JobFilter) -> Result<JobPage, Internal> {
+    let app = f.app.clone();
+    let state = f.state.map(|s| s.as_str().to_string());
+    let total: i64 = c.query_row(
+        "SELECT COUNT(*) FROM jobs j WHERE (?1 IS NULL OR j.app = ?1) AND (?2 IS NULL OR j.state = ?2)",
+        params![app, state],
+        |r| r.get(0),
+    )?;
+    let mut st = c.prepare(&format!(
+        "SELECT {JOB_COLS} FROM jobs j WHERE (?1 IS NULL OR j.app = ?1) AND (?2 IS NULL OR j.state = ?2) ORDER BY j.id DESC LIMIT ?3 OFFSET ?4"
+    ))?;
+    let jobs = st.query_map(params![app, state, f.limit as i64, f.offset as i64], job_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(JobPage { jobs, total: total as u64, offset: f.offset, limit: f.limit })
+}
+
+pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
+    let row = c
+        .query_row(&format!("SELECT {JOB_COLS}, j.role_file, j.options FROM jobs j WHERE j.id = ?1"), params![id as i64], |r| {
+            Ok((job_row(r)?, r.get::<_, String>(14)?, r.get::<_, String>(15)?))
+        })
+        .optional()?;
+    let Some((job, role_file, options)) = row else { return Ok(None) };
+    let mut st = c.prepare("SELECT idx, role, host, port, state, exit_code, signal, reason, started, ended FROM peers WHERE job_id = ?1 ORDER BY idx")?;
+    let peers = st
+        .query_map(params![id as i64], |r| {
+            let state: String = r.get(4)?;
+            Ok(PeerInfo {
+                index: r.get(0)?,
+                role: r.get(1)?,
+                host: r.get(2)?,
+                port: r.get(3)?,
+                state: PeerState::parse(&state).unwrap_or(PeerState::Lost),
+                exit_code: r.get(5)?,
+                signal: r.get(6)?,
+                reason: r.get(7)?,
+                started: r.get(8)?,
+                ended: r.get(9)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(JobDetail { job, role_file, options: serde_json::from_str(&options).unwrap_or_default(), peers }))
+}
+
+pub fn sha_of_job(c: &Connection, id: u64) -> Result<Option<(String, String, String)>, Internal> {
+    Ok(c.query_row("SELECT app, uid, sha256 FROM jobs WHERE id = ?1", params![id as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+}
+
+/// Events after `after`, for one job or all, oldest first.
+pub fn events_after(c: &Connection, after: u64, job: Option<u64>, limit: u64) -> Result<Vec<Event>, Internal> {
+    let mut st = c.prepare("SELECT seq, job_id, time, data FROM events WHERE seq > ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq LIMIT ?3")?;
+    let rows = st
+        .query_map(params![after as i64, job.map(|j| j as i64), limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(seq, job, time, data)| Ok(Event { seq: seq as u64, job: job as u64, time, kind: serde_json::from_str(&data)? }))
+        .collect()
+}
+
+pub fn unfinished(c: &Connection) -> Result<Vec<Unfinished>, Internal> {
+    let mut st = c.prepare("SELECT id, state, role_file, options FROM jobs WHERE state IN ('SUBMITTED', 'WAITING', 'RUNNING') ORDER BY id")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for (id, state, role_file, options) in rows {
+        let mut pst = c.prepare("SELECT idx, pid FROM peers WHERE job_id = ?1 AND pid IS NOT NULL AND ended IS NULL")?;
+        let pids = pst.query_map(params![id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        out.push(Unfinished {
+            id: id as u64,
+            state: JobState::parse(&state).unwrap_or(JobState::Running),
+            role_file,
+            options: serde_json::from_str(&options).unwrap_or_default(),
+            pids,
+        });
+    }
+    Ok(out)
+}

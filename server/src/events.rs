@@ -1,0 +1,48 @@
+//! The event bus: every state change is written to the database first, then
+//! broadcast to live subscribers (SSE). Recording and broadcasting happen
+//! under one lock so subscribers see events in sequence order.
+
+use std::sync::Arc;
+
+use app::model::{Event, EventKind};
+use tokio::sync::{broadcast, Mutex};
+
+use crate::db::Db;
+use crate::error::Internal;
+
+#[derive(Clone)]
+pub struct Bus {
+    db: Db,
+    tx: broadcast::Sender<Event>,
+    order: Arc<Mutex<()>>,
+}
+
+impl Bus {
+    pub fn new(db: Db) -> Bus {
+        let (tx, _) = broadcast::channel(4096);
+        Bus { db, tx, order: Arc::new(Mutex::new(())) }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn record(&self, job: u64, kind: EventKind) -> Result<Event, Internal> {
+        let _in_order = self.order.lock().await;
+        let ev = self.db.call(move |c| crate::db::record(c, job, &kind)).await?;
+        let _ = self.tx.send(ev.clone());
+        Ok(ev)
+    }
+
+    /// Records a new job (state SUBMITTED) and announces it.
+    pub async fn insert_job(&self, job: crate::db::NewJob) -> Result<Event, Internal> {
+        let _in_order = self.order.lock().await;
+        let ev = self.db.call(move |c| crate::db::insert_job(c, &job)).await?;
+        let _ = self.tx.send(ev.clone());
+        Ok(ev)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
