@@ -26,11 +26,23 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(pos: Pos, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, line: pos.line, column: pos.column, path: path.into(), message: message.into() }
+        Diagnostic {
+            severity: Severity::Error,
+            line: pos.line,
+            column: pos.column,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub fn warning(pos: Pos, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, line: pos.line, column: pos.column, path: path.into(), message: message.into() }
+        Diagnostic {
+            severity: Severity::Warning,
+            line: pos.line,
+            column: pos.column,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub fn is_error(&self) -> bool {

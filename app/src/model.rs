@@ -20,10 +20,20 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [JobState::Submitted, JobState::Waiting, JobState::Running, JobState::Finished, JobState::Failed, JobState::Killed];
+    pub const ALL: [JobState; 6] = [
+        JobState::Submitted,
+        JobState::Waiting,
+        JobState::Running,
+        JobState::Finished,
+        JobState::Failed,
+        JobState::Killed,
+    ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Finished | JobState::Failed | JobState::Killed)
+        matches!(
+            self,
+            JobState::Finished | JobState::Failed | JobState::Killed
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -38,7 +48,9 @@ impl JobState {
     }
 
     pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -63,7 +75,10 @@ pub enum PeerState {
 
 impl PeerState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, PeerState::Finished | PeerState::Failed | PeerState::Killed | PeerState::Lost)
+        matches!(
+            self,
+            PeerState::Finished | PeerState::Failed | PeerState::Killed | PeerState::Lost
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -79,9 +94,17 @@ impl PeerState {
     }
 
     pub fn parse(s: &str) -> Option<PeerState> {
-        [PeerState::Waiting, PeerState::Starting, PeerState::Running, PeerState::Finished, PeerState::Failed, PeerState::Killed, PeerState::Lost]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            PeerState::Waiting,
+            PeerState::Starting,
+            PeerState::Running,
+            PeerState::Finished,
+            PeerState::Failed,
+            PeerState::Killed,
+            PeerState::Lost,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -177,9 +200,23 @@ pub struct JobPage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    Job { state: JobState, reason: String },
-    Peer { index: u32, role: String, host: String, port: u16, state: PeerState, exit_code: Option<i32>, signal: Option<i32>, reason: String },
-    Archive { size: u64 },
+    Job {
+        state: JobState,
+        reason: String,
+    },
+    Peer {
+        index: u32,
+        role: String,
+        host: String,
+        port: u16,
+        state: PeerState,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        reason: String,
+    },
+    Archive {
+        size: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -57,19 +57,40 @@ fn addr(address: &str, port: u16) -> Value {
 }
 
 /// Builds every peer's spec from a placement of `roles`.
-pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, data: &dyn DataSource) -> Vec<PeerSpec> {
-    let first = placement.first().map(|p| addr(&p.address, p.port)).unwrap_or(Value::Null);
-    let first_text = placement.first().map(|p| format!("{}:{}", p.address, p.port)).unwrap_or_default();
-    let peer_list: Vec<Value> = placement.peers.iter().map(|p| json!({ "addr": addr(&p.address, p.port) })).collect();
+pub fn build_peers(
+    job: &JobContext,
+    roles: &RoleFile,
+    placement: &Placement,
+    data: &dyn DataSource,
+) -> Vec<PeerSpec> {
+    let first = placement
+        .first()
+        .map(|p| addr(&p.address, p.port))
+        .unwrap_or(Value::Null);
+    let first_text = placement
+        .first()
+        .map(|p| format!("{}:{}", p.address, p.port))
+        .unwrap_or_default();
+    let peer_list: Vec<Value> = placement
+        .peers
+        .iter()
+        .map(|p| json!({ "addr": addr(&p.address, p.port) }))
+        .collect();
     let count = placement.peers.len();
-    let peers_text = placement.peers.iter().map(|p| format!("{}:{}", p.address, p.port)).collect::<Vec<_>>().join(",");
+    let peers_text = placement
+        .peers
+        .iter()
+        .map(|p| format!("{}:{}", p.address, p.port))
+        .collect::<Vec<_>>()
+        .join(",");
 
     // Data files per (role, spec): peer index -> files.
     let mut data_for: BTreeMap<(usize, usize), BTreeMap<u32, Vec<String>>> = BTreeMap::new();
     for (ri, role) in roles.roles().iter().enumerate() {
         let mine: Vec<_> = placement.peers.iter().filter(|p| p.role == ri).collect();
         for (di, spec) in role.k3_data.iter().enumerate() {
-            let mut out: BTreeMap<u32, Vec<String>> = mine.iter().map(|p| (p.index, Vec::new())).collect();
+            let mut out: BTreeMap<u32, Vec<String>> =
+                mine.iter().map(|p| (p.index, Vec::new())).collect();
             match spec.policy {
                 Policy::Replicate => {
                     for p in &mine {
@@ -126,12 +147,23 @@ pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, da
             }
         }
         for (k, v) in vars {
-            let v = if v.as_str() == Some("auto") { first.clone() } else { v };
+            let v = if v.as_str() == Some("auto") {
+                first.clone()
+            } else {
+                v
+            };
             cfg.insert(k, v);
         }
         for (di, spec) in role.k3_data.iter().enumerate() {
-            let files = data_for.get(&(slot.role, di)).and_then(|m| m.get(&slot.index)).cloned().unwrap_or_default();
-            cfg.insert(spec.var.clone(), Value::Array(files.into_iter().map(|f| json!({ "path": f })).collect()));
+            let files = data_for
+                .get(&(slot.role, di))
+                .and_then(|m| m.get(&slot.index))
+                .cloned()
+                .unwrap_or_default();
+            cfg.insert(
+                spec.var.clone(),
+                Value::Array(files.into_iter().map(|f| json!({ "path": f })).collect()),
+            );
         }
         if let Some(v) = &role.k3_seq_files {
             cfg.insert("k3_seq_files".into(), v.clone());
@@ -139,7 +171,8 @@ pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, da
         if let Some(v) = &role.k3_outpaths {
             cfg.insert("k3_outpaths".into(), v.clone());
         }
-        let config = serde_yaml::to_string(&Value::Object(cfg)).expect("a JSON value always serializes to YAML");
+        let config = serde_yaml::to_string(&Value::Object(cfg))
+            .expect("a JSON value always serializes to YAML");
 
         let mut env = vec![
             ("DISPATCHER_JOB_ID".to_string(), job.job_id.to_string()),
@@ -151,14 +184,25 @@ pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, da
             ("DISPATCHER_PORT".to_string(), slot.port.to_string()),
             ("DISPATCHER_FIRST_PEER".to_string(), first_text.clone()),
             ("DISPATCHER_PEERS".to_string(), peers_text.clone()),
-            ("DISPATCHER_PEER_CONFIG".to_string(), CONFIG_FILE.to_string()),
+            (
+                "DISPATCHER_PEER_CONFIG".to_string(),
+                CONFIG_FILE.to_string(),
+            ),
         ];
-        for (flag, name) in [(job.options.logging, "LOGGING"), (job.options.jsonlog, "JSONLOG"), (job.options.jsonfinal, "JSONFINAL")] {
+        for (flag, name) in [
+            (job.options.logging, "LOGGING"),
+            (job.options.jsonlog, "JSONLOG"),
+            (job.options.jsonfinal, "JSONFINAL"),
+        ] {
             if flag {
                 env.push((format!("DISPATCHER_K3_{name}"), "1".into()));
             }
         }
-        env.extend(role.envars.iter().map(|e| (e.name.clone(), e.value.clone())));
+        env.extend(
+            role.envars
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone())),
+        );
 
         let command = match &role.command {
             Some(t) => t.render(|ph| match ph {
@@ -196,12 +240,19 @@ pub fn build_peers(job: &JobContext, roles: &RoleFile, placement: &Placement, da
 pub fn default_command(job: &JobContext) -> String {
     let o = job.options;
     let binary = format!("./{}", crate::role::shell_quote(job.binary));
-    [o.cmd_prefix.trim(), binary.as_str(), o.cmd_infix.trim(), "-p", CONFIG_FILE, o.cmd_suffix.trim()]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ")
+    [
+        o.cmd_prefix.trim(),
+        binary.as_str(),
+        o.cmd_infix.trim(),
+        "-p",
+        CONFIG_FILE,
+        o.cmd_suffix.trim(),
+    ]
+    .iter()
+    .filter(|s| !s.is_empty())
+    .copied()
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 #[cfg(test)]
@@ -210,19 +261,51 @@ mod tests {
     use crate::placement::{place, Offer, PortRange};
 
     fn offer(host: &str, ports: (u16, u16)) -> Offer {
-        Offer { id: host.into(), host: host.into(), address: format!("{host}.ip"), cpus_milli: 4000, mem_mb: 4096, ports: vec![PortRange { begin: ports.0, end: ports.1 }] }
+        Offer {
+            id: host.into(),
+            host: host.into(),
+            address: format!("{host}.ip"),
+            cpus_milli: 4000,
+            mem_mb: 4096,
+            ports: vec![PortRange {
+                begin: ports.0,
+                end: ports.1,
+            }],
+        }
     }
 
     #[test]
     fn k3_template_peers_get_globals_auto_and_data() {
         let src = "name: r\npeers: 3\npeers_per_host: 2\ncpu: 0.5\nk3_globals: {role: rows, master: auto}\npeer_globals:\n  - {role: master, x: 1}\nk3_data:\n  - {var: g, path: /d, policy: global}\n  - {var: rep, path: /d, policy: replicate}\n  - {var: pin, path: /d, policy: pinned}\n";
         let (rf, _) = RoleFile::parse(src).unwrap();
-        let p = place(rf.roles(), &[offer("a", (100, 101)), offer("b", (200, 201))]).unwrap();
-        let files = |_: &str, host: &str| vec![format!("/d/{host}1"), format!("/d/{host}2"), format!("/d/{host}3")];
+        let p = place(
+            rf.roles(),
+            &[offer("a", (100, 101)), offer("b", (200, 201))],
+        )
+        .unwrap();
+        let files = |_: &str, host: &str| {
+            vec![
+                format!("/d/{host}1"),
+                format!("/d/{host}2"),
+                format!("/d/{host}3"),
+            ]
+        };
         let opts = JobOptions::default();
-        let peers = build_peers(&JobContext { job_id: 7, binary: "prog", options: &opts }, &rf, &p, &files);
+        let peers = build_peers(
+            &JobContext {
+                job_id: 7,
+                binary: "prog",
+                options: &opts,
+            },
+            &rf,
+            &p,
+            &files,
+        );
         assert_eq!(peers.len(), 3);
-        let cfgs: Vec<Value> = peers.iter().map(|s| serde_yaml::from_str(&s.config).unwrap()).collect();
+        let cfgs: Vec<Value> = peers
+            .iter()
+            .map(|s| serde_yaml::from_str(&s.config).unwrap())
+            .collect();
         assert_eq!(cfgs[0]["me"], json!(["a.ip", 100]));
         assert_eq!(cfgs[2]["me"], json!(["b.ip", 200]));
         assert_eq!(cfgs[1]["peers"].as_array().unwrap().len(), 3);
@@ -234,25 +317,61 @@ mod tests {
             assert_eq!(c["rep"].as_array().unwrap().len(), 3);
         }
         // global: 6 distinct files over 3 peers, 2 each, none twice.
-        let mut all: Vec<String> = cfgs.iter().flat_map(|c| c["g"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string())).collect();
+        let mut all: Vec<String> = cfgs
+            .iter()
+            .flat_map(|c| {
+                c["g"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["path"].as_str().unwrap().to_string())
+            })
+            .collect();
         assert_eq!(all.len(), 6);
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 6);
         // pinned: host b's only peer gets all of b's files.
         assert_eq!(cfgs[2]["pin"].as_array().unwrap().len(), 3);
-        assert!(cfgs[2]["pin"][0]["path"].as_str().unwrap().starts_with("/d/b"));
+        assert!(cfgs[2]["pin"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/d/b"));
         assert_eq!(peers[1].command, "./prog -p peer.yaml");
-        assert!(peers[2].env.contains(&("DISPATCHER_FIRST_PEER".into(), "a.ip:100".into())));
+        assert!(peers[2]
+            .env
+            .contains(&("DISPATCHER_FIRST_PEER".into(), "a.ip:100".into())));
     }
 
     #[test]
     fn command_templates_quote_values_and_options_wrap_the_default() {
-        let (rf, _) = RoleFile::parse("name: my role\npeers: 1\ncommand: \"{binary} --cfg {config} --role {role}\"\n").unwrap();
+        let (rf, _) = RoleFile::parse(
+            "name: my role\npeers: 1\ncommand: \"{binary} --cfg {config} --role {role}\"\n",
+        )
+        .unwrap();
         let p = place(rf.roles(), &[offer("h", (5, 5))]).unwrap();
-        let opts = JobOptions { cmd_prefix: "time".into(), ..Default::default() };
-        let peers = build_peers(&JobContext { job_id: 1, binary: "prog", options: &opts }, &rf, &p, &|_: &str, _: &str| vec![]);
+        let opts = JobOptions {
+            cmd_prefix: "time".into(),
+            ..Default::default()
+        };
+        let peers = build_peers(
+            &JobContext {
+                job_id: 1,
+                binary: "prog",
+                options: &opts,
+            },
+            &rf,
+            &p,
+            &|_: &str, _: &str| vec![],
+        );
         assert_eq!(peers[0].command, "./prog --cfg peer.yaml --role 'my role'");
-        assert_eq!(default_command(&JobContext { job_id: 1, binary: "prog", options: &opts }), "time ./prog -p peer.yaml");
+        assert_eq!(
+            default_command(&JobContext {
+                job_id: 1,
+                binary: "prog",
+                options: &opts
+            }),
+            "time ./prog -p peer.yaml"
+        );
     }
 }

@@ -67,7 +67,11 @@ pub struct Shortfall {
 
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "role '{}' needs {} peers, offers fit {}", self.role, self.needed, self.placed)?;
+        write!(
+            f,
+            "role '{}' needs {} peers, offers fit {}",
+            self.role, self.needed, self.placed
+        )?;
         if !self.reason.is_empty() {
             write!(f, " ({})", self.reason)?;
         }
@@ -86,10 +90,21 @@ struct Left {
 
 impl Left {
     fn new(o: &Offer) -> Left {
-        let ports: Vec<PortRange> = o.ports.iter().copied().filter(|r| r.begin <= r.end).collect();
+        let ports: Vec<PortRange> = o
+            .ports
+            .iter()
+            .copied()
+            .filter(|r| r.begin <= r.end)
+            .collect();
         let ports_left = ports.iter().map(|r| (r.end - r.begin) as u64 + 1).sum();
         let next_port = ports.first().map(|r| (0, r.begin as u32));
-        Left { cpus: o.cpus_milli, mem: o.mem_mb, ports, next_port, ports_left }
+        Left {
+            cpus: o.cpus_milli,
+            mem: o.mem_mb,
+            ports,
+            next_port,
+            ports_left,
+        }
     }
 
     /// Takes the lowest unused port. Ranges may overlap in a bad offer; a
@@ -97,7 +112,11 @@ impl Left {
     fn take_port(&mut self, used: &mut std::collections::BTreeSet<u16>) -> Option<u16> {
         while let Some((ri, p)) = self.next_port {
             let r = self.ports[ri];
-            let next = if p < r.end as u32 { Some((ri, p + 1)) } else { self.ports.get(ri + 1).map(|n| (ri + 1, n.begin as u32)) };
+            let next = if p < r.end as u32 {
+                Some((ri, p + 1))
+            } else {
+                self.ports.get(ri + 1).map(|n| (ri + 1, n.begin as u32))
+            };
             self.next_port = next;
             self.ports_left = self.ports_left.saturating_sub(1);
             if used.insert(p as u16) {
@@ -125,28 +144,49 @@ impl Misses {
         let mut parts = Vec::new();
         if self.hostmask > 0 {
             let pat = role.hostmask.as_ref().map(|m| m.pattern()).unwrap_or("");
-            parts.push(format!("{} hosts excluded by hostmask {:?}", self.hostmask, pat));
+            parts.push(format!(
+                "{} excluded by hostmask {:?}",
+                hosts(self.hostmask),
+                pat
+            ));
         }
         if self.per_host > 0 {
-            parts.push(format!("{} hosts cannot hold {} peers each", self.per_host, role.peers_per_host.map(|p| p.get()).unwrap_or(0)));
+            parts.push(format!(
+                "{} cannot hold {} peers each",
+                hosts(self.per_host),
+                role.peers_per_host.map(|p| p.get()).unwrap_or(0)
+            ));
         }
         if self.cpus > 0 {
-            parts.push(format!("{} hosts short of cpus ({} per peer)", self.cpus, role.cpu.cores()));
+            parts.push(format!(
+                "{} short of cpus ({} per peer)",
+                hosts(self.cpus),
+                role.cpu.cores()
+            ));
         }
         if self.mem > 0 {
-            parts.push(format!("{} hosts short of memory", self.mem));
+            parts.push(format!("{} short of memory", hosts(self.mem)));
         }
         if self.ports > 0 {
-            parts.push(format!("{} hosts out of ports", self.ports));
+            parts.push(format!("{} out of ports", hosts(self.ports)));
         }
         parts.join("; ")
+    }
+}
+
+fn hosts(n: u32) -> String {
+    if n == 1 {
+        "1 host".into()
+    } else {
+        format!("{n} hosts")
     }
 }
 
 /// Places every peer of every role, or none.
 pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
     let mut left: Vec<Left> = offers.iter().map(Left::new).collect();
-    let mut used_ports: Vec<std::collections::BTreeSet<u16>> = vec![Default::default(); offers.len()];
+    let mut used_ports: Vec<std::collections::BTreeSet<u16>> =
+        vec![Default::default(); offers.len()];
     let mut peers: Vec<PeerSlot> = Vec::new();
     // (offer, role, range of peer positions) for `mem: all` groups, sized at the end.
     let mut all_groups: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
@@ -170,7 +210,7 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
             let l = &mut left[oi];
             let group_mem = match role.mem {
                 Mem::All => 0,
-                Mem::Some => (offer.mem_mb / 4).min(4096).max(1),
+                Mem::Some => (offer.mem_mb / 4).clamp(1, 4096),
                 Mem::Mb(mb) => mb,
             };
             if l.mem < group_mem.max(1) {
@@ -196,7 +236,9 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
             let start = peers.len();
             let mut placed_here = 0;
             for _ in 0..want {
-                let Some(port) = l.take_port(&mut used_ports[oi]) else { break };
+                let Some(port) = l.take_port(&mut used_ports[oi]) else {
+                    break;
+                };
                 l.cpus -= cpu;
                 peers.push(PeerSlot {
                     index,
@@ -211,6 +253,14 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
                 index += 1;
                 placed_here += 1;
             }
+            // A host that took some but not all of what is left was limited too.
+            if placed_here < remaining && role.peers_per_host.is_none() {
+                if by_cpu <= l.ports_left + placed_here as u64 {
+                    misses.cpus += 1;
+                } else {
+                    misses.ports += 1;
+                }
+            }
             remaining -= placed_here;
             match role.mem {
                 Mem::All => all_groups.push((oi, ri, start..peers.len())),
@@ -221,7 +271,12 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
             }
         }
         if remaining > 0 {
-            return Err(Shortfall { role: role.name.clone(), needed, placed: needed - remaining, reason: misses.describe(role, offers.len()) });
+            return Err(Shortfall {
+                role: role.name.clone(),
+                needed,
+                placed: needed - remaining,
+                reason: misses.describe(role, offers.len()),
+            });
         }
     }
 
@@ -235,7 +290,12 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
         if each == 0 {
             let role = &roles[groups[0].1];
             let n = role.peers.get();
-            return Err(Shortfall { role: role.name.clone(), needed: n, placed: 0, reason: format!("no memory left on host {} for `mem: all`", offers[oi].host) });
+            return Err(Shortfall {
+                role: role.name.clone(),
+                needed: n,
+                placed: 0,
+                reason: format!("no memory left on host {} for `mem: all`", offers[oi].host),
+            });
         }
         for (_, _, range) in groups {
             share_mem(&mut peers[range], each);
@@ -266,10 +326,16 @@ pub fn remove_port(ranges: &[PortRange], port: u16) -> Vec<PortRange> {
             continue;
         }
         if port > r.begin {
-            out.push(PortRange { begin: r.begin, end: port - 1 });
+            out.push(PortRange {
+                begin: r.begin,
+                end: port - 1,
+            });
         }
         if port < r.end {
-            out.push(PortRange { begin: port + 1, end: r.end });
+            out.push(PortRange {
+                begin: port + 1,
+                end: r.end,
+            });
         }
     }
     out
@@ -300,7 +366,10 @@ mod tests {
             address: format!("10.0.0.{i}"),
             cpus_milli: (cpus * 1000.0) as u64,
             mem_mb: mem,
-            ports: vec![PortRange { begin: ports.0, end: ports.1 }],
+            ports: vec![PortRange {
+                begin: ports.0,
+                end: ports.1,
+            }],
         }
     }
 
@@ -311,9 +380,13 @@ mod tests {
     #[test]
     fn peers_per_host_puts_exactly_that_many_on_each_host() {
         let r = roles("name: a\npeers: 5\npeers_per_host: 2\ncpu: 0.5\n");
-        let offers: Vec<_> = (0..4).map(|i| offer(i, 8.0, 1000, (31000, 31010))).collect();
+        let offers: Vec<_> = (0..4)
+            .map(|i| offer(i, 8.0, 1000, (31000, 31010)))
+            .collect();
         let p = place(&r, &offers).unwrap();
-        let per: Vec<usize> = (0..4).map(|o| p.peers.iter().filter(|s| s.offer == o).count()).collect();
+        let per: Vec<usize> = (0..4)
+            .map(|o| p.peers.iter().filter(|s| s.offer == o).count())
+            .collect();
         assert_eq!(per, vec![2, 2, 1, 0]);
     }
 
@@ -323,7 +396,11 @@ mod tests {
         let offers: Vec<_> = (0..4).map(|i| offer(i, 1.0, 100, (1, 100))).collect();
         let err = place(&r, &offers).unwrap_err();
         assert_eq!((err.needed, err.placed), (4, 2));
-        assert!(err.to_string().contains("role 'w' needs 4 peers, offers fit 2"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("role 'w' needs 4 peers, offers fit 2"),
+            "{err}"
+        );
         assert!(err.reason.contains("hostmask"), "{err}");
     }
 
@@ -331,7 +408,10 @@ mod tests {
     fn mem_all_roles_share_a_host_fairly() {
         let r = roles("name: a\npeers: 1\n---\nname: b\npeers: 1\n");
         let p = place(&r, &[offer(0, 4.0, 1000, (5000, 5001))]).unwrap();
-        assert_eq!(p.peers.iter().map(|s| s.mem_mb).collect::<Vec<_>>(), vec![500, 500]);
+        assert_eq!(
+            p.peers.iter().map(|s| s.mem_mb).collect::<Vec<_>>(),
+            vec![500, 500]
+        );
         assert_ne!(p.peers[0].port, p.peers[1].port);
     }
 
@@ -347,7 +427,11 @@ mod tests {
     #[test]
     fn fixed_memory_declines_small_hosts() {
         let r = roles("name: a\npeers: 1\nmem: 2\n");
-        let p = place(&r, &[offer(0, 1.0, 1024, (1, 1)), offer(1, 1.0, 4096, (1, 1))]).unwrap();
+        let p = place(
+            &r,
+            &[offer(0, 1.0, 1024, (1, 1)), offer(1, 1.0, 4096, (1, 1))],
+        )
+        .unwrap();
         assert_eq!(p.peers[0].host, "host1");
         assert_eq!(p.peers[0].mem_mb, 2048);
     }
@@ -358,7 +442,10 @@ mod tests {
         let err = place(&r, &[offer(0, 8.0, 100, (7000, 7001))]).unwrap_err();
         // The host takes 2 of 3, but a gang is all or nothing: the error says how far it got.
         assert_eq!(err.placed, 2);
-        assert!(err.to_string().contains("needs 3 peers, offers fit 2"), "{err}");
+        assert!(
+            err.to_string().contains("needs 3 peers, offers fit 2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -379,23 +466,39 @@ mod tests {
     }
 
     fn arb_roles() -> impl Strategy<Value = String> {
-        proptest::collection::vec((1u32..12, prop::option::of(1u32..4), 1u32..3000, prop_oneof![Just("all".to_string()), Just("some".to_string()), (1u32..4).prop_map(|g| g.to_string())], prop::option::of(Just("h[0-2]"))), 1..4)
-            .prop_map(|rs| {
-                rs.iter()
-                    .enumerate()
-                    .map(|(i, (peers, pph, cpu, mem, mask))| {
-                        let mut s = format!("name: r{i}\npeers: {peers}\ncpu: {}\nmem: {mem}\n", *cpu as f64 / 1000.0);
-                        if let Some(p) = pph {
-                            s += &format!("peers_per_host: {p}\n");
-                        }
-                        if let Some(m) = mask {
-                            s += &format!("hostmask: \"{m}\"\n");
-                        }
-                        s
-                    })
-                    .collect::<Vec<_>>()
-                    .join("---\n")
-            })
+        proptest::collection::vec(
+            (
+                1u32..12,
+                prop::option::of(1u32..4),
+                1u32..3000,
+                prop_oneof![
+                    Just("all".to_string()),
+                    Just("some".to_string()),
+                    (1u32..4).prop_map(|g| g.to_string())
+                ],
+                prop::option::of(Just("h[0-2]")),
+            ),
+            1..4,
+        )
+        .prop_map(|rs| {
+            rs.iter()
+                .enumerate()
+                .map(|(i, (peers, pph, cpu, mem, mask))| {
+                    let mut s = format!(
+                        "name: r{i}\npeers: {peers}\ncpu: {}\nmem: {mem}\n",
+                        *cpu as f64 / 1000.0
+                    );
+                    if let Some(p) = pph {
+                        s += &format!("peers_per_host: {p}\n");
+                    }
+                    if let Some(m) = mask {
+                        s += &format!("hostmask: \"{m}\"\n");
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("---\n")
+        })
     }
 
     proptest! {

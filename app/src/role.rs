@@ -58,7 +58,10 @@ impl RoleFile {
 
     /// The tightest time limit of any role, if one is set.
     pub fn time_limit(&self) -> Option<TimeLimit> {
-        self.roles.iter().filter_map(|r| r.time_limit).min_by_key(|t| t.secs())
+        self.roles
+            .iter()
+            .filter_map(|r| r.time_limit)
+            .min_by_key(|t| t.secs())
     }
 
     /// True when some role asks for a Docker image.
@@ -109,7 +112,10 @@ impl HostMask {
         regex::RegexBuilder::new(&anchored)
             .size_limit(1 << 20)
             .build()
-            .map(|regex| HostMask { pattern: pattern.to_string(), regex })
+            .map(|regex| HostMask {
+                pattern: pattern.to_string(),
+                regex,
+            })
             .map_err(|e| e.to_string())
     }
 
@@ -221,7 +227,9 @@ impl TimeLimit {
                 'd' => 86400,
                 _ => return Err(format!("unknown unit {c:?} (use s, m, h or d)")),
             };
-            let n: u64 = num.parse().map_err(|_| format!("a number must come before {c:?}"))?;
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("a number must come before {c:?}"))?;
             total = total.saturating_add(n.saturating_mul(unit));
             num.clear();
         }
@@ -312,8 +320,17 @@ impl CommandTemplate {
                     };
                     let name = &rest[..end];
                     let Some((_, ph)) = Placeholder::ALL.iter().find(|(n, _)| *n == name) else {
-                        let known: Vec<_> = Placeholder::ALL.iter().map(|(n, _)| format!("{{{n}}}")).collect();
-                        return Err((i, format!("unknown placeholder {{{name}}}; known: {}", known.join(", "))));
+                        let known: Vec<_> = Placeholder::ALL
+                            .iter()
+                            .map(|(n, _)| format!("{{{n}}}"))
+                            .collect();
+                        return Err((
+                            i,
+                            format!(
+                                "unknown placeholder {{{name}}}; known: {}",
+                                known.join(", ")
+                            ),
+                        ));
                     };
                     if !lit.is_empty() {
                         parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
@@ -333,7 +350,10 @@ impl CommandTemplate {
         if parts.is_empty() || source.trim().is_empty() {
             return Err((0, "the command is empty".into()));
         }
-        Ok(CommandTemplate { source: source.to_string(), parts })
+        Ok(CommandTemplate {
+            source: source.to_string(),
+            parts,
+        })
     }
 
     /// Renders the command, quoting each substituted value for `sh`.
@@ -351,7 +371,10 @@ impl CommandTemplate {
 
 /// Quotes a value for POSIX `sh`, leaving plain words readable.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,%".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -414,7 +437,11 @@ pub fn check(src: &str) -> Report {
         }
     }
     if index == 0 {
-        cx.error(Pos { line: 1, column: 1 }, "", "the role file has no roles: write at least one YAML document with `name` and `peers`");
+        cx.error(
+            Pos { line: 1, column: 1 },
+            "",
+            "the role file has no roles: write at least one YAML document with `name` and `peers`",
+        );
     }
     let ok = !cx.has_errors();
     cx.finish(ok.then_some(RoleFile { roles }))
@@ -439,25 +466,41 @@ impl Cx {
     }
 
     fn finish(mut self, role_file: Option<RoleFile>) -> Report {
-        self.diags.sort_by(|a, b| (a.line, a.column, a.severity).cmp(&(b.line, b.column, b.severity)));
-        Report { role_file, diagnostics: self.diags }
+        self.diags.sort_by_key(|a| (a.line, a.column, a.severity));
+        Report {
+            role_file,
+            diagnostics: self.diags,
+        }
     }
 
     fn expect_string(&mut self, node: &Node, path: &str) -> Option<String> {
         match node {
             Node::Scalar { text, .. } if !node.is_null() => Some(text.clone()),
             _ => {
-                self.error(node.pos(), path, format!("expected a string, found {}", node.kind()));
+                self.error(
+                    node.pos(),
+                    path,
+                    format!("expected a string, found {}", node.kind()),
+                );
                 None
             }
         }
     }
 
-    fn expect_map<'n>(&mut self, node: &'n Node, path: &str, what: &str) -> Option<&'n [(Node, Node)]> {
+    fn expect_map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        what: &str,
+    ) -> Option<&'n [(Node, Node)]> {
         match node {
             Node::Map { entries, .. } => Some(entries),
             _ => {
-                self.error(node.pos(), path, format!("expected {what}, found {} {}", node.kind(), node.describe()));
+                self.error(
+                    node.pos(),
+                    path,
+                    format!("expected {what}, found {} {}", node.kind(), node.describe()),
+                );
                 None
             }
         }
@@ -467,23 +510,39 @@ impl Cx {
         match node {
             Node::Seq { items, .. } => Some(items),
             _ => {
-                self.error(node.pos(), path, format!("expected {what}, found {} {}", node.kind(), node.describe()));
+                self.error(
+                    node.pos(),
+                    path,
+                    format!("expected {what}, found {} {}", node.kind(), node.describe()),
+                );
                 None
             }
         }
     }
 
     /// Keys of a mapping as strings, reporting non-string and duplicate keys.
-    fn keys<'n>(&mut self, entries: &'n [(Node, Node)], path: &str) -> Vec<(&'n str, &'n Node, &'n Node)> {
+    fn keys<'n>(
+        &mut self,
+        entries: &'n [(Node, Node)],
+        path: &str,
+    ) -> Vec<(&'n str, &'n Node, &'n Node)> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (k, v) in entries {
             let Some(key) = k.text().filter(|_| matches!(k, Node::Scalar { .. })) else {
-                self.error(k.pos(), path, format!("keys must be strings, found {}", k.kind()));
+                self.error(
+                    k.pos(),
+                    path,
+                    format!("keys must be strings, found {}", k.kind()),
+                );
                 continue;
             };
             if !seen.insert(key) {
-                self.error(k.pos(), &join(path, key), format!("duplicate key {key:?}: each field may appear once"));
+                self.error(
+                    k.pos(),
+                    &join(path, key),
+                    format!("duplicate key {key:?}: each field may appear once"),
+                );
                 continue;
             }
             out.push((key, k, v));
@@ -497,11 +556,23 @@ impl Cx {
         let n: i64 = match node.scalar() {
             Some(Scalar::Int(i)) => i,
             Some(Scalar::Str(s)) if s.trim().parse::<i64>().is_ok() => {
-                self.warn(node.pos(), path, format!("{} is quoted; write it as a plain number", node.describe()));
+                self.warn(
+                    node.pos(),
+                    path,
+                    format!("{} is quoted; write it as a plain number", node.describe()),
+                );
                 s.trim().parse().unwrap_or_default()
             }
             _ => {
-                self.error(node.pos(), path, format!("expected a whole number, found {} {}", node.kind(), node.describe()));
+                self.error(
+                    node.pos(),
+                    path,
+                    format!(
+                        "expected a whole number, found {} {}",
+                        node.kind(),
+                        node.describe()
+                    ),
+                );
                 return None;
             }
         };
@@ -510,7 +581,11 @@ impl Cx {
             return None;
         }
         if n > max as i64 {
-            self.error(node.pos(), path, format!("must be at most {max}, found {n}"));
+            self.error(
+                node.pos(),
+                path,
+                format!("must be at most {max}, found {n}"),
+            );
             return None;
         }
         NonZeroU32::new(n as u32)
@@ -521,11 +596,23 @@ impl Cx {
             Some(Scalar::Int(i)) => Some(i as f64),
             Some(Scalar::Float(f)) if f.is_finite() => Some(f),
             Some(Scalar::Str(s)) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
-                self.warn(node.pos(), path, format!("{} is quoted; write it as a plain number", node.describe()));
+                self.warn(
+                    node.pos(),
+                    path,
+                    format!("{} is quoted; write it as a plain number", node.describe()),
+                );
                 s.trim().parse().ok()
             }
             _ => {
-                self.error(node.pos(), path, format!("expected a number, found {} {}", node.kind(), node.describe()));
+                self.error(
+                    node.pos(),
+                    path,
+                    format!(
+                        "expected a number, found {} {}",
+                        node.kind(),
+                        node.describe()
+                    ),
+                );
                 None
             }
         }
@@ -555,24 +642,47 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
     prev[b.len()]
 }
 
-fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<String>) -> Option<Role> {
+fn parse_role(
+    cx: &mut Cx,
+    root: &Node,
+    path: &str,
+    seen_names: &mut HashSet<String>,
+) -> Option<Role> {
     let entries = cx.expect_map(root, path, "a role (a mapping with `name`, `peers`, ...)")?;
     let errors_before = cx.diags.iter().filter(|d| d.is_error()).count();
     let fields = cx.keys(entries, path);
-    let get = |name: &str| fields.iter().find(|(k, _, _)| *k == name).map(|(_, _, v)| *v);
-    let key_pos = |name: &str| fields.iter().find(|(k, _, _)| *k == name).map(|(_, k, _)| k.pos());
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _, _)| *k == name)
+            .map(|(_, _, v)| *v)
+    };
+    let key_pos = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _, _)| *k == name)
+            .map(|(_, k, _)| k.pos())
+    };
 
     for (key, knode, _) in &fields {
         if !FIELDS.contains(key) {
-            let hint = suggest(key, &FIELDS).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-            cx.warn(knode.pos(), &join(path, key), format!("unknown field {key:?} is ignored{hint}"));
+            let hint = suggest(key, &FIELDS)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            cx.warn(
+                knode.pos(),
+                &join(path, key),
+                format!("unknown field {key:?} is ignored{hint}"),
+            );
         }
     }
 
@@ -590,7 +700,14 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
                 } else if name.len() > 128 || name.chars().any(char::is_control) {
                     cx.error(n.pos(), &p, format!("{} is not a usable name (at most 128 characters, no control characters)", n.describe()));
                 } else if !seen_names.insert(name.clone()) {
-                    cx.error(n.pos(), &p, format!("role name {} is used twice; names must be unique", n.describe()));
+                    cx.error(
+                        n.pos(),
+                        &p,
+                        format!(
+                            "role name {} is used twice; names must be unique",
+                            n.describe()
+                        ),
+                    );
                 }
             }
             name
@@ -599,7 +716,11 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
 
     let peers = match get("peers") {
         None => {
-            cx.error(root.pos(), path, "missing required field `peers` (how many peers this role runs)");
+            cx.error(
+                root.pos(),
+                path,
+                "missing required field `peers` (how many peers this role runs)",
+            );
             None
         }
         Some(n) => cx.positive_int(n, &join(path, "peers"), MAX_PEERS),
@@ -625,7 +746,14 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
             Ok(m) => Some(m),
             Err(e) => {
                 let first = e.lines().last().unwrap_or("invalid").trim().to_string();
-                cx.error(n.pos(), &p, format!("hostmask {} is not a valid regular expression: {first}", n.describe()));
+                cx.error(
+                    n.pos(),
+                    &p,
+                    format!(
+                        "hostmask {} is not a valid regular expression: {first}",
+                        n.describe()
+                    ),
+                );
                 None
             }
         }
@@ -637,13 +765,28 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
             let p = join(path, "cpu");
             cx.number(n, &p).and_then(|c| {
                 if c <= 0.0 {
-                    cx.error(n.pos(), &p, format!("cpu must be more than 0, found {}", n.describe()));
+                    cx.error(
+                        n.pos(),
+                        &p,
+                        format!("cpu must be more than 0, found {}", n.describe()),
+                    );
                     None
                 } else if c > MAX_CPU {
-                    cx.error(n.pos(), &p, format!("cpu must be at most {MAX_CPU}, found {}", n.describe()));
+                    cx.error(
+                        n.pos(),
+                        &p,
+                        format!("cpu must be at most {MAX_CPU}, found {}", n.describe()),
+                    );
                     None
                 } else if c < 0.001 {
-                    cx.error(n.pos(), &p, format!("cpu must be at least 0.001 (Mesos' precision), found {}", n.describe()));
+                    cx.error(
+                        n.pos(),
+                        &p,
+                        format!(
+                            "cpu must be at least 0.001 (Mesos' precision), found {}",
+                            n.describe()
+                        ),
+                    );
                     None
                 } else {
                     Some(Cpu((c * 1000.0).round() as u32))
@@ -662,7 +805,15 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
         Some(n) => match n.scalar() {
             Some(Scalar::Bool(b)) => b,
             _ => {
-                cx.error(n.pos(), &join(path, "privileged"), format!("expected true or false, found {} {}", n.kind(), n.describe()));
+                cx.error(
+                    n.pos(),
+                    &join(path, "privileged"),
+                    format!(
+                        "expected true or false, found {} {}",
+                        n.kind(),
+                        n.describe()
+                    ),
+                );
                 false
             }
         },
@@ -689,19 +840,32 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
             }
         }
     }
-    if get("k3_globals").is_none() && get("peer_globals").is_none() {
-        cx.warn(root.pos(), path, "no k3_globals or peer_globals: peers get only `me` and `peers` in their config");
-    }
 
-    let envars = get("envars").filter(|n| !n.is_null()).map(|n| parse_envars(cx, n, &join(path, "envars"))).unwrap_or_default();
-    let volumes = get("volumes").filter(|n| !n.is_null()).map(|n| parse_volumes(cx, n, &join(path, "volumes"))).unwrap_or_default();
-    let k3_data = get("k3_data").filter(|n| !n.is_null()).map(|n| parse_data(cx, n, &join(path, "k3_data"))).unwrap_or_default();
+    let envars = get("envars")
+        .filter(|n| !n.is_null())
+        .map(|n| parse_envars(cx, n, &join(path, "envars")))
+        .unwrap_or_default();
+    let volumes = get("volumes")
+        .filter(|n| !n.is_null())
+        .map(|n| parse_volumes(cx, n, &join(path, "volumes")))
+        .unwrap_or_default();
+    let k3_data = get("k3_data")
+        .filter(|n| !n.is_null())
+        .map(|n| parse_data(cx, n, &join(path, "k3_data")))
+        .unwrap_or_default();
 
     // A data variable and a global of the same name would silently shadow.
     for d in &k3_data {
         if k3_globals.contains_key(&d.var) {
             let pos = key_pos("k3_data").unwrap_or(root.pos());
-            cx.warn(pos, &join(path, "k3_data"), format!("k3_data variable {:?} also appears in k3_globals; the data files win", d.var));
+            cx.warn(
+                pos,
+                &join(path, "k3_data"),
+                format!(
+                    "k3_data variable {:?} also appears in k3_globals; the data files win",
+                    d.var
+                ),
+            );
         }
     }
 
@@ -712,17 +876,23 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
         let p = join(path, "image");
         let img = cx.expect_string(n, &p)?;
         if img.trim().is_empty() || img.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            cx.error(n.pos(), &p, format!("image {} is not a Docker image reference", n.describe()));
+            cx.error(
+                n.pos(),
+                &p,
+                format!("image {} is not a Docker image reference", n.describe()),
+            );
             return None;
         }
         Some(img)
     });
 
-    if image.is_none() {
-        if privileged {
-            let pos = key_pos("privileged").unwrap_or(root.pos());
-            cx.warn(pos, &join(path, "privileged"), "privileged applies to Docker containers only (set `image`); ignored here");
-        }
+    if image.is_none() && privileged {
+        let pos = key_pos("privileged").unwrap_or(root.pos());
+        cx.warn(
+            pos,
+            &join(path, "privileged"),
+            "privileged applies to Docker containers only (set `image`); ignored here",
+        );
     }
 
     let command = get("command").filter(|n| !n.is_null()).and_then(|n| {
@@ -747,7 +917,14 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
         let text = match n {
             Node::Scalar { text, .. } => text.clone(),
             _ => {
-                cx.error(n.pos(), &p, format!("expected a duration like 90, \"90s\", \"10m\" or \"1h30m\", found {}", n.kind()));
+                cx.error(
+                    n.pos(),
+                    &p,
+                    format!(
+                        "expected a duration like 90, \"90s\", \"10m\" or \"1h30m\", found {}",
+                        n.kind()
+                    ),
+                );
                 return None;
             }
         };
@@ -788,26 +965,43 @@ fn parse_role(cx: &mut Cx, root: &Node, path: &str, seen_names: &mut HashSet<Str
 
 fn parse_mem(cx: &mut Cx, n: &Node, path: &str) -> Option<Mem> {
     match n.scalar() {
-        Some(Scalar::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "all" => Some(Mem::All),
-            "some" => Some(Mem::Some),
-            // K3's own template says `mem: ".*"`; K3 fell back to `all` for it.
-            ".*" | "*" => {
-                cx.warn(n.pos(), path, format!("mem {} is not one of all, some or a number of GB; using `all` as K3 did", n.describe()));
-                Some(Mem::All)
-            }
-            other => match other.trim_end_matches("gb").trim().parse::<f64>() {
-                Ok(gb) => mem_gb(cx, n, path, gb),
-                Err(_) => {
-                    cx.error(n.pos(), path, format!("mem {} must be `all`, `some` or a number of GB", n.describe()));
-                    None
+        Some(Scalar::Str(s)) => {
+            match s.trim().to_ascii_lowercase().as_str() {
+                "all" => Some(Mem::All),
+                "some" => Some(Mem::Some),
+                // K3's own template says `mem: ".*"`; K3 fell back to `all` for it.
+                ".*" | "*" => {
+                    cx.warn(n.pos(), path, format!("mem {} is not one of all, some or a number of GB; using `all` as K3 did", n.describe()));
+                    Some(Mem::All)
                 }
-            },
-        },
+                other => match other.trim_end_matches("gb").trim().parse::<f64>() {
+                    Ok(gb) => mem_gb(cx, n, path, gb),
+                    Err(_) => {
+                        cx.error(
+                            n.pos(),
+                            path,
+                            format!(
+                                "mem {} must be `all`, `some` or a number of GB",
+                                n.describe()
+                            ),
+                        );
+                        None
+                    }
+                },
+            }
+        }
         Some(Scalar::Int(i)) => mem_gb(cx, n, path, i as f64),
         Some(Scalar::Float(f)) => mem_gb(cx, n, path, f),
         _ => {
-            cx.error(n.pos(), path, format!("mem must be `all`, `some` or a number of GB, found {} {}", n.kind(), n.describe()));
+            cx.error(
+                n.pos(),
+                path,
+                format!(
+                    "mem must be `all`, `some` or a number of GB, found {} {}",
+                    n.kind(),
+                    n.describe()
+                ),
+            );
             None
         }
     }
@@ -815,10 +1009,21 @@ fn parse_mem(cx: &mut Cx, n: &Node, path: &str) -> Option<Mem> {
 
 fn mem_gb(cx: &mut Cx, n: &Node, path: &str, gb: f64) -> Option<Mem> {
     if !gb.is_finite() || gb <= 0.0 {
-        cx.error(n.pos(), path, format!("mem must be more than 0 GB, found {}", n.describe()));
+        cx.error(
+            n.pos(),
+            path,
+            format!("mem must be more than 0 GB, found {}", n.describe()),
+        );
         None
     } else if gb > MAX_MEM_GB {
-        cx.error(n.pos(), path, format!("mem must be at most {MAX_MEM_GB} GB, found {}", n.describe()));
+        cx.error(
+            n.pos(),
+            path,
+            format!(
+                "mem must be at most {MAX_MEM_GB} GB, found {}",
+                n.describe()
+            ),
+        );
         None
     } else {
         Some(Mem::Mb(((gb * 1024.0).ceil() as u64).max(1)))
@@ -843,16 +1048,38 @@ fn parse_vars(cx: &mut Cx, n: &Node, path: &str) -> Option<Vars> {
     Some(vars)
 }
 
-fn list_of_maps<'n>(cx: &mut Cx, n: &'n Node, path: &str, what: &str, fields: &[&str]) -> Vec<(String, Vec<(&'n str, &'n Node, &'n Node)>, Pos)> {
-    let Some(items) = cx.expect_seq(n, path, what) else { return vec![] };
+/// A mapping entry: key text, key node, value node.
+type Entry<'n> = (&'n str, &'n Node, &'n Node);
+
+fn list_of_maps<'n>(
+    cx: &mut Cx,
+    n: &'n Node,
+    path: &str,
+    what: &str,
+    fields: &[&str],
+) -> Vec<(String, Vec<Entry<'n>>, Pos)> {
+    let Some(items) = cx.expect_seq(n, path, what) else {
+        return vec![];
+    };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(entries) = cx.expect_map(item, &p, &format!("a mapping with {}", fields.join(", "))) else { continue };
+        let Some(entries) =
+            cx.expect_map(item, &p, &format!("a mapping with {}", fields.join(", ")))
+        else {
+            continue;
+        };
         let keys = cx.keys(entries, &p);
         for (k, knode, _) in &keys {
             if !fields.contains(k) {
-                cx.warn(knode.pos(), &join(&p, k), format!("unknown field {k:?} is ignored (expected {})", fields.join(", ")));
+                cx.warn(
+                    knode.pos(),
+                    &join(&p, k),
+                    format!(
+                        "unknown field {k:?} is ignored (expected {})",
+                        fields.join(", ")
+                    ),
+                );
             }
         }
         for f in fields {
@@ -865,7 +1092,7 @@ fn list_of_maps<'n>(cx: &mut Cx, n: &'n Node, path: &str, what: &str, fields: &[
     out
 }
 
-fn field<'n>(keys: &[(&'n str, &'n Node, &'n Node)], name: &str) -> Option<&'n Node> {
+fn field<'n>(keys: &[Entry<'n>], name: &str) -> Option<&'n Node> {
     keys.iter().find(|(k, _, _)| *k == name).map(|(_, _, v)| *v)
 }
 
@@ -873,28 +1100,60 @@ fn parse_envars(cx: &mut Cx, n: &Node, path: &str) -> Vec<EnvVar> {
     let mut out = Vec::new();
     let mut names = BTreeSet::new();
     for (p, keys, _) in list_of_maps(cx, n, path, "a list of {name, value}", &["name", "value"]) {
-        let (Some(nn), Some(vn)) = (field(&keys, "name"), field(&keys, "value")) else { continue };
-        let Some(name) = cx.expect_string(nn, &join(&p, "name")) else { continue };
+        let (Some(nn), Some(vn)) = (field(&keys, "name"), field(&keys, "value")) else {
+            continue;
+        };
+        let Some(name) = cx.expect_string(nn, &join(&p, "name")) else {
+            continue;
+        };
         if !is_identifier(&name) {
             cx.error(nn.pos(), &join(&p, "name"), format!("environment variable name {} must be letters, digits and _, not starting with a digit", nn.describe()));
             continue;
         }
         if name.starts_with("DISPATCHER_") {
-            cx.error(nn.pos(), &join(&p, "name"), format!("{} is reserved: Dispatcher sets the DISPATCHER_* variables itself", nn.describe()));
+            cx.error(
+                nn.pos(),
+                &join(&p, "name"),
+                format!(
+                    "{} is reserved: Dispatcher sets the DISPATCHER_* variables itself",
+                    nn.describe()
+                ),
+            );
             continue;
         }
         if !names.insert(name.clone()) {
-            cx.warn(nn.pos(), &join(&p, "name"), format!("environment variable {} is set twice; the last value wins", nn.describe()));
+            cx.warn(
+                nn.pos(),
+                &join(&p, "name"),
+                format!(
+                    "environment variable {} is set twice; the last value wins",
+                    nn.describe()
+                ),
+            );
         }
         let value = match vn {
-            Node::Scalar { text, .. } => if vn.is_null() { String::new() } else { text.clone() },
+            Node::Scalar { text, .. } => {
+                if vn.is_null() {
+                    String::new()
+                } else {
+                    text.clone()
+                }
+            }
             _ => {
-                cx.error(vn.pos(), &join(&p, "value"), format!("expected a string, found {}", vn.kind()));
+                cx.error(
+                    vn.pos(),
+                    &join(&p, "value"),
+                    format!("expected a string, found {}", vn.kind()),
+                );
                 continue;
             }
         };
         if value.contains('\0') {
-            cx.error(vn.pos(), &join(&p, "value"), "environment values cannot contain NUL");
+            cx.error(
+                vn.pos(),
+                &join(&p, "value"),
+                "environment values cannot contain NUL",
+            );
             continue;
         }
         out.push(EnvVar { name, value });
@@ -905,11 +1164,19 @@ fn parse_envars(cx: &mut Cx, n: &Node, path: &str) -> Vec<EnvVar> {
 fn absolute_path(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
     let s = cx.expect_string(n, path)?;
     if !s.starts_with('/') {
-        cx.error(n.pos(), path, format!("path {} must be absolute (start with /)", n.describe()));
+        cx.error(
+            n.pos(),
+            path,
+            format!("path {} must be absolute (start with /)", n.describe()),
+        );
         return None;
     }
     if s.split('/').any(|c| c == "..") {
-        cx.error(n.pos(), path, format!("path {} must not contain `..`", n.describe()));
+        cx.error(
+            n.pos(),
+            path,
+            format!("path {} must not contain `..`", n.describe()),
+        );
         return None;
     }
     Some(s)
@@ -917,8 +1184,16 @@ fn absolute_path(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
 
 fn parse_volumes(cx: &mut Cx, n: &Node, path: &str) -> Vec<Volume> {
     let mut out = Vec::new();
-    for (p, keys, _) in list_of_maps(cx, n, path, "a list of {host, container}", &["host", "container"]) {
-        let (Some(h), Some(c)) = (field(&keys, "host"), field(&keys, "container")) else { continue };
+    for (p, keys, _) in list_of_maps(
+        cx,
+        n,
+        path,
+        "a list of {host, container}",
+        &["host", "container"],
+    ) {
+        let (Some(h), Some(c)) = (field(&keys, "host"), field(&keys, "container")) else {
+            continue;
+        };
         let host = absolute_path(cx, h, &join(&p, "host"));
         let container = absolute_path(cx, c, &join(&p, "container"));
         if let (Some(host), Some(container)) = (host, container) {
@@ -931,16 +1206,36 @@ fn parse_volumes(cx: &mut Cx, n: &Node, path: &str) -> Vec<Volume> {
 fn parse_data(cx: &mut Cx, n: &Node, path: &str) -> Vec<DataSpec> {
     let mut out = Vec::new();
     let mut vars = BTreeSet::new();
-    for (p, keys, _) in list_of_maps(cx, n, path, "a list of {var, path, policy}", &["var", "path", "policy"]) {
-        let (Some(vn), Some(pn), Some(poln)) = (field(&keys, "var"), field(&keys, "path"), field(&keys, "policy")) else { continue };
+    for (p, keys, _) in list_of_maps(
+        cx,
+        n,
+        path,
+        "a list of {var, path, policy}",
+        &["var", "path", "policy"],
+    ) {
+        let (Some(vn), Some(pn), Some(poln)) = (
+            field(&keys, "var"),
+            field(&keys, "path"),
+            field(&keys, "policy"),
+        ) else {
+            continue;
+        };
         let var = cx.expect_string(vn, &join(&p, "var"));
         if let Some(v) = &var {
             if !is_identifier(v) {
                 cx.error(vn.pos(), &join(&p, "var"), format!("variable name {} must start with a letter or _ and contain only letters, digits and _", vn.describe()));
             } else if RESERVED_VARS.contains(&v.as_str()) {
-                cx.error(vn.pos(), &join(&p, "var"), format!("variable name {} is reserved", vn.describe()));
+                cx.error(
+                    vn.pos(),
+                    &join(&p, "var"),
+                    format!("variable name {} is reserved", vn.describe()),
+                );
             } else if !vars.insert(v.clone()) {
-                cx.error(vn.pos(), &join(&p, "var"), format!("data variable {} is declared twice", vn.describe()));
+                cx.error(
+                    vn.pos(),
+                    &join(&p, "var"),
+                    format!("data variable {} is declared twice", vn.describe()),
+                );
             }
         }
         let data_path = absolute_path(cx, pn, &join(&p, "path"));
@@ -949,7 +1244,14 @@ fn parse_data(cx: &mut Cx, n: &Node, path: &str) -> Vec<DataSpec> {
             Some("global") => Some(Policy::Global),
             Some("pinned") => Some(Policy::Pinned),
             _ => {
-                cx.error(poln.pos(), &join(&p, "policy"), format!("policy {} must be replicate, global or pinned", poln.describe()));
+                cx.error(
+                    poln.pos(),
+                    &join(&p, "policy"),
+                    format!(
+                        "policy {} must be replicate, global or pinned",
+                        poln.describe()
+                    ),
+                );
                 None
             }
         };

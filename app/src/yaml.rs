@@ -21,15 +21,28 @@ pub struct Pos {
 impl Pos {
     fn from_marker(m: &Marker) -> Pos {
         // yaml-rust2 counts lines from 1 and columns from 0.
-        Pos { line: m.line() as u32, column: m.col() as u32 + 1 }
+        Pos {
+            line: m.line() as u32,
+            column: m.col() as u32 + 1,
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Node {
-    Scalar { text: String, quoted: bool, pos: Pos },
-    Seq { items: Vec<Node>, pos: Pos },
-    Map { entries: Vec<(Node, Node)>, pos: Pos },
+    Scalar {
+        text: String,
+        quoted: bool,
+        pos: Pos,
+    },
+    Seq {
+        items: Vec<Node>,
+        pos: Pos,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        pos: Pos,
+    },
 }
 
 /// A scalar after YAML 1.1 resolution.
@@ -65,8 +78,14 @@ impl Node {
 
     pub fn scalar(&self) -> Option<Scalar<'_>> {
         match self {
-            Node::Scalar { text, quoted: true, .. } => Some(Scalar::Str(text)),
-            Node::Scalar { text, quoted: false, .. } => Some(resolve_plain(text)),
+            Node::Scalar {
+                text, quoted: true, ..
+            } => Some(Scalar::Str(text)),
+            Node::Scalar {
+                text,
+                quoted: false,
+                ..
+            } => Some(resolve_plain(text)),
             _ => None,
         }
     }
@@ -107,7 +126,9 @@ impl Node {
                 Scalar::Null => Value::Null,
                 Scalar::Bool(b) => Value::Bool(b),
                 Scalar::Int(i) => Value::from(i),
-                Scalar::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+                Scalar::Float(f) => serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null),
                 Scalar::Str(s) => Value::String(s.to_string()),
             },
             Node::Seq { items, .. } => Value::Array(items.iter().map(Node::to_value).collect()),
@@ -129,12 +150,19 @@ impl Node {
 fn resolve_plain(text: &str) -> Scalar<'_> {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
-        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Scalar::Bool(true),
-        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Scalar::Bool(false),
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
+            return Scalar::Bool(true)
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Scalar::Bool(false)
+        }
         _ => {}
     }
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_') && digits.as_bytes()[0] != b'_' {
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        && digits.as_bytes()[0] != b'_'
+    {
         if let Ok(i) = text.replace('_', "").parse::<i64>() {
             return Scalar::Int(i);
         }
@@ -145,7 +173,9 @@ fn resolve_plain(text: &str) -> Scalar<'_> {
         }
     }
     let looks_float = digits.bytes().any(|b| b.is_ascii_digit())
-        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'));
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'));
     if looks_float {
         if let Ok(f) = text.replace('_', "").parse::<f64>() {
             return Scalar::Float(f);
@@ -174,8 +204,17 @@ pub struct Document {
 }
 
 enum Frame {
-    Seq { items: Vec<Node>, pos: Pos, anchor: usize },
-    Map { entries: Vec<(Node, Node)>, key: Option<Node>, pos: Pos, anchor: usize },
+    Seq {
+        items: Vec<Node>,
+        pos: Pos,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        pos: Pos,
+        anchor: usize,
+    },
 }
 
 #[derive(Default)]
@@ -214,25 +253,48 @@ impl MarkedEventReceiver for Builder {
             }
             Event::DocumentEnd => {
                 let root = self.root.take();
-                self.docs.push(Document { root, pos: self.doc_pos });
+                self.docs.push(Document {
+                    root,
+                    pos: self.doc_pos,
+                });
             }
             Event::Scalar(text, style, anchor, _tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
                 self.complete(Node::Scalar { text, quoted, pos }, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { items: vec![], pos, anchor }),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map { entries: vec![], key: None, pos, anchor })
-            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                items: vec![],
+                pos,
+                anchor,
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                entries: vec![],
+                key: None,
+                pos,
+                anchor,
+            }),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 // Block collections are marked where the parser noticed them,
                 // which can be past their first item; report the earlier one.
                 Some(Frame::Seq { items, pos, anchor }) => {
-                    let pos = items.first().map(Node::pos).filter(|p| *p < pos).unwrap_or(pos);
+                    let pos = items
+                        .first()
+                        .map(Node::pos)
+                        .filter(|p| *p < pos)
+                        .unwrap_or(pos);
                     self.complete(Node::Seq { items, pos }, anchor)
                 }
-                Some(Frame::Map { entries, pos, anchor, .. }) => {
-                    let pos = entries.first().map(|e| e.0.pos()).filter(|p| *p < pos).unwrap_or(pos);
+                Some(Frame::Map {
+                    entries,
+                    pos,
+                    anchor,
+                    ..
+                }) => {
+                    let pos = entries
+                        .first()
+                        .map(|e| e.0.pos())
+                        .filter(|p| *p < pos)
+                        .unwrap_or(pos);
                     self.complete(Node::Map { entries, pos }, anchor)
                 }
                 None => {}
@@ -242,9 +304,19 @@ impl MarkedEventReceiver for Builder {
                 Some(node) => self.complete(node, 0),
                 None => {
                     if self.error.is_none() {
-                        self.error = Some(SyntaxError { pos, message: "alias to an unknown anchor".into() });
+                        self.error = Some(SyntaxError {
+                            pos,
+                            message: "alias to an unknown anchor".into(),
+                        });
                     }
-                    self.complete(Node::Scalar { text: String::new(), quoted: false, pos }, 0);
+                    self.complete(
+                        Node::Scalar {
+                            text: String::new(),
+                            quoted: false,
+                            pos,
+                        },
+                        0,
+                    );
                 }
             },
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
@@ -258,7 +330,10 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut parser = Parser::new_from_str(src);
     if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
-        return Err(SyntaxError { pos: Pos::from_marker(m), message: e.info().to_string() });
+        return Err(SyntaxError {
+            pos: Pos::from_marker(m),
+            message: e.info().to_string(),
+        });
     }
     if let Some(e) = builder.error {
         return Err(e);
@@ -273,10 +348,14 @@ mod tests {
     #[test]
     fn positions_are_one_based_lines_and_columns() {
         let docs = parse_documents("a: 1\nbb:\n  - x\n").unwrap();
-        let Some(Node::Map { entries, .. }) = &docs[0].root else { panic!() };
+        let Some(Node::Map { entries, .. }) = &docs[0].root else {
+            panic!()
+        };
         assert_eq!(entries[0].0.pos(), Pos { line: 1, column: 1 });
         assert_eq!(entries[0].1.pos(), Pos { line: 1, column: 4 });
-        let Node::Seq { items, .. } = &entries[1].1 else { panic!() };
+        let Node::Seq { items, .. } = &entries[1].1 else {
+            panic!()
+        };
         assert_eq!(items[0].pos(), Pos { line: 3, column: 5 });
     }
 
@@ -284,7 +363,10 @@ mod tests {
     fn scalars_resolve_like_pyyaml() {
         let docs = parse_documents("[False, yes, 3, 0.25, ~, '3', abc, 1e3]").unwrap();
         let v = docs[0].root.as_ref().unwrap().to_value();
-        assert_eq!(v, serde_json::json!([false, true, 3, 0.25, null, "3", "abc", 1000.0]));
+        assert_eq!(
+            v,
+            serde_json::json!([false, true, 3, 0.25, null, "3", "abc", 1000.0])
+        );
     }
 
     #[test]

@@ -3,15 +3,20 @@
 
 use app::{check, RoleFile, Severity};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/k3-roles");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/k3-roles"
+);
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("{FIXTURES}/{name}: {e}"))
+    std::fs::read_to_string(format!("{FIXTURES}/{name}"))
+        .unwrap_or_else(|e| panic!("{FIXTURES}/{name}: {e}"))
 }
 
 #[test]
 fn k3_template_is_accepted_with_its_odd_mem_as_a_warning() {
-    let (rf, warnings) = RoleFile::parse(&fixture("role_file_template.yaml")).expect("K3's template must be accepted");
+    let (rf, warnings) = RoleFile::parse(&fixture("role_file_template.yaml"))
+        .expect("K3's template must be accepted");
     let role = &rf.roles()[0];
     assert_eq!(role.name, "role 1");
     assert_eq!(role.peers.get(), 3);
@@ -20,8 +25,14 @@ fn k3_template_is_accepted_with_its_odd_mem_as_a_warning() {
     assert_eq!(role.mem, app::role::Mem::All);
     assert_eq!(role.peer_globals.len(), 3);
     assert_eq!(role.k3_data.len(), 7);
-    let mem = warnings.iter().find(|w| w.path == "roles[0].mem").expect("a warning for mem: \".*\"");
-    assert_eq!((mem.line, mem.column, mem.severity), (46, 6, Severity::Warning));
+    let mem = warnings
+        .iter()
+        .find(|w| w.path == "roles[0].mem")
+        .expect("a warning for mem: \".*\"");
+    assert_eq!(
+        (mem.line, mem.column, mem.severity),
+        (46, 6, Severity::Warning)
+    );
     assert!(mem.message.contains("\".*\""), "{}", mem.message);
 }
 
@@ -80,13 +91,25 @@ fn every_kind_of_mistake_is_reported_where_it_is() {
     let mut failures = Vec::new();
     for (what, src, (line, column), fragment) in MISTAKES {
         let report = check(src);
-        let hit = report.diagnostics.iter().find(|d| d.severity == Severity::Error && d.message.contains(fragment));
+        let hit = report
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Error && d.message.contains(fragment));
         match hit {
             Some(d) if (d.line, d.column) == (*line, *column) => {
-                assert!(report.role_file.is_none(), "{what}: a file with an error must not parse");
+                assert!(
+                    report.role_file.is_none(),
+                    "{what}: a file with an error must not parse"
+                );
             }
-            Some(d) => failures.push(format!("{what}: at {}:{} not {line}:{column}: {d}", d.line, d.column)),
-            None => failures.push(format!("{what}: no error containing {fragment:?} in {:#?}", report.diagnostics)),
+            Some(d) => failures.push(format!(
+                "{what}: at {}:{} not {line}:{column}: {d}",
+                d.line, d.column
+            )),
+            None => failures.push(format!(
+                "{what}: no error containing {fragment:?} in {:#?}",
+                report.diagnostics
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -97,16 +120,28 @@ fn all_problems_are_reported_at_once() {
     let report = check("name: a\npeers: 0\ncpu: -1\nmem: lots\n---\npeers: 2\n");
     let errors: Vec<_> = report.diagnostics.iter().filter(|d| d.is_error()).collect();
     assert_eq!(errors.len(), 4, "{:#?}", report.diagnostics);
-    assert_eq!(errors.iter().map(|d| d.line).collect::<Vec<_>>(), vec![2, 3, 4, 6]);
+    assert_eq!(
+        errors.iter().map(|d| d.line).collect::<Vec<_>>(),
+        vec![2, 3, 4, 6]
+    );
 }
 
 #[test]
 fn unknown_fields_are_warnings_with_a_suggestion() {
     let (rf, warnings) = RoleFile::parse("name: a\npeers: 1\npeer_per_host: 2\nfoo: 1\n").unwrap();
     assert_eq!(rf.total_peers(), 1);
-    let warnings: Vec<_> = warnings.into_iter().filter(|w| w.message.contains("unknown field")).collect();
+    let warnings: Vec<_> = warnings
+        .into_iter()
+        .filter(|w| w.message.contains("unknown field"))
+        .collect();
     assert_eq!(warnings.len(), 2);
-    assert!(warnings[0].message.contains("did you mean `peers_per_host`"), "{}", warnings[0]);
+    assert!(
+        warnings[0]
+            .message
+            .contains("did you mean `peers_per_host`"),
+        "{}",
+        warnings[0]
+    );
     assert_eq!((warnings[0].line, warnings[0].column), (3, 1));
     assert!(warnings[1].message.contains("\"foo\""));
 }

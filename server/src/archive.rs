@@ -21,14 +21,30 @@ pub fn build(job_dir: &Path, binary: &str, cap: u64) -> std::io::Result<u64> {
     tar.mode(tar::HeaderMode::Deterministic);
     let mut truncated = Vec::new();
     let mut sandboxes: Vec<PathBuf> = match std::fs::read_dir(job_dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && name_of(p).starts_with("peer-")).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && name_of(p).starts_with("peer-"))
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
         Err(e) => return Err(e),
     };
-    sandboxes.sort_by_key(|p| name_of(p).trim_start_matches("peer-").parse::<u64>().unwrap_or(u64::MAX));
+    sandboxes.sort_by_key(|p| {
+        name_of(p)
+            .trim_start_matches("peer-")
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+    });
     for sandbox in &sandboxes {
         let prefix = PathBuf::from(name_of(sandbox));
-        add_dir(&mut tar, sandbox, &prefix, Some(binary), cap, &mut truncated)?;
+        add_dir(
+            &mut tar,
+            sandbox,
+            &prefix,
+            Some(binary),
+            cap,
+            &mut truncated,
+        )?;
     }
     if !truncated.is_empty() {
         let text = truncated.join("\n") + "\n";
@@ -50,10 +66,20 @@ pub fn build(job_dir: &Path, binary: &str, cap: u64) -> std::io::Result<u64> {
 }
 
 fn name_of(p: &Path) -> String {
-    p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
-fn add_dir<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, prefix: &Path, skip: Option<&str>, cap: u64, truncated: &mut Vec<String>) -> std::io::Result<()> {
+fn add_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    prefix: &Path,
+    skip: Option<&str>,
+    cap: u64,
+    truncated: &mut Vec<String>,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -69,15 +95,33 @@ fn add_dir<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, prefix: &Path, skip:
             let meta = e.metadata()?;
             let size = meta.len().min(cap);
             if meta.len() > cap {
-                truncated.push(format!("{} ({} bytes, first {} kept)", inner.display(), meta.len(), cap));
+                truncated.push(format!(
+                    "{} ({} bytes, first {} kept)",
+                    inner.display(),
+                    meta.len(),
+                    cap
+                ));
             }
             let mut h = tar::Header::new_gnu();
             h.set_size(size);
             h.set_mode(0o644);
-            h.set_mtime(meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0));
+            h.set_mtime(
+                meta.modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            );
             // A file still growing past its size at stat time is cut there.
             let reader = File::open(e.path())?.take(size);
-            tar.append_data(&mut h, &inner, PadTo { inner: reader, left: size })?;
+            tar.append_data(
+                &mut h,
+                &inner,
+                PadTo {
+                    inner: reader,
+                    left: size,
+                },
+            )?;
         }
         // Symlinks and special files are not archived: they could point
         // anywhere on this machine.

@@ -62,9 +62,17 @@ impl BlobStore {
     }
 
     pub async fn writer(&self, limit: u64) -> std::io::Result<BlobWriter> {
-        let path = self.tmp.join(format!("upload-{}-{}", std::process::id(), unique()));
+        let path = self
+            .tmp
+            .join(format!("upload-{}-{}", std::process::id(), unique()));
         let file = tokio::fs::File::create(&path).await?;
-        Ok(BlobWriter { file: Some(file), path, hasher: Sha256::new(), size: 0, limit })
+        Ok(BlobWriter {
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+            limit,
+        })
     }
 
     /// Moves a finished upload into place (or drops it when the same content
@@ -104,7 +112,12 @@ impl BlobWriter {
             return Err(WriteError::TooLarge(self.limit));
         }
         self.hasher.update(chunk);
-        self.file.as_mut().expect("open writer").write_all(chunk).await.map_err(WriteError::Io)
+        self.file
+            .as_mut()
+            .expect("open writer")
+            .write_all(chunk)
+            .await
+            .map_err(WriteError::Io)
     }
 
     pub fn size(&self) -> u64 {

@@ -22,7 +22,12 @@ pub struct Config {
     pub master: Option<String>,
 
     /// Data directory: the database, stored apps, job sandboxes and archives.
-    #[arg(short = 'd', long = "dir", default_value = "./data", env = "DISPATCHER_DIR")]
+    #[arg(
+        short = 'd',
+        long = "dir",
+        default_value = "./data",
+        env = "DISPATCHER_DIR"
+    )]
     pub dir: PathBuf,
 
     /// HTTP port for the API and the dashboard.
@@ -69,11 +74,23 @@ pub struct Config {
 impl Config {
     /// Parses `--ports FIRST-LAST`.
     pub fn port_range(&self) -> Result<(u16, u16), String> {
-        let (a, b) = self.ports.split_once('-').ok_or_else(|| format!("--ports {:?} must look like 40000-40999", self.ports))?;
-        let a: u16 = a.trim().parse().map_err(|_| format!("--ports: {a:?} is not a port"))?;
-        let b: u16 = b.trim().parse().map_err(|_| format!("--ports: {b:?} is not a port"))?;
+        let (a, b) = self
+            .ports
+            .split_once('-')
+            .ok_or_else(|| format!("--ports {:?} must look like 40000-40999", self.ports))?;
+        let a: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("--ports: {a:?} is not a port"))?;
+        let b: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("--ports: {b:?} is not a port"))?;
         if a == 0 || a > b {
-            return Err(format!("--ports {:?}: the first port must be at least 1 and not above the last", self.ports));
+            return Err(format!(
+                "--ports {:?}: the first port must be at least 1 and not above the last",
+                self.ports
+            ));
         }
         Ok((a, b))
     }

@@ -6,7 +6,10 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use app::model::{AppSummary, AppVersion, Event, EventKind, JobDetail, JobOptions, JobPage, JobState, JobSummary, PeerInfo, PeerState};
+use app::model::{
+    AppSummary, AppVersion, Event, EventKind, JobDetail, JobOptions, JobPage, JobState, JobSummary,
+    PeerInfo, PeerState,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::Internal;
@@ -106,7 +109,9 @@ impl Db {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Db { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` with the connection on a blocking thread.
@@ -126,7 +131,14 @@ impl Db {
 }
 
 fn version_row(r: &rusqlite::Row) -> rusqlite::Result<AppVersion> {
-    Ok(AppVersion { app: r.get(0)?, uid: r.get(1)?, sha256: r.get(2)?, size: r.get::<_, i64>(3)? as u64, tag: r.get(4)?, uploaded: r.get(5)? })
+    Ok(AppVersion {
+        app: r.get(0)?,
+        uid: r.get(1)?,
+        sha256: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        tag: r.get(4)?,
+        uploaded: r.get(5)?,
+    })
 }
 
 const VERSION_COLS: &str = "app, uid, sha256, size, tag, uploaded";
@@ -140,20 +152,38 @@ pub fn insert_version(c: &Connection, v: &AppVersion) -> Result<(), Internal> {
 }
 
 pub fn version(c: &Connection, app: &str, uid: &str) -> Result<Option<AppVersion>, Internal> {
-    Ok(c.query_row(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 AND uid = ?2"), params![app, uid], version_row).optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 AND uid = ?2"),
+        params![app, uid],
+        version_row,
+    )
+    .optional()?)
 }
 
 pub fn latest_version(c: &Connection, app: &str) -> Result<Option<AppVersion>, Internal> {
-    Ok(c.query_row(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 ORDER BY id DESC LIMIT 1"), params![app], version_row).optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 ORDER BY id DESC LIMIT 1"),
+        params![app],
+        version_row,
+    )
+    .optional()?)
 }
 
-pub fn version_by_sha(c: &Connection, app: &str, sha: &str) -> Result<Option<AppVersion>, Internal> {
+pub fn version_by_sha(
+    c: &Connection,
+    app: &str,
+    sha: &str,
+) -> Result<Option<AppVersion>, Internal> {
     Ok(c.query_row(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 AND sha256 = ?2 ORDER BY id DESC LIMIT 1"), params![app, sha], version_row).optional()?)
 }
 
 pub fn versions(c: &Connection, app: &str) -> Result<Vec<AppVersion>, Internal> {
-    let mut st = c.prepare(&format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 ORDER BY id DESC"))?;
-    let rows = st.query_map(params![app], version_row)?.collect::<Result<Vec<_>, _>>()?;
+    let mut st = c.prepare(&format!(
+        "SELECT {VERSION_COLS} FROM versions WHERE app = ?1 ORDER BY id DESC"
+    ))?;
+    let rows = st
+        .query_map(params![app], version_row)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -163,7 +193,13 @@ pub fn apps(c: &Connection) -> Result<Vec<AppSummary>, Internal> {
          WHERE id = (SELECT MAX(id) FROM versions w WHERE w.app = v.app) ORDER BY app"
     ))?;
     let rows = st
-        .query_map([], |r| Ok(AppSummary { name: r.get(0)?, versions: r.get::<_, i64>(6)? as u32, latest: version_row(r)? }))?
+        .query_map([], |r| {
+            Ok(AppSummary {
+                name: r.get(0)?,
+                versions: r.get::<_, i64>(6)? as u32,
+                latest: version_row(r)?,
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -188,11 +224,22 @@ pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
         params![j.app, j.uid, j.sha256, j.options.user, j.options.tag, j.role_file, serde_json::to_string(&j.options)?, j.peers_total, t, j.replay_of.map(|r| r as i64)],
     )?;
     let id = tx.last_insert_rowid() as u64;
-    let kind = EventKind::Job { state: JobState::Submitted, reason: String::new() };
-    tx.execute("INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)", params![id as i64, t, serde_json::to_string(&kind)?])?;
+    let kind = EventKind::Job {
+        state: JobState::Submitted,
+        reason: String::new(),
+    };
+    tx.execute(
+        "INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)",
+        params![id as i64, t, serde_json::to_string(&kind)?],
+    )?;
     let seq = tx.last_insert_rowid() as u64;
     tx.commit()?;
-    Ok(Event { seq, job: id, time: t, kind })
+    Ok(Event {
+        seq,
+        job: id,
+        time: t,
+        kind,
+    })
 }
 
 /// Applies an event to the job and peer tables and appends it to the log.
@@ -201,15 +248,33 @@ pub fn record(c: &mut Connection, job: u64, kind: &EventKind) -> Result<Event, I
     let tx = c.transaction()?;
     match kind {
         EventKind::Job { state, reason } => {
-            tx.execute("UPDATE jobs SET state = ?2, reason = ?3 WHERE id = ?1", params![job as i64, state.as_str(), reason])?;
+            tx.execute(
+                "UPDATE jobs SET state = ?2, reason = ?3 WHERE id = ?1",
+                params![job as i64, state.as_str(), reason],
+            )?;
             if *state == JobState::Running {
-                tx.execute("UPDATE jobs SET started = COALESCE(started, ?2) WHERE id = ?1", params![job as i64, t])?;
+                tx.execute(
+                    "UPDATE jobs SET started = COALESCE(started, ?2) WHERE id = ?1",
+                    params![job as i64, t],
+                )?;
             }
             if state.is_terminal() {
-                tx.execute("UPDATE jobs SET ended = ?2 WHERE id = ?1", params![job as i64, t])?;
+                tx.execute(
+                    "UPDATE jobs SET ended = ?2 WHERE id = ?1",
+                    params![job as i64, t],
+                )?;
             }
         }
-        EventKind::Peer { index, role, host, port, state, exit_code, signal, reason } => {
+        EventKind::Peer {
+            index,
+            role,
+            host,
+            port,
+            state,
+            exit_code,
+            signal,
+            reason,
+        } => {
             tx.execute(
                 "INSERT INTO peers (job_id, idx, role, host, port, state, exit_code, signal, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal, reason = excluded.reason",
@@ -219,21 +284,38 @@ pub fn record(c: &mut Connection, job: u64, kind: &EventKind) -> Result<Event, I
                 tx.execute("UPDATE peers SET started = COALESCE(started, ?3) WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
             }
             if state.is_terminal() {
-                tx.execute("UPDATE peers SET ended = ?3 WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
+                tx.execute(
+                    "UPDATE peers SET ended = ?3 WHERE job_id = ?1 AND idx = ?2",
+                    params![job as i64, index, t],
+                )?;
             }
         }
         EventKind::Archive { size } => {
-            tx.execute("UPDATE jobs SET archive_size = ?2 WHERE id = ?1", params![job as i64, *size as i64])?;
+            tx.execute(
+                "UPDATE jobs SET archive_size = ?2 WHERE id = ?1",
+                params![job as i64, *size as i64],
+            )?;
         }
     }
-    tx.execute("INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)", params![job as i64, t, serde_json::to_string(kind)?])?;
+    tx.execute(
+        "INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)",
+        params![job as i64, t, serde_json::to_string(kind)?],
+    )?;
     let seq = tx.last_insert_rowid() as u64;
     tx.commit()?;
-    Ok(Event { seq, job, time: t, kind: kind.clone() })
+    Ok(Event {
+        seq,
+        job,
+        time: t,
+        kind: kind.clone(),
+    })
 }
 
 pub fn set_pid(c: &Connection, job: u64, index: u32, pid: Option<u32>) -> Result<(), Internal> {
-    c.execute("UPDATE peers SET pid = ?3 WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, pid])?;
+    c.execute(
+        "UPDATE peers SET pid = ?3 WHERE job_id = ?1 AND idx = ?2",
+        params![job as i64, index, pid],
+    )?;
     Ok(())
 }
 
@@ -271,17 +353,37 @@ pub fn jobs(c: &Connection, f: &JobFilter) -> Result<JobPage, Internal> {
     let mut st = c.prepare(&format!(
         "SELECT {JOB_COLS} FROM jobs j WHERE (?1 IS NULL OR j.app = ?1) AND (?2 IS NULL OR j.state = ?2) ORDER BY j.id DESC LIMIT ?3 OFFSET ?4"
     ))?;
-    let jobs = st.query_map(params![app, state, f.limit as i64, f.offset as i64], job_row)?.collect::<Result<Vec<_>, _>>()?;
-    Ok(JobPage { jobs, total: total as u64, offset: f.offset, limit: f.limit })
+    let jobs = st
+        .query_map(
+            params![app, state, f.limit as i64, f.offset as i64],
+            job_row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JobPage {
+        jobs,
+        total: total as u64,
+        offset: f.offset,
+        limit: f.limit,
+    })
 }
 
 pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
     let row = c
-        .query_row(&format!("SELECT {JOB_COLS}, j.role_file, j.options FROM jobs j WHERE j.id = ?1"), params![id as i64], |r| {
-            Ok((job_row(r)?, r.get::<_, String>(14)?, r.get::<_, String>(15)?))
-        })
+        .query_row(
+            &format!("SELECT {JOB_COLS}, j.role_file, j.options FROM jobs j WHERE j.id = ?1"),
+            params![id as i64],
+            |r| {
+                Ok((
+                    job_row(r)?,
+                    r.get::<_, String>(14)?,
+                    r.get::<_, String>(15)?,
+                ))
+            },
+        )
         .optional()?;
-    let Some((job, role_file, options)) = row else { return Ok(None) };
+    let Some((job, role_file, options)) = row else {
+        return Ok(None);
+    };
     let mut st = c.prepare("SELECT idx, role, host, port, state, exit_code, signal, reason, started, ended FROM peers WHERE job_id = ?1 ORDER BY idx")?;
     let peers = st
         .query_map(params![id as i64], |r| {
@@ -300,35 +402,78 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(JobDetail { job, role_file, options: serde_json::from_str(&options).unwrap_or_default(), peers }))
+    Ok(Some(JobDetail {
+        job,
+        role_file,
+        options: serde_json::from_str(&options).unwrap_or_default(),
+        peers,
+    }))
 }
 
 pub fn sha_of_job(c: &Connection, id: u64) -> Result<Option<(String, String, String)>, Internal> {
-    Ok(c.query_row("SELECT app, uid, sha256 FROM jobs WHERE id = ?1", params![id as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+    Ok(c.query_row(
+        "SELECT app, uid, sha256 FROM jobs WHERE id = ?1",
+        params![id as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?)
 }
 
 /// Events after `after`, for one job or all, oldest first.
-pub fn events_after(c: &Connection, after: u64, job: Option<u64>, limit: u64) -> Result<Vec<Event>, Internal> {
+pub fn events_after(
+    c: &Connection,
+    after: u64,
+    job: Option<u64>,
+    limit: u64,
+) -> Result<Vec<Event>, Internal> {
     let mut st = c.prepare("SELECT seq, job_id, time, data FROM events WHERE seq > ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq LIMIT ?3")?;
     let rows = st
-        .query_map(params![after as i64, job.map(|j| j as i64), limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-        })?
+        .query_map(
+            params![after as i64, job.map(|j| j as i64), limit as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
-        .map(|(seq, job, time, data)| Ok(Event { seq: seq as u64, job: job as u64, time, kind: serde_json::from_str(&data)? }))
+        .map(|(seq, job, time, data)| {
+            Ok(Event {
+                seq: seq as u64,
+                job: job as u64,
+                time,
+                kind: serde_json::from_str(&data)?,
+            })
+        })
         .collect()
 }
 
 pub fn unfinished(c: &Connection) -> Result<Vec<Unfinished>, Internal> {
     let mut st = c.prepare("SELECT id, state, role_file, options FROM jobs WHERE state IN ('SUBMITTED', 'WAITING', 'RUNNING') ORDER BY id")?;
     let rows = st
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     for (id, state, role_file, options) in rows {
-        let mut pst = c.prepare("SELECT idx, pid FROM peers WHERE job_id = ?1 AND pid IS NOT NULL AND ended IS NULL")?;
-        let pids = pst.query_map(params![id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        let mut pst = c.prepare(
+            "SELECT idx, pid FROM peers WHERE job_id = ?1 AND pid IS NOT NULL AND ended IS NULL",
+        )?;
+        let pids = pst
+            .query_map(params![id], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(Unfinished {
             id: id as u64,
             state: JobState::parse(&state).unwrap_or(JobState::Running),

@@ -26,18 +26,32 @@ macro_rules! internal_from {
         }
     )*};
 }
-internal_from!(rusqlite::Error, std::io::Error, serde_json::Error, String, &str);
+internal_from!(
+    rusqlite::Error,
+    std::io::Error,
+    serde_json::Error,
+    String,
+    &str
+);
 
 #[derive(Debug)]
 pub enum ApiError {
     /// A client mistake: status, message and optional structured details.
-    Client { status: StatusCode, message: String, details: Vec<Value> },
+    Client {
+        status: StatusCode,
+        message: String,
+        details: Vec<Value>,
+    },
     Internal(Internal),
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError::Client { status, message: message.into(), details: vec![] }
+        ApiError::Client {
+            status,
+            message: message.into(),
+            details: vec![],
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -54,7 +68,13 @@ impl ApiError {
 
     pub fn with_details(self, details: Vec<Value>) -> Self {
         match self {
-            ApiError::Client { status, message, .. } => ApiError::Client { status, message, details },
+            ApiError::Client {
+                status, message, ..
+            } => ApiError::Client {
+                status,
+                message,
+                details,
+            },
             other => other,
         }
     }
@@ -69,12 +89,24 @@ impl<E: Into<Internal>> From<E> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Client { status, message, details } => {
-                (status, Json(app::model::ApiErrorBody { error: message, details })).into_response()
-            }
+            ApiError::Client {
+                status,
+                message,
+                details,
+            } => (
+                status,
+                Json(app::model::ApiErrorBody {
+                    error: message,
+                    details,
+                }),
+            )
+                .into_response(),
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
-                let body = app::model::ApiErrorBody { error: "internal server error (the details are in the server log)".into(), details: vec![] };
+                let body = app::model::ApiErrorBody {
+                    error: "internal server error (the details are in the server log)".into(),
+                    details: vec![],
+                };
                 (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
             }
         }

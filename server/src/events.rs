@@ -20,7 +20,11 @@ pub struct Bus {
 impl Bus {
     pub fn new(db: Db) -> Bus {
         let (tx, _) = broadcast::channel(4096);
-        Bus { db, tx, order: Arc::new(Mutex::new(())) }
+        Bus {
+            db,
+            tx,
+            order: Arc::new(Mutex::new(())),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -29,7 +33,10 @@ impl Bus {
 
     pub async fn record(&self, job: u64, kind: EventKind) -> Result<Event, Internal> {
         let _in_order = self.order.lock().await;
-        let ev = self.db.call(move |c| crate::db::record(c, job, &kind)).await?;
+        let ev = self
+            .db
+            .call(move |c| crate::db::record(c, job, &kind))
+            .await?;
         let _ = self.tx.send(ev.clone());
         Ok(ev)
     }
@@ -37,7 +44,10 @@ impl Bus {
     /// Records a new job (state SUBMITTED) and announces it.
     pub async fn insert_job(&self, job: crate::db::NewJob) -> Result<Event, Internal> {
         let _in_order = self.order.lock().await;
-        let ev = self.db.call(move |c| crate::db::insert_job(c, &job)).await?;
+        let ev = self
+            .db
+            .call(move |c| crate::db::insert_job(c, &job))
+            .await?;
         let _ = self.tx.send(ev.clone());
         Ok(ev)
     }

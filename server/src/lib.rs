@@ -47,7 +47,12 @@ impl Application {
             )));
         }
         let (first, last) = cfg.port_range().map_err(Internal)?;
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| Internal(format!("cannot create the data directory {}: {e}", cfg.dir.display())))?;
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| {
+            Internal(format!(
+                "cannot create the data directory {}: {e}",
+                cfg.dir.display()
+            ))
+        })?;
         let dir = std::fs::canonicalize(&cfg.dir)?;
         let jobs_dir = dir.join("jobs");
         std::fs::create_dir_all(&jobs_dir)?;
@@ -55,8 +60,12 @@ impl Application {
         let blobs = blobs::BlobStore::open(&dir)?;
         let bus = events::Bus::new(db.clone());
 
-        let cpus = cfg.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0));
-        if !(cpus > 0.0) {
+        let cpus = cfg.cpus.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(1.0)
+        });
+        if cpus.is_nan() || cpus <= 0.0 {
             return Err(Internal(format!("--cpus {cpus} must be more than 0")));
         }
         let capacity = local::Capacity {
@@ -64,7 +73,10 @@ impl Application {
             address: cfg.peer_address.clone(),
             cpus_milli: (cpus * 1000.0) as u64,
             mem_mb: cfg.mem_mb.unwrap_or_else(local::machine_mem_mb),
-            ports: PortRange { begin: first, end: last },
+            ports: PortRange {
+                begin: first,
+                end: last,
+            },
         };
         let grace = Duration::from_secs(cfg.kill_grace_secs);
         let (runner, handle) = Runner::new(
@@ -85,19 +97,37 @@ impl Application {
         settle_unfinished(&bus, &handle).await?;
 
         let addr = SocketAddr::new(cfg.ip, cfg.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Internal(format!("cannot listen on {addr}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Internal(format!("cannot listen on {addr}: {e}")))?;
         let (_, shutdown) = tokio::sync::watch::channel(false);
-        let state = AppState { db, bus, blobs, runner: handle.clone(), settings: Arc::new(settings), shutdown };
-        Ok(Application { listener, state, runner: handle })
+        let state = AppState {
+            db,
+            bus,
+            blobs,
+            runner: handle.clone(),
+            settings: Arc::new(settings),
+            shutdown,
+        };
+        Ok(Application {
+            listener,
+            state,
+            runner: handle,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then stops the peers and closes
     /// live event streams.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut state = self.state;
         state.shutdown = stop_rx;
@@ -109,7 +139,9 @@ impl Application {
             runner.shutdown().await;
             let _ = stop_tx.send(true);
         };
-        axum::serve(self.listener, router).with_graceful_shutdown(signal).await
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(signal)
+            .await
     }
 }
 
@@ -122,17 +154,45 @@ async fn settle_unfinished(bus: &events::Bus, runner: &RunnerHandle) -> Result<(
         match u.state {
             JobState::Running => {
                 let stopped = local::stop_leftovers(u.id, &u.pids);
-                tracing::warn!(job = u.id, stopped, "job was running when the dispatcher stopped; marking it FAILED");
-                bus.record(u.id, EventKind::Job { state: JobState::Failed, reason: "the dispatcher restarted while this job was running".into() }).await?;
+                tracing::warn!(
+                    job = u.id,
+                    stopped,
+                    "job was running when the dispatcher stopped; marking it FAILED"
+                );
+                bus.record(
+                    u.id,
+                    EventKind::Job {
+                        state: JobState::Failed,
+                        reason: "the dispatcher restarted while this job was running".into(),
+                    },
+                )
+                .await?;
             }
             _ => {
                 let id = u.id;
                 let row = bus.db().call(move |c| db::sha_of_job(c, id)).await?;
-                let Some((app, _uid, sha256)) = row else { continue };
+                let Some((app, _uid, sha256)) = row else {
+                    continue;
+                };
                 match RoleFile::parse(&u.role_file) {
-                    Ok((rf, _)) => runner.submit(u.id, Arc::new(rf), JobMeta { app, sha256, options: u.options }),
+                    Ok((rf, _)) => runner.submit(
+                        u.id,
+                        Arc::new(rf),
+                        JobMeta {
+                            app,
+                            sha256,
+                            options: u.options,
+                        },
+                    ),
                     Err(_) => {
-                        bus.record(u.id, EventKind::Job { state: JobState::Failed, reason: "its role file no longer parses after an upgrade".into() }).await?;
+                        bus.record(
+                            u.id,
+                            EventKind::Job {
+                                state: JobState::Failed,
+                                reason: "its role file no longer parses after an upgrade".into(),
+                            },
+                        )
+                        .await?;
                     }
                 }
             }

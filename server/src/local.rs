@@ -47,7 +47,12 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     pub fn new(cap: Capacity, tx: mpsc::UnboundedSender<Msg>, grace: Duration) -> LocalBackend {
-        LocalBackend { cap, live: HashMap::new(), tx, grace }
+        LocalBackend {
+            cap,
+            live: HashMap::new(),
+            tx,
+            grace,
+        }
     }
 
     pub fn capacity(&self) -> &Capacity {
@@ -85,13 +90,25 @@ impl LocalBackend {
 
     /// Starts every peer of a job. Sandboxes are prepared first; a peer that
     /// cannot start is reported FAILED with the reason.
-    pub async fn launch(&mut self, job: u64, job_dir: PathBuf, binary_src: PathBuf, binary: String, specs: Vec<PeerSpec>) -> Vec<(u32, Option<u32>)> {
+    pub async fn launch(
+        &mut self,
+        job: u64,
+        job_dir: PathBuf,
+        binary_src: PathBuf,
+        binary: String,
+        specs: Vec<PeerSpec>,
+    ) -> Vec<(u32, Option<u32>)> {
         let prepared = {
             let specs = specs.clone();
             let (job_dir, binary) = (job_dir.clone(), binary.clone());
-            tokio::task::spawn_blocking(move || specs.iter().map(|s| prepare_sandbox(&job_dir, &binary_src, &binary, s)).collect::<Vec<_>>())
-                .await
-                .unwrap_or_else(|e| vec![Err(std::io::Error::other(e.to_string()))])
+            tokio::task::spawn_blocking(move || {
+                specs
+                    .iter()
+                    .map(|s| prepare_sandbox(&job_dir, &binary_src, &binary, s))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|e| vec![Err(std::io::Error::other(e.to_string()))])
         };
         let mut pids = Vec::new();
         for (spec, prep) in specs.into_iter().zip(prepared) {
@@ -104,7 +121,16 @@ impl LocalBackend {
                 Ok(pid) => pids.push((index, Some(pid))),
                 Err(reason) => {
                     tracing::warn!(job, peer = index, %reason, "peer did not start");
-                    let _ = self.tx.send(Msg::Peer { job, index, update: PeerUpdate { state: PeerState::Failed, exit_code: None, signal: None, reason } });
+                    let _ = self.tx.send(Msg::Peer {
+                        job,
+                        index,
+                        update: PeerUpdate {
+                            state: PeerState::Failed,
+                            exit_code: None,
+                            signal: None,
+                            reason,
+                        },
+                    });
                     pids.push((index, None));
                 }
             }
@@ -126,21 +152,52 @@ impl LocalBackend {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| format!("could not start /bin/sh: {e}"))?;
-        let pid = child.id().ok_or("the peer exited before it could be watched")?;
-        self.live.insert((job, spec.index), Live { pid, cpus_milli: spec.cpus_milli as u64, mem_mb: spec.mem_mb, port: spec.port, killing: false });
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("could not start /bin/sh: {e}"))?;
+        let pid = child
+            .id()
+            .ok_or("the peer exited before it could be watched")?;
+        self.live.insert(
+            (job, spec.index),
+            Live {
+                pid,
+                cpus_milli: spec.cpus_milli as u64,
+                mem_mb: spec.mem_mb,
+                port: spec.port,
+                killing: false,
+            },
+        );
         let tx = self.tx.clone();
         let index = spec.index;
-        let _ = tx.send(Msg::Peer { job, index, update: PeerUpdate { state: PeerState::Running, exit_code: None, signal: None, reason: String::new() } });
+        let _ = tx.send(Msg::Peer {
+            job,
+            index,
+            update: PeerUpdate {
+                state: PeerState::Running,
+                exit_code: None,
+                signal: None,
+                reason: String::new(),
+            },
+        });
         tokio::spawn(async move {
             let status = child.wait().await;
-            let _ = tx.send(Msg::Exited { job, index, status: status.map_err(|e| e.to_string()) });
+            let _ = tx.send(Msg::Exited {
+                job,
+                index,
+                status: status.map_err(|e| e.to_string()),
+            });
         });
         Ok(pid)
     }
 
     /// Turns a process exit into a peer update and frees its resources.
-    pub fn exited(&mut self, job: u64, index: u32, status: Result<std::process::ExitStatus, String>) -> PeerUpdate {
+    pub fn exited(
+        &mut self,
+        job: u64,
+        index: u32,
+        status: Result<std::process::ExitStatus, String>,
+    ) -> PeerUpdate {
         let live = self.live.remove(&(job, index));
         let killing = live.as_ref().map(|l| l.killing).unwrap_or(false);
         // Children the peer left behind in its group go with it.
@@ -149,13 +206,43 @@ impl LocalBackend {
         }
         match status {
             Ok(s) => match (s.code(), s.signal()) {
-                (Some(0), _) => PeerUpdate { state: PeerState::Finished, exit_code: Some(0), signal: None, reason: String::new() },
-                (Some(c), _) if killing => PeerUpdate { state: PeerState::Killed, exit_code: Some(c), signal: None, reason: "stopped by the dispatcher".into() },
-                (Some(c), _) => PeerUpdate { state: PeerState::Failed, exit_code: Some(c), signal: None, reason: format!("exited with code {c}") },
-                (None, Some(sig)) if killing => PeerUpdate { state: PeerState::Killed, exit_code: None, signal: Some(sig), reason: "stopped by the dispatcher".into() },
-                (None, sig) => PeerUpdate { state: PeerState::Failed, exit_code: None, signal: sig, reason: format!("killed by signal {}", sig.unwrap_or(0)) },
+                (Some(0), _) => PeerUpdate {
+                    state: PeerState::Finished,
+                    exit_code: Some(0),
+                    signal: None,
+                    reason: String::new(),
+                },
+                (Some(c), _) if killing => PeerUpdate {
+                    state: PeerState::Killed,
+                    exit_code: Some(c),
+                    signal: None,
+                    reason: "stopped by the dispatcher".into(),
+                },
+                (Some(c), _) => PeerUpdate {
+                    state: PeerState::Failed,
+                    exit_code: Some(c),
+                    signal: None,
+                    reason: format!("exited with code {c}"),
+                },
+                (None, Some(sig)) if killing => PeerUpdate {
+                    state: PeerState::Killed,
+                    exit_code: None,
+                    signal: Some(sig),
+                    reason: "stopped by the dispatcher".into(),
+                },
+                (None, sig) => PeerUpdate {
+                    state: PeerState::Failed,
+                    exit_code: None,
+                    signal: sig,
+                    reason: format!("killed by signal {}", sig.unwrap_or(0)),
+                },
             },
-            Err(e) => PeerUpdate { state: PeerState::Lost, exit_code: None, signal: None, reason: format!("lost track of the process: {e}") },
+            Err(e) => PeerUpdate {
+                state: PeerState::Lost,
+                exit_code: None,
+                signal: None,
+                reason: format!("lost track of the process: {e}"),
+            },
         }
     }
 
@@ -176,11 +263,11 @@ impl LocalBackend {
         });
     }
 
-    /// Stops everything at once (shutdown).
-    pub fn kill_all_now(&mut self) {
+    /// Stops everything now (shutdown): SIGTERM, a moment, SIGKILL.
+    pub async fn kill_all_now(&mut self) {
         let groups: Vec<u32> = self.live.values().map(|l| l.pid).collect();
         signal_groups(&groups, libc::SIGTERM);
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
         signal_groups(&groups, libc::SIGKILL);
     }
 }
@@ -196,7 +283,12 @@ pub fn signal_groups(pgids: &[u32], sig: i32) {
 
 /// Creates `peer-<n>/` with the binary (hard-linked from the blob store when
 /// possible) and `peer.yaml`.
-fn prepare_sandbox(job_dir: &Path, binary_src: &Path, binary: &str, spec: &PeerSpec) -> std::io::Result<PathBuf> {
+fn prepare_sandbox(
+    job_dir: &Path,
+    binary_src: &Path,
+    binary: &str,
+    spec: &PeerSpec,
+) -> std::io::Result<PathBuf> {
     let sandbox = job_dir.join(format!("peer-{}", spec.index));
     std::fs::create_dir_all(&sandbox)?;
     let dest = sandbox.join(binary);
@@ -216,7 +308,9 @@ pub fn list_data(path: &str) -> Vec<String> {
     if p.is_file() {
         return vec![path.to_string()];
     }
-    let Ok(rd) = std::fs::read_dir(p) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return vec![];
+    };
     let mut files: Vec<String> = rd
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
@@ -247,11 +341,19 @@ pub fn stop_leftovers(job: u64, pids: &[(u32, i64)]) -> usize {
 pub fn machine_mem_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map(|kb| kb / 1024)
         .unwrap_or(1024)
 }
 
 pub fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

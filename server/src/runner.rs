@@ -20,10 +20,26 @@ use crate::local::{list_data, LocalBackend};
 use crate::sched::{Action, Core, Input, PeerUpdate};
 
 pub enum Msg {
-    Submit { job: u64, roles: Arc<RoleFile>, meta: JobMeta },
-    Kill { job: u64, reason: String, done: oneshot::Sender<bool> },
-    Peer { job: u64, index: u32, update: PeerUpdate },
-    Exited { job: u64, index: u32, status: Result<std::process::ExitStatus, String> },
+    Submit {
+        job: u64,
+        roles: Arc<RoleFile>,
+        meta: JobMeta,
+    },
+    Kill {
+        job: u64,
+        reason: String,
+        done: oneshot::Sender<bool>,
+    },
+    Peer {
+        job: u64,
+        index: u32,
+        update: PeerUpdate,
+    },
+    Exited {
+        job: u64,
+        index: u32,
+        status: Result<std::process::ExitStatus, String>,
+    },
     Tick,
     Cluster(oneshot::Sender<ClusterView>),
     Shutdown(oneshot::Sender<()>),
@@ -127,7 +143,19 @@ impl Runner {
                 }
             }
         });
-        (Runner { core: Core::new(), backend, bus, jobs_dir, blobs, meta: HashMap::new(), archive_cap, rx }, RunnerHandle { tx })
+        (
+            Runner {
+                core: Core::new(),
+                backend,
+                bus,
+                jobs_dir,
+                blobs,
+                meta: HashMap::new(),
+                archive_cap,
+                rx,
+            },
+            RunnerHandle { tx },
+        )
     }
 
     pub fn total_offer(&self) -> app::placement::Offer {
@@ -138,9 +166,16 @@ impl Runner {
         while let Some(msg) = self.rx.recv().await {
             let input = match msg {
                 Msg::Submit { job, roles, meta } => {
-                    let time_limit = meta.options.time_limit.or(roles.time_limit().map(|t| t.secs()));
+                    let time_limit = meta
+                        .options
+                        .time_limit
+                        .or(roles.time_limit().map(|t| t.secs()));
                     self.meta.insert(job, (roles.clone(), meta));
-                    Input::Submit { job, roles, time_limit }
+                    Input::Submit {
+                        job,
+                        roles,
+                        time_limit,
+                    }
                 }
                 Msg::Kill { job, reason, done } => {
                     let _ = done.send(self.core.is_active(job));
@@ -151,7 +186,9 @@ impl Runner {
                     let update = self.backend.exited(job, index, status);
                     Input::Peer { job, index, update }
                 }
-                Msg::Tick => Input::Tick { now_ms: crate::util::now_ms() },
+                Msg::Tick => Input::Tick {
+                    now_ms: crate::util::now_ms(),
+                },
                 Msg::Cluster(reply) => {
                     let _ = reply.send(self.view());
                     continue;
@@ -188,7 +225,12 @@ impl Runner {
                 ports: format!("{}-{}", cap.ports.begin, cap.ports.end),
                 peers,
             }],
-            waiting: self.core.wait_reasons().into_iter().map(|(job, reason)| WaitingJob { job, reason }).collect(),
+            waiting: self
+                .core
+                .wait_reasons()
+                .into_iter()
+                .map(|(job, reason)| WaitingJob { job, reason })
+                .collect(),
             running: self.core.running(),
         }
     }
@@ -198,10 +240,28 @@ impl Runner {
             match a {
                 Action::Record { job, kind } => self.record(job, kind).await,
                 Action::Launch { job, placement } => {
-                    let Some((roles, meta)) = self.meta.get(&job).cloned() else { continue };
-                    let ctx = JobContext { job_id: job, binary: &meta.app, options: &meta.options };
-                    let specs = build_peers(&ctx, &roles, &placement, &|path: &str, _host: &str| list_data(path));
-                    let pids = self.backend.launch(job, self.jobs_dir.join(job.to_string()), self.blobs.path(&meta.sha256), meta.app.clone(), specs).await;
+                    let Some((roles, meta)) = self.meta.get(&job).cloned() else {
+                        continue;
+                    };
+                    let ctx = JobContext {
+                        job_id: job,
+                        binary: &meta.app,
+                        options: &meta.options,
+                    };
+                    let specs =
+                        build_peers(&ctx, &roles, &placement, &|path: &str, _host: &str| {
+                            list_data(path)
+                        });
+                    let pids = self
+                        .backend
+                        .launch(
+                            job,
+                            self.jobs_dir.join(job.to_string()),
+                            self.blobs.path(&meta.sha256),
+                            meta.app.clone(),
+                            specs,
+                        )
+                        .await;
                     let db = self.bus.db().clone();
                     let res = db
                         .call(move |c| {
@@ -223,7 +283,10 @@ impl Runner {
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
                     let (bus, cap) = (self.bus.clone(), self.archive_cap);
                     tokio::spawn(async move {
-                        let built = tokio::task::spawn_blocking(move || crate::archive::build(&job_dir, &binary, cap)).await;
+                        let built = tokio::task::spawn_blocking(move || {
+                            crate::archive::build(&job_dir, &binary, cap)
+                        })
+                        .await;
                         match built {
                             Ok(Ok(size)) => {
                                 if let Err(e) = bus.record(job, EventKind::Archive { size }).await {
@@ -247,9 +310,16 @@ impl Runner {
 
     /// Stops every peer and records why its job ended.
     async fn shutdown(&mut self) {
-        self.backend.kill_all_now();
+        self.backend.kill_all_now().await;
         for job in self.core.running() {
-            self.record(job, EventKind::Job { state: JobState::Failed, reason: "the dispatcher shut down while this job was running".into() }).await;
+            self.record(
+                job,
+                EventKind::Job {
+                    state: JobState::Failed,
+                    reason: "the dispatcher shut down while this job was running".into(),
+                },
+            )
+            .await;
         }
     }
 }

@@ -23,12 +23,25 @@ pub struct PeerUpdate {
 
 #[derive(Clone, Debug)]
 pub enum Input {
-    Submit { job: u64, roles: Arc<RoleFile>, time_limit: Option<u64> },
+    Submit {
+        job: u64,
+        roles: Arc<RoleFile>,
+        time_limit: Option<u64>,
+    },
     /// Free resources now; the core places waiting jobs onto them.
     Offers(Vec<Offer>),
-    Kill { job: u64, reason: String },
-    Peer { job: u64, index: u32, update: PeerUpdate },
-    Tick { now_ms: u64 },
+    Kill {
+        job: u64,
+        reason: String,
+    },
+    Peer {
+        job: u64,
+        index: u32,
+        update: PeerUpdate,
+    },
+    Tick {
+        now_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -79,7 +92,11 @@ impl Core {
 
     /// Jobs whose peers were launched and have not all ended.
     pub fn running(&self) -> Vec<u64> {
-        self.jobs.iter().filter(|(_, j)| j.state == JobState::Running).map(|(id, _)| *id).collect()
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Running)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn waiting(&self) -> usize {
@@ -92,16 +109,32 @@ impl Core {
 
     /// Why each waiting job waits, oldest first.
     pub fn wait_reasons(&self) -> Vec<(u64, String)> {
-        self.queue.iter().map(|j| (*j, self.jobs[j].wait_reason.clone())).collect()
+        self.queue
+            .iter()
+            .map(|j| (*j, self.jobs[j].wait_reason.clone()))
+            .collect()
     }
 
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::Submit { job, roles, time_limit } => {
+            Input::Submit {
+                job,
+                roles,
+                time_limit,
+            } => {
                 self.jobs.insert(
                     job,
-                    JobRt { roles, state: JobState::Submitted, wait_reason: String::new(), time_limit, deadline_ms: None, peers: vec![], failure: None, killed: None },
+                    JobRt {
+                        roles,
+                        state: JobState::Submitted,
+                        wait_reason: String::new(),
+                        time_limit,
+                        deadline_ms: None,
+                        peers: vec![],
+                        failure: None,
+                        killed: None,
+                    },
                 );
                 self.queue.push(job);
             }
@@ -113,7 +146,12 @@ impl Core {
                 let expired: Vec<u64> = self
                     .jobs
                     .iter()
-                    .filter(|(_, j)| j.state == JobState::Running && j.failure.is_none() && j.killed.is_none() && j.deadline_ms.is_some_and(|d| d <= now_ms))
+                    .filter(|(_, j)| {
+                        j.state == JobState::Running
+                            && j.failure.is_none()
+                            && j.killed.is_none()
+                            && j.deadline_ms.is_some_and(|d| d <= now_ms)
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in expired {
@@ -138,11 +176,25 @@ impl Core {
                     job.peers = placement
                         .peers
                         .iter()
-                        .map(|p| PeerRt { role: job.roles.roles()[p.role].name.clone(), host: p.host.clone(), port: p.port, state: PeerState::Starting })
+                        .map(|p| PeerRt {
+                            role: job.roles.roles()[p.role].name.clone(),
+                            host: p.host.clone(),
+                            port: p.port,
+                            state: PeerState::Starting,
+                        })
                         .collect();
-                    out.push(Action::Record { job: id, kind: EventKind::Job { state: JobState::Running, reason: String::new() } });
+                    out.push(Action::Record {
+                        job: id,
+                        kind: EventKind::Job {
+                            state: JobState::Running,
+                            reason: String::new(),
+                        },
+                    });
                     for (i, p) in job.peers.iter().enumerate() {
-                        out.push(Action::Record { job: id, kind: peer_event(i as u32, p, None, None, String::new()) });
+                        out.push(Action::Record {
+                            job: id,
+                            kind: peer_event(i as u32, p, None, None, String::new()),
+                        });
                     }
                     out.push(Action::Launch { job: id, placement });
                 }
@@ -151,7 +203,13 @@ impl Core {
                     if job.state != JobState::Waiting || job.wait_reason != reason {
                         job.state = JobState::Waiting;
                         job.wait_reason = reason.clone();
-                        out.push(Action::Record { job: id, kind: EventKind::Job { state: JobState::Waiting, reason } });
+                        out.push(Action::Record {
+                            job: id,
+                            kind: EventKind::Job {
+                                state: JobState::Waiting,
+                                reason,
+                            },
+                        });
                     }
                     still.push(id);
                 }
@@ -161,38 +219,61 @@ impl Core {
     }
 
     fn kill(&mut self, id: u64, reason: String, out: &mut Vec<Action>) {
-        let Some(job) = self.jobs.get_mut(&id) else { return };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         if job.state == JobState::Running {
             if job.killed.is_none() {
                 job.killed = Some(reason);
                 let live = live_peers(job);
                 if !live.is_empty() {
-                    out.push(Action::Kill { job: id, peers: live });
+                    out.push(Action::Kill {
+                        job: id,
+                        peers: live,
+                    });
                 }
             }
             return;
         }
         self.queue.retain(|j| *j != id);
         self.jobs.remove(&id);
-        out.push(Action::Record { job: id, kind: EventKind::Job { state: JobState::Killed, reason } });
-        out.push(Action::Ended { job: id, state: JobState::Killed });
+        out.push(Action::Record {
+            job: id,
+            kind: EventKind::Job {
+                state: JobState::Killed,
+                reason,
+            },
+        });
+        out.push(Action::Ended {
+            job: id,
+            state: JobState::Killed,
+        });
     }
 
     fn bring_down(&mut self, id: u64, reason: String, out: &mut Vec<Action>) {
-        let Some(job) = self.jobs.get_mut(&id) else { return };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         if job.failure.is_some() || job.killed.is_some() {
             return;
         }
         job.failure = Some(reason);
         let live = live_peers(job);
         if !live.is_empty() {
-            out.push(Action::Kill { job: id, peers: live });
+            out.push(Action::Kill {
+                job: id,
+                peers: live,
+            });
         }
     }
 
     fn peer_update(&mut self, id: u64, index: u32, u: PeerUpdate, out: &mut Vec<Action>) {
-        let Some(job) = self.jobs.get_mut(&id) else { return };
-        let Some(peer) = job.peers.get_mut(index as usize) else { return };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let Some(peer) = job.peers.get_mut(index as usize) else {
+            return;
+        };
         // Updates about a peer that already ended are stale (a late exit
         // after a kill, a duplicate): the first terminal state stands.
         if peer.state.is_terminal() || peer.state == u.state {
@@ -201,7 +282,10 @@ impl Core {
         peer.state = u.state;
         let (role, state) = (peer.role.clone(), u.state);
         let peer_kind = peer_event(index, peer, u.exit_code, u.signal, u.reason.clone());
-        out.push(Action::Record { job: id, kind: peer_kind });
+        out.push(Action::Record {
+            job: id,
+            kind: peer_kind,
+        });
         if state.is_terminal() && state != PeerState::Finished {
             let what = match (u.exit_code, u.signal) {
                 (Some(c), _) => format!("exited with code {c}"),
@@ -219,18 +303,41 @@ impl Core {
                 (None, None) => (JobState::Finished, String::new()),
             };
             self.jobs.remove(&id);
-            out.push(Action::Record { job: id, kind: EventKind::Job { state, reason } });
+            out.push(Action::Record {
+                job: id,
+                kind: EventKind::Job { state, reason },
+            });
             out.push(Action::Ended { job: id, state });
         }
     }
 }
 
 fn live_peers(job: &JobRt) -> Vec<u32> {
-    job.peers.iter().enumerate().filter(|(_, p)| !p.state.is_terminal()).map(|(i, _)| i as u32).collect()
+    job.peers
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.state.is_terminal())
+        .map(|(i, _)| i as u32)
+        .collect()
 }
 
-fn peer_event(index: u32, p: &PeerRt, exit_code: Option<i32>, signal: Option<i32>, reason: String) -> EventKind {
-    EventKind::Peer { index, role: p.role.clone(), host: p.host.clone(), port: p.port, state: p.state, exit_code, signal, reason }
+fn peer_event(
+    index: u32,
+    p: &PeerRt,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    reason: String,
+) -> EventKind {
+    EventKind::Peer {
+        index,
+        role: p.role.clone(),
+        host: p.host.clone(),
+        port: p.port,
+        state: p.state,
+        exit_code,
+        signal,
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -243,58 +350,177 @@ mod tests {
     }
 
     fn host(cpus: u64) -> Vec<Offer> {
-        vec![Offer { id: "local".into(), host: "h".into(), address: "127.0.0.1".into(), cpus_milli: cpus * 1000, mem_mb: 1024, ports: vec![PortRange { begin: 9000, end: 9099 }] }]
+        vec![Offer {
+            id: "local".into(),
+            host: "h".into(),
+            address: "127.0.0.1".into(),
+            cpus_milli: cpus * 1000,
+            mem_mb: 1024,
+            ports: vec![PortRange {
+                begin: 9000,
+                end: 9099,
+            }],
+        }]
     }
 
     fn exit(code: i32) -> PeerUpdate {
-        PeerUpdate { state: if code == 0 { PeerState::Finished } else { PeerState::Failed }, exit_code: Some(code), signal: None, reason: String::new() }
+        PeerUpdate {
+            state: if code == 0 {
+                PeerState::Finished
+            } else {
+                PeerState::Failed
+            },
+            exit_code: Some(code),
+            signal: None,
+            reason: String::new(),
+        }
     }
 
     fn running() -> PeerUpdate {
-        PeerUpdate { state: PeerState::Running, exit_code: None, signal: None, reason: String::new() }
+        PeerUpdate {
+            state: PeerState::Running,
+            exit_code: None,
+            signal: None,
+            reason: String::new(),
+        }
     }
 
     fn job_states(actions: &[Action]) -> Vec<(u64, JobState)> {
-        actions.iter().filter_map(|a| match a { Action::Record { job, kind: EventKind::Job { state, .. } } => Some((*job, *state)), _ => None }).collect()
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Record {
+                    job,
+                    kind: EventKind::Job { state, .. },
+                } => Some((*job, *state)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
     fn a_job_that_fits_launches_and_finishes_when_every_peer_exits_zero() {
         let mut c = Core::new();
-        c.handle(Input::Submit { job: 1, roles: roles("name: a\npeers: 2\n"), time_limit: None });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: a\npeers: 2\n"),
+            time_limit: None,
+        });
         let a = c.handle(Input::Offers(host(4)));
         assert_eq!(job_states(&a), vec![(1, JobState::Running)]);
-        assert!(matches!(a.last(), Some(Action::Launch { job: 1, placement }) if placement.peers.len() == 2));
-        c.handle(Input::Peer { job: 1, index: 0, update: running() });
-        assert!(c.handle(Input::Peer { job: 1, index: 0, update: exit(0) }).iter().all(|a| !matches!(a, Action::Ended { .. })));
-        let a = c.handle(Input::Peer { job: 1, index: 1, update: exit(0) });
+        assert!(
+            matches!(a.last(), Some(Action::Launch { job: 1, placement }) if placement.peers.len() == 2)
+        );
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: running(),
+        });
+        assert!(c
+            .handle(Input::Peer {
+                job: 1,
+                index: 0,
+                update: exit(0)
+            })
+            .iter()
+            .all(|a| !matches!(a, Action::Ended { .. })));
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: exit(0),
+        });
         assert_eq!(job_states(&a), vec![(1, JobState::Finished)]);
-        assert_eq!(a.last(), Some(&Action::Ended { job: 1, state: JobState::Finished }));
+        assert_eq!(
+            a.last(),
+            Some(&Action::Ended {
+                job: 1,
+                state: JobState::Finished
+            })
+        );
         assert!(!c.is_active(1));
     }
 
     #[test]
     fn one_failing_peer_kills_the_rest_and_fails_the_job_with_the_reason() {
         let mut c = Core::new();
-        c.handle(Input::Submit { job: 1, roles: roles("name: w\npeers: 3\n"), time_limit: None });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: w\npeers: 3\n"),
+            time_limit: None,
+        });
         c.handle(Input::Offers(host(4)));
-        let a = c.handle(Input::Peer { job: 1, index: 1, update: exit(3) });
-        assert!(a.contains(&Action::Kill { job: 1, peers: vec![0, 2] }), "{a:?}");
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: exit(3),
+        });
+        assert!(
+            a.contains(&Action::Kill {
+                job: 1,
+                peers: vec![0, 2]
+            }),
+            "{a:?}"
+        );
         // Killed peers report back; the job's reason stays the first failure.
-        c.handle(Input::Peer { job: 1, index: 0, update: PeerUpdate { state: PeerState::Killed, exit_code: None, signal: Some(15), reason: String::new() } });
-        let a = c.handle(Input::Peer { job: 1, index: 2, update: PeerUpdate { state: PeerState::Killed, exit_code: None, signal: Some(15), reason: String::new() } });
-        let reason = a.iter().find_map(|a| match a { Action::Record { kind: EventKind::Job { state: JobState::Failed, reason }, .. } => Some(reason.clone()), _ => None });
-        assert_eq!(reason.as_deref(), Some("peer 1 (role 'w') exited with code 3"));
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: PeerUpdate {
+                state: PeerState::Killed,
+                exit_code: None,
+                signal: Some(15),
+                reason: String::new(),
+            },
+        });
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 2,
+            update: PeerUpdate {
+                state: PeerState::Killed,
+                exit_code: None,
+                signal: Some(15),
+                reason: String::new(),
+            },
+        });
+        let reason = a.iter().find_map(|a| match a {
+            Action::Record {
+                kind:
+                    EventKind::Job {
+                        state: JobState::Failed,
+                        reason,
+                    },
+                ..
+            } => Some(reason.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            reason.as_deref(),
+            Some("peer 1 (role 'w') exited with code 3")
+        );
     }
 
     #[test]
     fn a_job_that_does_not_fit_waits_with_a_reason_and_a_smaller_one_passes_it() {
         let mut c = Core::new();
-        c.handle(Input::Submit { job: 1, roles: roles("name: big\npeers: 8\n"), time_limit: None });
-        c.handle(Input::Submit { job: 2, roles: roles("name: small\npeers: 2\n"), time_limit: None });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: big\npeers: 8\n"),
+            time_limit: None,
+        });
+        c.handle(Input::Submit {
+            job: 2,
+            roles: roles("name: small\npeers: 2\n"),
+            time_limit: None,
+        });
         let a = c.handle(Input::Offers(host(4)));
-        assert_eq!(job_states(&a), vec![(1, JobState::Waiting), (2, JobState::Running)]);
-        assert_eq!(c.wait_reasons()[0].1, "role 'big' needs 8 peers, offers fit 4 (1 hosts short of cpus (1 per peer))");
+        assert_eq!(
+            job_states(&a),
+            vec![(1, JobState::Waiting), (2, JobState::Running)]
+        );
+        assert_eq!(
+            c.wait_reasons()[0].1,
+            "role 'big' needs 8 peers, offers fit 4 (1 host short of cpus (1 per peer))"
+        );
         // The same offers again change nothing and repeat no event.
         assert!(c.handle(Input::Offers(host(4))).is_empty());
         let a = c.handle(Input::Offers(host(8)));
@@ -304,16 +530,45 @@ mod tests {
     #[test]
     fn kill_of_a_waiting_job_ends_it_at_once_and_of_a_running_job_kills_its_peers() {
         let mut c = Core::new();
-        c.handle(Input::Submit { job: 1, roles: roles("name: a\npeers: 9\n"), time_limit: None });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: a\npeers: 9\n"),
+            time_limit: None,
+        });
         c.handle(Input::Offers(host(1)));
-        let a = c.handle(Input::Kill { job: 1, reason: "killed by request".into() });
+        let a = c.handle(Input::Kill {
+            job: 1,
+            reason: "killed by request".into(),
+        });
         assert_eq!(job_states(&a), vec![(1, JobState::Killed)]);
         assert_eq!(c.waiting(), 0);
 
-        c.handle(Input::Submit { job: 2, roles: roles("name: a\npeers: 1\n"), time_limit: None });
+        c.handle(Input::Submit {
+            job: 2,
+            roles: roles("name: a\npeers: 1\n"),
+            time_limit: None,
+        });
         c.handle(Input::Offers(host(1)));
-        assert_eq!(c.handle(Input::Kill { job: 2, reason: "killed by request".into() }), vec![Action::Kill { job: 2, peers: vec![0] }]);
-        let a = c.handle(Input::Peer { job: 2, index: 0, update: PeerUpdate { state: PeerState::Killed, exit_code: None, signal: Some(15), reason: String::new() } });
+        assert_eq!(
+            c.handle(Input::Kill {
+                job: 2,
+                reason: "killed by request".into()
+            }),
+            vec![Action::Kill {
+                job: 2,
+                peers: vec![0]
+            }]
+        );
+        let a = c.handle(Input::Peer {
+            job: 2,
+            index: 0,
+            update: PeerUpdate {
+                state: PeerState::Killed,
+                exit_code: None,
+                signal: Some(15),
+                reason: String::new(),
+            },
+        });
         assert_eq!(job_states(&a), vec![(2, JobState::Killed)]);
     }
 
@@ -321,21 +576,66 @@ mod tests {
     fn the_time_limit_brings_a_job_down_as_failed() {
         let mut c = Core::new();
         c.handle(Input::Tick { now_ms: 1_000 });
-        c.handle(Input::Submit { job: 1, roles: roles("name: a\npeers: 1\n"), time_limit: Some(5) });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: a\npeers: 1\n"),
+            time_limit: Some(5),
+        });
         c.handle(Input::Offers(host(1)));
         assert!(c.handle(Input::Tick { now_ms: 5_999 }).is_empty());
-        assert_eq!(c.handle(Input::Tick { now_ms: 6_000 }), vec![Action::Kill { job: 1, peers: vec![0] }]);
-        let a = c.handle(Input::Peer { job: 1, index: 0, update: PeerUpdate { state: PeerState::Killed, exit_code: None, signal: Some(15), reason: String::new() } });
-        assert!(a.contains(&Action::Record { job: 1, kind: EventKind::Job { state: JobState::Failed, reason: "time limit of 5s exceeded".into() } }));
+        assert_eq!(
+            c.handle(Input::Tick { now_ms: 6_000 }),
+            vec![Action::Kill {
+                job: 1,
+                peers: vec![0]
+            }]
+        );
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: PeerUpdate {
+                state: PeerState::Killed,
+                exit_code: None,
+                signal: Some(15),
+                reason: String::new(),
+            },
+        });
+        assert!(a.contains(&Action::Record {
+            job: 1,
+            kind: EventKind::Job {
+                state: JobState::Failed,
+                reason: "time limit of 5s exceeded".into()
+            }
+        }));
     }
 
     #[test]
     fn stale_and_duplicate_peer_updates_are_ignored() {
         let mut c = Core::new();
-        c.handle(Input::Submit { job: 1, roles: roles("name: a\npeers: 2\n"), time_limit: None });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: a\npeers: 2\n"),
+            time_limit: None,
+        });
         c.handle(Input::Offers(host(2)));
-        c.handle(Input::Peer { job: 1, index: 0, update: exit(0) });
-        assert!(c.handle(Input::Peer { job: 1, index: 0, update: exit(1) }).is_empty());
-        assert!(c.handle(Input::Peer { job: 9, index: 0, update: exit(1) }).is_empty());
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(0),
+        });
+        assert!(c
+            .handle(Input::Peer {
+                job: 1,
+                index: 0,
+                update: exit(1)
+            })
+            .is_empty());
+        assert!(c
+            .handle(Input::Peer {
+                job: 9,
+                index: 0,
+                update: exit(1)
+            })
+            .is_empty());
     }
 }

@@ -53,24 +53,38 @@ pub struct Form {
 
 impl Form {
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str).filter(|s| !s.is_empty())
+        self.fields
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// K3's boolean flags: present means on, unless it says otherwise.
     pub fn flag(&self, name: &str) -> bool {
-        self.fields.get(name).is_some_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"))
+        self.fields.get(name).is_some_and(|v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            )
+        })
     }
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    ApiError::new(e.status(), format!("could not read the upload: {}", e.body_text()))
+    ApiError::new(
+        e.status(),
+        format!("could not read the upload: {}", e.body_text()),
+    )
 }
 
 async fn read_text(mut field: Field<'_>, limit: usize, what: &str) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} is larger than {limit} bytes")));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} is larger than {limit} bytes"),
+            ));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -80,8 +94,18 @@ async fn read_text(mut field: Field<'_>, limit: usize, what: &str) -> Result<Vec
 /// Reads a multipart form. With `stream_file`, the `file` field goes to the
 /// blob store as it arrives (constant memory); otherwise it is read into
 /// memory up to the role-file limit.
-pub async fn read_form(blobs: &BlobStore, mut mp: Multipart, stream_file: bool, max_upload: u64) -> Result<Form, ApiError> {
-    let mut form = Form { file_name: None, blob: None, bytes: None, fields: HashMap::new() };
+pub async fn read_form(
+    blobs: &BlobStore,
+    mut mp: Multipart,
+    stream_file: bool,
+    max_upload: u64,
+) -> Result<Form, ApiError> {
+    let mut form = Form {
+        file_name: None,
+        blob: None,
+        bytes: None,
+        fields: HashMap::new(),
+    };
     while let Some(mut field) = mp.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
@@ -103,7 +127,8 @@ pub async fn read_form(blobs: &BlobStore, mut mp: Multipart, stream_file: bool, 
             }
         } else {
             let bytes = read_text(field, MAX_FIELD, &format!("field `{name}`")).await?;
-            let text = String::from_utf8(bytes).map_err(|_| ApiError::bad_request(format!("field `{name}` is not UTF-8 text")))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ApiError::bad_request(format!("field `{name}` is not UTF-8 text")))?;
             form.fields.insert(name, text);
         }
     }
@@ -127,7 +152,11 @@ pub fn app_name_from(file_name: &str) -> Result<String, ApiError> {
 }
 
 pub fn check_name(kind: &str, s: &str) -> Result<(), ApiError> {
-    let ok = !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) && !s.starts_with('.');
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !s.starts_with('.');
     if ok {
         Ok(())
     } else {
@@ -138,7 +167,13 @@ pub fn check_name(kind: &str, s: &str) -> Result<(), ApiError> {
 /// Records an uploaded blob as a version of `app`. Uploading the same bytes
 /// again without a uid returns the existing version; a uid that is taken by
 /// different bytes is a conflict.
-pub async fn add_version(st: &AppState, app: String, blob: Blob, uid: Option<String>, tag: String) -> Result<(AppVersion, bool), ApiError> {
+pub async fn add_version(
+    st: &AppState,
+    app: String,
+    blob: Blob,
+    uid: Option<String>,
+    tag: String,
+) -> Result<(AppVersion, bool), ApiError> {
     if let Some(u) = &uid {
         check_name("uid", u)?;
     }
@@ -151,19 +186,35 @@ pub async fn add_version(st: &AppState, app: String, blob: Blob, uid: Option<Str
             let tx = c.transaction()?;
             if let Some(u) = &uid {
                 if let Some(v) = db::version(&tx, &app, u)? {
-                    return Ok(if v.sha256 == blob.sha256 { Ok((v, false)) } else { Err(v) });
+                    return Ok(if v.sha256 == blob.sha256 {
+                        Ok((v, false))
+                    } else {
+                        Err(v)
+                    });
                 }
             } else if let Some(v) = db::version_by_sha(&tx, &app, &blob.sha256)? {
                 return Ok(Ok((v, false)));
             }
             let uid = uid.unwrap_or_else(|| blob.sha256[..12].to_string());
-            let v = AppVersion { app, uid, sha256: blob.sha256, size: blob.size, tag, uploaded: crate::util::now_rfc3339() };
+            let v = AppVersion {
+                app,
+                uid,
+                sha256: blob.sha256,
+                size: blob.size,
+                tag,
+                uploaded: crate::util::now_rfc3339(),
+            };
             db::insert_version(&tx, &v)?;
             tx.commit()?;
             Ok(Ok((v, true)))
         })
         .await?;
-    res.map_err(|v| ApiError::conflict(format!("version {:?} of app {:?} already exists with different content (sha256 {})", v.uid, v.app, v.sha256)))
+    res.map_err(|v| {
+        ApiError::conflict(format!(
+            "version {:?} of app {:?} already exists with different content (sha256 {})",
+            v.uid, v.app, v.sha256
+        ))
+    })
 }
 
 pub struct Submitted {
@@ -173,13 +224,26 @@ pub struct Submitted {
 }
 
 fn diagnostics_error(message: &str, diags: &[Diagnostic]) -> ApiError {
-    let first = diags.iter().find(|d| d.is_error()).map(|d| format!(": {d}")).unwrap_or_default();
-    ApiError::bad_request(format!("{message}{first}")).with_details(diags.iter().map(|d| serde_json::to_value(d).unwrap_or_default()).collect())
+    let first = diags
+        .iter()
+        .find(|d| d.is_error())
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    ApiError::bad_request(format!("{message}{first}")).with_details(
+        diags
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .collect(),
+    )
 }
 
 /// Parses a role file and checks it can run on this backend at all.
-pub fn accept_role_file(st: &AppState, text: &str) -> Result<(RoleFile, Vec<Diagnostic>), ApiError> {
-    let (rf, warnings) = RoleFile::parse(text).map_err(|d| diagnostics_error("the role file has errors", &d))?;
+pub fn accept_role_file(
+    st: &AppState,
+    text: &str,
+) -> Result<(RoleFile, Vec<Diagnostic>), ApiError> {
+    let (rf, warnings) =
+        RoleFile::parse(text).map_err(|d| diagnostics_error("the role file has errors", &d))?;
     if st.settings.backend == "local" {
         if let Some(r) = rf.roles().iter().find(|r| r.image.is_some()) {
             return Err(ApiError::bad_request(format!(
@@ -188,14 +252,23 @@ pub fn accept_role_file(st: &AppState, text: &str) -> Result<(RoleFile, Vec<Diag
             )));
         }
         if let Err(short) = place(rf.roles(), std::slice::from_ref(&st.settings.total_offer)) {
-            return Err(ApiError::bad_request(format!("this job can never run on this machine: {short}")));
+            return Err(ApiError::bad_request(format!(
+                "this job can never run on this machine: {short}"
+            )));
         }
     }
     Ok((rf, warnings))
 }
 
 /// Records a job (SUBMITTED) and hands it to the runner.
-pub async fn submit(st: &AppState, app: &str, uid: Option<&str>, role_text: String, options: JobOptions, replay_of: Option<u64>) -> Result<Submitted, ApiError> {
+pub async fn submit(
+    st: &AppState,
+    app: &str,
+    uid: Option<&str>,
+    role_text: String,
+    options: JobOptions,
+    replay_of: Option<u64>,
+) -> Result<Submitted, ApiError> {
     let (a, u) = (app.to_string(), uid.map(str::to_string));
     let version = st
         .db
@@ -208,36 +281,105 @@ pub async fn submit(st: &AppState, app: &str, uid: Option<&str>, role_text: Stri
         Some(u) => ApiError::not_found(format!("app {app:?} has no version {u:?}")),
         None => ApiError::not_found(format!("there is no app {app:?}")),
     })?;
-    submit_version(st, version.app, version.uid, version.sha256, role_text, options, replay_of).await
+    submit_version(
+        st,
+        version.app,
+        version.uid,
+        version.sha256,
+        role_text,
+        options,
+        replay_of,
+    )
+    .await
 }
 
-async fn submit_version(st: &AppState, app: String, uid: String, sha256: String, role_text: String, options: JobOptions, replay_of: Option<u64>) -> Result<Submitted, ApiError> {
+async fn submit_version(
+    st: &AppState,
+    app: String,
+    uid: String,
+    sha256: String,
+    role_text: String,
+    options: JobOptions,
+    replay_of: Option<u64>,
+) -> Result<Submitted, ApiError> {
     if !st.blobs.path(&sha256).exists() {
-        return Err(ApiError::new(StatusCode::GONE, format!("the binary of {app} version {uid} is no longer stored")));
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!("the binary of {app} version {uid} is no longer stored"),
+        ));
     }
     let (rf, warnings) = accept_role_file(st, &role_text)?;
-    let meta = JobMeta { app: app.clone(), sha256: sha256.clone(), options: options.clone() };
-    let ev = st.bus.insert_job(NewJob { app, uid, sha256, role_file: role_text, options, peers_total: rf.total_peers(), replay_of }).await?;
+    let meta = JobMeta {
+        app: app.clone(),
+        sha256: sha256.clone(),
+        options: options.clone(),
+    };
+    let ev = st
+        .bus
+        .insert_job(NewJob {
+            app,
+            uid,
+            sha256,
+            role_file: role_text,
+            options,
+            peers_total: rf.total_peers(),
+            replay_of,
+        })
+        .await?;
     st.runner.submit(ev.job, Arc::new(rf), meta);
-    Ok(Submitted { id: ev.job, time: ev.time, warnings })
+    Ok(Submitted {
+        id: ev.job,
+        time: ev.time,
+        warnings,
+    })
 }
 
 /// Kills a job; a job that already ended is left as it is.
 pub async fn kill(st: &AppState, id: u64) -> Result<app::model::JobSummary, ApiError> {
-    let job = st.db.call(move |c| db::job(c, id)).await?.ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let job = st
+        .db
+        .call(move |c| db::job(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
     if !job.job.state.is_terminal() {
         st.runner.kill(id, "killed by request".into()).await;
     }
     // The kill is asynchronous for running jobs; report the state now.
-    let job = st.db.call(move |c| db::job(c, id)).await?.ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let job = st
+        .db
+        .call(move |c| db::job(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
     Ok(job.job)
 }
 
 /// Submits a job again with the same app version, role file and options.
 pub async fn replay(st: &AppState, id: u64) -> Result<Submitted, ApiError> {
-    let job = st.db.call(move |c| db::job(c, id)).await?.ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
-    let sha = st.db.call(move |c| db::sha_of_job(c, id)).await?.map(|(_, _, s)| s).unwrap_or_default();
+    let job = st
+        .db
+        .call(move |c| db::job(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let sha = st
+        .db
+        .call(move |c| db::sha_of_job(c, id))
+        .await?
+        .map(|(_, _, s)| s)
+        .unwrap_or_default();
     let mut options = job.options.clone();
-    options.tag = if job.job.tag.is_empty() { format!("REPLAY: {id}") } else { format!("REPLAY: {}", job.job.tag) };
-    submit_version(st, job.job.app, job.job.uid, sha, job.role_file, options, Some(id)).await
+    options.tag = if job.job.tag.is_empty() {
+        format!("REPLAY: {id}")
+    } else {
+        format!("REPLAY: {}", job.job.tag)
+    };
+    submit_version(
+        st,
+        job.job.app,
+        job.job.uid,
+        sha,
+        job.role_file,
+        options,
+        Some(id),
+    )
+    .await
 }

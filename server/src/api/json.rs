@@ -17,7 +17,9 @@ use crate::error::ApiError;
 use crate::service::{self, AppState};
 
 pub async fn health(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "backend": st.settings.backend, "version": env!("CARGO_PKG_VERSION") }))
+    Json(
+        json!({ "status": "ok", "backend": st.settings.backend, "version": env!("CARGO_PKG_VERSION") }),
+    )
 }
 
 pub async fn list_apps(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -25,7 +27,10 @@ pub async fn list_apps(State(st): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({ "apps": apps })))
 }
 
-pub async fn get_app(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_app(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let n = name.clone();
     let versions = st.db.call(move |c| db::versions(c, &n)).await?;
     if versions.is_empty() {
@@ -37,7 +42,9 @@ pub async fn get_app(State(st): State<AppState>, Path(name): Path<String>) -> Re
 pub async fn upload_app(State(st): State<AppState>, mp: Multipart) -> Result<Response, ApiError> {
     let form = service::read_form(&st.blobs, mp, true, st.settings.max_upload).await?;
     let (Some(blob), Some(file_name)) = (form.blob.clone(), form.file_name.clone()) else {
-        return Err(ApiError::bad_request("no file received: send the program as a multipart field named `file`"));
+        return Err(ApiError::bad_request(
+            "no file received: send the program as a multipart field named `file`",
+        ));
     };
     let name = match form.field("name") {
         Some(n) => {
@@ -46,12 +53,26 @@ pub async fn upload_app(State(st): State<AppState>, mp: Multipart) -> Result<Res
         }
         None => service::app_name_from(&file_name)?,
     };
-    let (v, created) = service::add_version(&st, name, blob, form.field("uid").map(str::to_string), form.field("tag").unwrap_or_default().to_string()).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let (v, created) = service::add_version(
+        &st,
+        name,
+        blob,
+        form.field("uid").map(str::to_string),
+        form.field("tag").unwrap_or_default().to_string(),
+    )
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(json!({ "version": v, "created": created }))).into_response())
 }
 
-pub async fn delete_app(State(st): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_app(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let n = name.clone();
     let removed = st.db.call(move |c| db::delete_app(c, &n)).await?;
     if removed == 0 {
@@ -68,7 +89,10 @@ pub struct JobQuery {
     offset: Option<u64>,
 }
 
-pub async fn list_jobs(State(st): State<AppState>, Query(q): Query<JobQuery>) -> Result<Json<JobPage>, ApiError> {
+pub async fn list_jobs(
+    State(st): State<AppState>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<JobPage>, ApiError> {
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -78,9 +102,16 @@ pub async fn list_jobs(State(st): State<AppState>, Query(q): Query<JobQuery>) ->
     };
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::bad_request(format!("limit {limit} must be between 1 and 1000")));
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} must be between 1 and 1000"
+        )));
     }
-    let filter = JobFilter { app: q.app.filter(|a| !a.is_empty()), state, limit, offset: q.offset.unwrap_or(0) };
+    let filter = JobFilter {
+        app: q.app.filter(|a| !a.is_empty()),
+        state,
+        limit,
+        offset: q.offset.unwrap_or(0),
+    };
     Ok(Json(st.db.call(move |c| db::jobs(c, &filter)).await?))
 }
 
@@ -95,68 +126,144 @@ pub struct SubmitBody {
 }
 
 pub async fn submit(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: SubmitBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not a job request ({{app, uid?, role_file, options?}}): {e}")))?;
+    let req: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not a job request ({{app, uid?, role_file, options?}}): {e}"
+        ))
+    })?;
     if req.role_file.len() > service::MAX_ROLE_FILE {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the role file is larger than 1 MiB"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the role file is larger than 1 MiB",
+        ));
     }
-    let s = service::submit(&st, &req.app, req.uid.as_deref(), req.role_file, req.options, None).await?;
+    let s = service::submit(
+        &st,
+        &req.app,
+        req.uid.as_deref(),
+        req.role_file,
+        req.options,
+        None,
+    )
+    .await?;
     Ok(submitted(s))
 }
 
 fn submitted(s: service::Submitted) -> Response {
     let body = json!({ "id": s.id, "state": "SUBMITTED", "submitted": s.time, "warnings": s.warnings, "url": format!("/api/jobs/{}", s.id) });
-    (StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/jobs/{}", s.id))], Json(body)).into_response()
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/jobs/{}", s.id))],
+        Json(body),
+    )
+        .into_response()
 }
 
-pub async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
+pub async fn get_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetail>, ApiError> {
     let id = job_id(&id)?;
-    st.db.call(move |c| db::job(c, id)).await?.map(Json).ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
+    st.db
+        .call(move |c| db::job(c, id))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
 }
 
-pub async fn kill(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn kill(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let j = service::kill(&st, job_id(&id)?).await?;
     Ok(Json(json!({ "job": j })))
 }
 
-pub async fn replay(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn replay(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(submitted(service::replay(&st, job_id(&id)?).await?))
 }
 
-pub async fn archive(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn archive(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     super::k3::send_archive(&st, job_id(&id)?).await
 }
 
 /// Validates a role file without submitting it. The body is the role file
 /// itself, or JSON `{"role_file": "..."}`.
-pub async fn validate(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Validation>, ApiError> {
+pub async fn validate(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Validation>, ApiError> {
     if body.len() > service::MAX_ROLE_FILE {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the role file is larger than 1 MiB"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the role file is larger than 1 MiB",
+        ));
     }
-    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     let text = if is_json {
         #[derive(Deserialize)]
         struct B {
             role_file: String,
         }
-        serde_json::from_slice::<B>(&body).map_err(|e| ApiError::bad_request(format!("expected {{\"role_file\": \"...\"}}: {e}")))?.role_file
+        serde_json::from_slice::<B>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!("expected {{\"role_file\": \"...\"}}: {e}"))
+            })?
+            .role_file
     } else {
-        String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the role file is not UTF-8 text"))?
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_request("the role file is not UTF-8 text"))?
     };
     let report = app::check(&text);
     let mut diagnostics = report.diagnostics;
-    let (peers, roles) = report.role_file.as_ref().map(|rf| (rf.total_peers(), rf.roles().iter().map(|r| r.name.clone()).collect())).unwrap_or_default();
+    let (peers, roles) = report
+        .role_file
+        .as_ref()
+        .map(|rf| {
+            (
+                rf.total_peers(),
+                rf.roles().iter().map(|r| r.name.clone()).collect(),
+            )
+        })
+        .unwrap_or_default();
     let mut ok = report.role_file.is_some();
     // What the parser accepts may still be unable to run here.
     if ok {
         if let Err(ApiError::Client { message, .. }) = service::accept_role_file(&st, &text) {
             ok = false;
-            diagnostics.push(app::Diagnostic { severity: app::Severity::Error, line: 1, column: 1, path: String::new(), message });
+            diagnostics.push(app::Diagnostic {
+                severity: app::Severity::Error,
+                line: 1,
+                column: 1,
+                path: String::new(),
+                message,
+            });
         }
     }
-    Ok(Json(Validation { ok, peers, roles, diagnostics }))
+    Ok(Json(Validation {
+        ok,
+        peers,
+        roles,
+        diagnostics,
+    }))
 }
 
 pub async fn cluster(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let view = st.runner.cluster().await.ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the scheduler is shutting down"))?;
+    let view = st.runner.cluster().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is shutting down",
+        )
+    })?;
     Ok(Json(serde_json::to_value(view)?))
 }

@@ -18,20 +18,33 @@ use crate::error::ApiError;
 use crate::service::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let upload_limit = DefaultBodyLimit::max(state.settings.max_upload.saturating_add(1 << 20) as usize);
+    let upload_limit =
+        DefaultBodyLimit::max(state.settings.max_upload.saturating_add(1 << 20) as usize);
 
     // Routes that change something; the token, when set, guards them all
     // (K3's kill and replay are GETs, so they are here too).
     let mutating = Router::new()
-        .route("/apps", post(k3::upload_app).layer(upload_limit.clone()))
-        .route("/app", post(k3::upload_app).layer(upload_limit.clone()))
+        .route("/apps", post(k3::upload_app).layer(upload_limit))
+        .route("/app", post(k3::upload_app).layer(upload_limit))
         .route("/delete/app/{name}", post(k3::delete_app))
         .route("/jobs/{app}", post(k3::submit_latest))
         .route("/jobs/{app}/{uid}", post(k3::submit_version))
-        .route("/jobs/{app}/{id}/kill", get(k3::kill_job).post(k3::kill_job))
-        .route("/job/{id}/kill", get(k3::kill_job_by_id).post(k3::kill_job_by_id))
-        .route("/jobs/{app}/{id}/replay", get(k3::replay_job).post(k3::replay_job))
-        .route("/job/{id}/replay", get(k3::replay_job_by_id).post(k3::replay_job_by_id))
+        .route(
+            "/jobs/{app}/{id}/kill",
+            get(k3::kill_job).post(k3::kill_job),
+        )
+        .route(
+            "/job/{id}/kill",
+            get(k3::kill_job_by_id).post(k3::kill_job_by_id),
+        )
+        .route(
+            "/jobs/{app}/{id}/replay",
+            get(k3::replay_job).post(k3::replay_job),
+        )
+        .route(
+            "/job/{id}/replay",
+            get(k3::replay_job_by_id).post(k3::replay_job_by_id),
+        )
         .route("/api/apps", post(json::upload_app).layer(upload_limit))
         .route("/api/apps/{name}", axum::routing::delete(json::delete_app))
         .route("/api/jobs", post(json::submit))
@@ -65,7 +78,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(sse::all_events))
         .route("/api/jobs/{id}/events", get(sse::job_events));
 
-    mutating.merge(reads).fallback(not_found).layer(TraceLayer::new_for_http()).with_state(state)
+    mutating
+        .merge(reads)
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -74,13 +91,27 @@ async fn not_found() -> ApiError {
 
 /// Checks `Authorization: Bearer <token>` when the server has a token.
 async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = st.settings.token.as_deref() else { return next.run(req).await };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let Some(expected) = st.settings.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         next.run(req).await
     } else {
-        let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "this route needs the dispatcher's token: send `Authorization: Bearer <token>`").into_response();
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this route needs the dispatcher's token: send `Authorization: Bearer <token>`",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
         resp
     }
 }
@@ -91,5 +122,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Parses a job id from a path segment (K3 allowed `12.tar`-like suffixes).
 pub fn job_id(raw: &str) -> Result<u64, ApiError> {
-    raw.split('.').next().and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::bad_request(format!("job id {raw:?} is not a number")))
+    raw.split('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("job id {raw:?} is not a number")))
 }

@@ -28,16 +28,31 @@ pub struct After {
 }
 
 fn last_event_id(headers: &HeaderMap, q: &After) -> u64 {
-    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).or(q.after).unwrap_or(0)
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(q.after)
+        .unwrap_or(0)
 }
 
-type EventStream = Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<SseEvent, Infallible>>>>;
+type EventStream =
+    Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<SseEvent, Infallible>>>>;
 
-pub async fn all_events(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<After>) -> EventStream {
+pub async fn all_events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<After>,
+) -> EventStream {
     stream(st, None, last_event_id(&headers, &q))
 }
 
-pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Query(q): Query<After>) -> Result<EventStream, ApiError> {
+pub async fn job_events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<After>,
+) -> Result<EventStream, ApiError> {
     let id = job_id(&id)?;
     if st.db.call(move |c| db::sha_of_job(c, id)).await?.is_none() {
         return Err(ApiError::not_found(format!("there is no job {id}")));
@@ -51,7 +66,10 @@ fn to_sse(ev: &Event) -> SseEvent {
         EventKind::Peer { .. } => "peer",
         EventKind::Archive { .. } => "archive",
     };
-    SseEvent::default().id(ev.seq.to_string()).event(name).data(serde_json::to_string(ev).unwrap_or_default())
+    SseEvent::default()
+        .id(ev.seq.to_string())
+        .event(name)
+        .data(serde_json::to_string(ev).unwrap_or_default())
 }
 
 fn stream(st: AppState, job: Option<u64>, after: u64) -> EventStream {
@@ -72,19 +90,33 @@ fn stream(st: AppState, job: Option<u64>, after: u64) -> EventStream {
 
 /// Sends one event; false when the stream should end (client gone, or the
 /// job's last event sent).
-async fn send(tx: &mpsc::Sender<Result<SseEvent, Infallible>>, ev: &Event, job: Option<u64>) -> bool {
+async fn send(
+    tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
+    ev: &Event,
+    job: Option<u64>,
+) -> bool {
     if tx.send(Ok(to_sse(ev))).await.is_err() {
         return false;
     }
     !(job.is_some() && matches!(ev.kind, EventKind::Archive { .. }))
 }
 
-async fn pump(st: AppState, job: Option<u64>, mut last: u64, mut sub: broadcast::Receiver<Event>, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
+async fn pump(
+    st: AppState,
+    job: Option<u64>,
+    mut last: u64,
+    mut sub: broadcast::Receiver<Event>,
+    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+) {
     loop {
         // Catch up from the database (first connection, resume, or lag).
         loop {
             let from = last;
-            let batch = match st.db.call(move |c| db::events_after(c, from, job, 500)).await {
+            let batch = match st
+                .db
+                .call(move |c| db::events_after(c, from, job, 500))
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "could not read events");
@@ -118,4 +150,3 @@ async fn pump(st: AppState, job: Option<u64>, mut last: u64, mut sub: broadcast:
         }
     }
 }
-

@@ -1,0 +1,137 @@
+//! Server-sent events, read off a real connection.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+type Ev = (u64, String, Value);
+
+/// Reads SSE frames until `n` events arrived or the stream ended.
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<Ev> {
+    read_until(resp, |seen| seen.len() >= n).await
+}
+
+/// Reads SSE frames until `done` says so or the stream ended.
+async fn read_until(resp: reqwest::Response, done: impl Fn(&[Ev]) -> bool) -> Vec<Ev> {
+    let mut out: Vec<Ev> = Vec::new();
+    let mut buf = String::new();
+    let mut body = resp.bytes_stream();
+    while !done(&out) {
+        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(20), body.next()).await
+        else {
+            break;
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let (mut id, mut name, mut data) = (0, String::new(), Value::Null);
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().unwrap();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).unwrap();
+                }
+            }
+            if id > 0 && !done(&out) {
+                out.push((id, name, data));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_job_stream_shows_every_state_change_and_ends_with_the_archive() {
+    let app = spawn_app().await;
+    app.upload("p", "#!/bin/sh\necho hi\n").await;
+    let id = app.submit("p", "name: r\npeers: 2\ncpu: 0.1\n").await;
+    let resp = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let events = read_events(resp, 1000).await;
+    let jobs: Vec<&str> = events
+        .iter()
+        .filter(|e| e.1 == "job")
+        .map(|e| e.2["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["SUBMITTED", "RUNNING", "FINISHED"]);
+    let peer0: Vec<&str> = events
+        .iter()
+        .filter(|e| e.1 == "peer" && e.2["index"] == 0)
+        .map(|e| e.2["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(peer0, ["STARTING", "RUNNING", "FINISHED"]);
+    assert_eq!(
+        events.last().unwrap().1,
+        "archive",
+        "the stream ends after the archive event"
+    );
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_client_resumes_with_last_event_id_and_misses_nothing() {
+    let app = spawn_app().await;
+    app.upload("p", "#!/bin/sh\nsleep 0.3\n").await;
+    let all = app.client.get(app.url("/api/events")).send().await.unwrap();
+    let first = app.submit("p", "name: r\npeers: 1\ncpu: 0.1\n").await;
+    let seen = read_events(all, 3).await;
+    let last = seen.last().unwrap().0;
+    // Disconnected now; more happens meanwhile.
+    app.wait_archived(first).await;
+    let second = app.submit("p", "name: r\npeers: 1\ncpu: 0.1\n").await;
+    app.wait_archived(second).await;
+
+    let resumed = app
+        .client
+        .get(app.url("/api/events"))
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    let rest = read_until(resumed, |seen| {
+        seen.last()
+            .is_some_and(|e| e.2["job"] == second && e.1 == "archive")
+    })
+    .await;
+    assert_eq!(
+        rest.first().unwrap().0,
+        last + 1,
+        "resumes right after the last id it saw"
+    );
+    let ids: Vec<u64> = rest.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gaps: {ids:?}");
+    assert!(rest
+        .iter()
+        .any(|e| e.2["job"] == second && e.2["state"] == "FINISHED"));
+    // `?after=` works the same for clients that cannot set headers.
+    let q = app
+        .client
+        .get(app.url(&format!("/api/events?after={}", last + 1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_events(q, 1).await[0].0, last + 2);
+}
+
+#[tokio::test]
+async fn a_stream_for_an_unknown_job_is_a_404() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/api/jobs/42/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

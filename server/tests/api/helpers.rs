@@ -1,0 +1,224 @@
+//! Test helpers: a real dispatcher on a loopback port with its own temporary
+//! data directory, and small clients for its API.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dispatcher::{Application, Config};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        master: None,
+        dir: dir.to_path_buf(),
+        port: 0,
+        ip: "127.0.0.1".parse().unwrap(),
+        token: None,
+        cpus: Some(8.0),
+        mem_mb: Some(8192),
+        ports: "0-0".into(),
+        peer_address: "127.0.0.1".into(),
+        kill_grace_secs: 2,
+        archive_file_cap_mb: 64,
+        max_upload_mb: 1024,
+    }
+}
+
+/// A free block of ports for one test's peers, so tests in parallel do not collide.
+pub fn port_block(n: u16) -> String {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base =
+        20000 + (std::process::id() as u16 % 40) * 500 + NEXT.fetch_add(n, Ordering::Relaxed);
+    format!("{}-{}", base, base + n - 1)
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_in(dir, tweak).await
+}
+
+pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut cfg = config(dir.path());
+    cfg.ports = port_block(40);
+    tweak(&mut cfg);
+    let app = Application::build(cfg).await.expect("the app builds");
+    let addr = format!("http://{}", app.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        addr,
+        dir,
+        client: reqwest::Client::new(),
+        stop: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.addr, path)
+    }
+
+    /// Stops the server gracefully and gives back its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Uploads `script` as an app named `name`; returns the JSON answer.
+    pub async fn upload(&self, name: &str, script: &str) -> Value {
+        let part =
+            reqwest::multipart::Part::bytes(script.as_bytes().to_vec()).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let r = self
+            .client
+            .post(self.url("/apps"))
+            .header("Accept", "application/json")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "upload of {name}");
+        r.json().await.unwrap()
+    }
+
+    /// Submits a role file through the JSON API; returns the job id.
+    pub async fn submit(&self, app: &str, role_file: &str) -> u64 {
+        let (status, body) = self.submit_raw(app, role_file, serde_json::json!({})).await;
+        assert_eq!(status, 202, "submit: {body}");
+        body["id"].as_u64().unwrap()
+    }
+
+    pub async fn submit_raw(&self, app: &str, role_file: &str, options: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url("/api/jobs"))
+            .json(&serde_json::json!({ "app": app, "role_file": role_file, "options": options }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn job(&self, id: u64) -> Value {
+        self.client
+            .get(self.url(&format!("/api/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until the job's state satisfies `done`; panics after 30 s.
+    pub async fn wait_for(&self, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let j = self.job(id).await;
+            if done(&j) {
+                return j;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("job {id} never reached {what}: {j:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, id: u64, state: &str) -> Value {
+        self.wait_for(id, state, |j| j["state"] == state).await
+    }
+
+    /// Waits for the job to end and its archive to be ready.
+    pub async fn wait_archived(&self, id: u64) -> Value {
+        self.wait_for(id, "an archive", |j| !j["archive_size"].is_null())
+            .await
+    }
+
+    pub async fn archive(&self, id: u64) -> Vec<(String, Vec<u8>)> {
+        let r = self
+            .client
+            .get(self.url(&format!("/api/jobs/{id}/archive")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        untar(&r.bytes().await.unwrap())
+    }
+
+    pub fn sandbox(&self, id: u64, peer: u32) -> PathBuf {
+        std::fs::canonicalize(self.dir.path())
+            .unwrap()
+            .join("jobs")
+            .join(id.to_string())
+            .join(format!("peer-{peer}"))
+    }
+}
+
+pub fn untar(gz: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push((name, data));
+    }
+    out
+}
+
+pub fn file<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &entries
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not in {:?}",
+                entries.iter().map(|e| &e.0).collect::<Vec<_>>()
+            )
+        })
+        .1
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on a loopback port, real files, real
+//! SQLite, real child processes.
+
+mod helpers;
+
+mod apps;
+mod events;
+mod jobs;
+mod k3;
+mod restart;

@@ -1,0 +1,195 @@
+//! Restarts: the real `dispatcher` binary, killed with SIGKILL mid-job.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn start(dir: &std::path::Path, port: u16, ports: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args([
+            "-d",
+            dir.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "--cpus",
+            "4",
+            "--mem-mb",
+            "4096",
+            "--ports",
+            ports,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dispatcher starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_up(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("dispatcher did not come up at {base}");
+}
+
+async fn job(client: &reqwest::Client, base: &str, id: u64) -> Value {
+    client
+        .get(format!("{base}/api/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_marks_running_jobs_failed_stops_their_peers_and_keeps_waiting_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = port_block(10);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+
+    let form = |name: &str, body: &str| {
+        reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(body.as_bytes().to_vec()).file_name(name.to_string()),
+        )
+    };
+    client
+        .post(format!("{base}/apps"))
+        .multipart(form("long", "#!/bin/sh\necho $$ > pid\nexec sleep 300\n"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/apps"))
+        .multipart(form("later", "#!/bin/sh\necho ran\n"))
+        .send()
+        .await
+        .unwrap();
+    let submit = |app: &str, roles: &str| {
+        client
+            .post(format!("{base}/api/jobs"))
+            .json(&serde_json::json!({ "app": app, "role_file": roles }))
+            .send()
+    };
+    let running: Value = submit("long", "name: l\npeers: 1\ncpu: 4\n")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let running = running["id"].as_u64().unwrap();
+    let mut pid = 0;
+    for _ in 0..200 {
+        let j = job(&client, &base, running).await;
+        if let Ok(p) =
+            std::fs::read_to_string(dir.path().join(format!("jobs/{running}/peer-0/pid")))
+        {
+            if j["peers_running"] == 1 && !p.trim().is_empty() {
+                pid = p.trim().parse().unwrap();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pid > 0 && alive(pid), "the peer runs");
+    let waiting: Value = submit("later", "name: w\npeers: 1\ncpu: 1\n")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting = waiting["id"].as_u64().unwrap();
+    for _ in 0..100 {
+        if job(&client, &base, waiting).await["state"] == "WAITING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    server.kill().unwrap(); // SIGKILL: no chance to clean up
+    server.wait().unwrap();
+    assert!(alive(pid), "the orphaned peer outlived the dispatcher");
+
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+    let j = job(&client, &base, running).await;
+    assert_eq!(j["state"], "FAILED");
+    assert_eq!(
+        j["reason"],
+        "the dispatcher restarted while this job was running"
+    );
+    for _ in 0..100 {
+        if !alive(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "the leftover peer was stopped");
+    // The job that was only waiting runs now.
+    let mut state = Value::Null;
+    for _ in 0..200 {
+        state = job(&client, &base, waiting).await["state"].clone();
+        if state == "FINISHED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "FINISHED");
+    // SIGTERM: a graceful stop.
+    unsafe { libc_kill(server.id() as i32, 15) };
+    let status = server.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_closes_event_streams_and_keeps_data() {
+    let app = spawn_app().await;
+    app.upload("p", "#!/bin/sh\n").await;
+    let stream = app.client.get(app.url("/api/events")).send().await.unwrap();
+    let dir = app.stop().await;
+    // The stream ended rather than holding the shutdown open.
+    let body = tokio::time::timeout(Duration::from_secs(5), stream.bytes())
+        .await
+        .expect("stream closed");
+    assert!(body.is_ok());
+    let again = spawn_in(dir, |_| {}).await;
+    let apps: Value = again
+        .client
+        .get(again.url("/api/apps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(apps["apps"][0]["name"], "p");
+}
