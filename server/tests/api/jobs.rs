@@ -479,3 +479,23 @@ async fn the_job_list_pages_and_filters() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn the_readme_ring_example_runs_to_the_end() {
+    let app = spawn_app().await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ring");
+    let script = std::fs::read_to_string(format!("{root}/ring.py")).unwrap();
+    let roles = std::fs::read_to_string(format!("{root}/roles.yaml")).unwrap();
+    app.upload("ring.py", &script).await;
+    let id = app.submit("ring.py", &roles).await;
+    let job = app.wait_archived(id).await;
+    assert_eq!(job["state"], "FINISHED", "{job:#}");
+    let files = app.archive(id).await;
+    let result = String::from_utf8(file(&files, "peer-0/result.txt").to_vec()).unwrap();
+    assert_eq!(
+        result,
+        "hello from peer 1\nhello from peer 2\nhello from peer 3\n"
+    );
+    let out = String::from_utf8(file(&files, "peer-2/stdout").to_vec()).unwrap();
+    assert!(out.contains("peer 0 answered: welcome, 2"), "{out}");
+}
