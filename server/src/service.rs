@@ -164,6 +164,35 @@ pub fn check_name(kind: &str, s: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Receives an app upload (multipart `file`, optional `name`, `uid`, `tag`)
+/// and records it; returns the version and whether it is new.
+pub async fn upload(st: &AppState, mp: Multipart) -> Result<(AppVersion, bool), ApiError> {
+    let form = read_form(&st.blobs, mp, true, st.settings.max_upload).await?;
+    let (Some(blob), Some(file_name)) = (form.blob.clone(), form.file_name.clone()) else {
+        return Err(ApiError::bad_request(
+            "no file received: send the program as a multipart field named `file` (curl -F file=@prog)",
+        ));
+    };
+    let name = match form.field("name") {
+        Some(n) => {
+            check_name("app name", n)?;
+            n.to_string()
+        }
+        None => app_name_from(&file_name)?,
+    };
+    let uid = form.field("uid").map(str::to_string);
+    let tag = form.field("tag").unwrap_or_default().to_string();
+    let (v, created) = add_version(st, name, blob, uid, tag).await?;
+    tracing::info!(app = %v.app, uid = %v.uid, size = v.size, created, "app version stored");
+    Ok((v, created))
+}
+
+/// An app's versions, newest first; empty when there is no such app.
+pub async fn versions(st: &AppState, name: &str) -> Result<Vec<AppVersion>, ApiError> {
+    let n = name.to_string();
+    Ok(st.db.call(move |c| db::versions(c, &n)).await?)
+}
+
 /// Records an uploaded blob as a version of `app`. Uploading the same bytes
 /// again without a uid returns the existing version; a uid that is taken by
 /// different bytes is a conflict.

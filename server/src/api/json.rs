@@ -31,8 +31,7 @@ pub async fn get_app(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = name.clone();
-    let versions = st.db.call(move |c| db::versions(c, &n)).await?;
+    let versions = service::versions(&st, &name).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("there is no app {name:?}")));
     }
@@ -40,27 +39,7 @@ pub async fn get_app(
 }
 
 pub async fn upload_app(State(st): State<AppState>, mp: Multipart) -> Result<Response, ApiError> {
-    let form = service::read_form(&st.blobs, mp, true, st.settings.max_upload).await?;
-    let (Some(blob), Some(file_name)) = (form.blob.clone(), form.file_name.clone()) else {
-        return Err(ApiError::bad_request(
-            "no file received: send the program as a multipart field named `file`",
-        ));
-    };
-    let name = match form.field("name") {
-        Some(n) => {
-            service::check_name("app name", n)?;
-            n.to_string()
-        }
-        None => service::app_name_from(&file_name)?,
-    };
-    let (v, created) = service::add_version(
-        &st,
-        name,
-        blob,
-        form.field("uid").map(str::to_string),
-        form.field("tag").unwrap_or_default().to_string(),
-    )
-    .await?;
+    let (v, created) = service::upload(&st, mp).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

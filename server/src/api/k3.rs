@@ -39,22 +39,14 @@ pub fn k3_job(j: &JobSummary) -> Value {
     v
 }
 
-pub async fn upload_app(State(st): State<AppState>, mp: Multipart) -> Result<Response, ApiError> {
-    let form = service::read_form(&st.blobs, mp, true, st.settings.max_upload).await?;
-    let (Some(blob), Some(file_name)) = (form.blob.clone(), form.file_name.clone()) else {
-        return Err(ApiError::bad_request("no file received: send the program as a multipart field named `file` (curl -F file=@prog)"));
-    };
-    let name = service::app_name_from(&file_name)?;
-    let (v, created) = service::add_version(
-        &st,
-        name,
-        blob,
-        form.field("uid").map(str::to_string),
-        form.field("tag").unwrap_or_default().to_string(),
-    )
-    .await?;
-    tracing::info!(app = %v.app, uid = %v.uid, size = v.size, created, "app version stored");
-    Ok((StatusCode::OK, Json(json!({ "name": v.app, "uid": v.uid, "status": "SUCCESS", "sha256": v.sha256, "size": v.size, "tag": v.tag, "created": created }))).into_response())
+pub async fn upload_app(
+    State(st): State<AppState>,
+    mp: Multipart,
+) -> Result<Json<Value>, ApiError> {
+    let (v, created) = service::upload(&st, mp).await?;
+    Ok(Json(
+        json!({ "name": v.app, "uid": v.uid, "status": "SUCCESS", "sha256": v.sha256, "size": v.size, "tag": v.tag, "created": created }),
+    ))
 }
 
 pub async fn list_apps(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -70,8 +62,7 @@ pub async fn get_app(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = name.clone();
-    let versions = st.db.call(move |c| db::versions(c, &n)).await?;
+    let versions = service::versions(&st, &name).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!(
             "Application {name} does not exist"
