@@ -1,9 +1,10 @@
 //! The HTTP surface: K3's routes ([`k3`]), the JSON API under `/api/`
-//! ([`json`]) and its server-sent events ([`sse`]). [`router`] builds it all
+//! ([`json`]), its server-sent events ([`sse`]) and live peer logs ([`logs`]). [`router`] builds it all
 //! apart from serving, so tests bind it to a real socket on port 0.
 
 pub mod json;
 pub mod k3;
+pub mod logs;
 pub mod sse;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -76,7 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/validate", post(json::validate))
         .route("/api/cluster", get(json::cluster))
         .route("/api/events", get(sse::all_events))
-        .route("/api/jobs/{id}/events", get(sse::job_events));
+        .route("/api/jobs/{id}/events", get(sse::job_events))
+        .route("/api/jobs/{id}/peers/{peer}/logs", get(logs::peer_logs));
 
     mutating
         .merge(reads)

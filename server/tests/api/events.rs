@@ -135,3 +135,96 @@ async fn a_stream_for_an_unknown_job_is_a_404() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_peer_log_streams_lines_as_they_are_written_and_resumes_by_offset() {
+    let app = spawn_app().await;
+    app.upload(
+        "talker",
+        "#!/bin/sh\nfor i in 1 2 3; do echo \"line $i\"; sleep 1; done\necho oops >&2\n",
+    )
+    .await;
+    let id = app.submit("talker", "name: t\npeers: 1\ncpu: 0.1\n").await;
+    let resp = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/peers/0/logs")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let mut first_chunk_at = None;
+    let mut ended = false;
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(20), body.next()).await {
+        let chunk = String::from_utf8_lossy(&chunk.unwrap()).to_string();
+        for frame in chunk.split("\n\n") {
+            if frame.contains("event: end") {
+                ended = true;
+            }
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let v: Value = serde_json::from_str(data).unwrap();
+                if let Some(t) = v["text"].as_str() {
+                    text.push_str(t);
+                    // The first line arrives while the peer still runs.
+                    first_chunk_at.get_or_insert_with(|| text.clone());
+                }
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(ended, "the stream ends when the peer does");
+    assert_eq!(text, "line 1\nline 2\nline 3\n");
+    assert!(first_chunk_at.as_deref().unwrap().starts_with("line 1\n"));
+    assert_ne!(
+        first_chunk_at.as_deref(),
+        Some("line 1\nline 2\nline 3\n"),
+        "lines came live, not all at the end"
+    );
+
+    // Resume from an offset: only the rest comes back.
+    let r = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/peers/0/logs?follow=false")))
+        .header("Last-Event-ID", "7")
+        .send()
+        .await
+        .unwrap();
+    let rest = r.text().await.unwrap();
+    assert!(
+        rest.contains("line 2\\nline 3\\n") && !rest.contains("line 1"),
+        "{rest}"
+    );
+    let err = app
+        .client
+        .get(app.url(&format!(
+            "/api/jobs/{id}/peers/0/logs?stream=stderr&follow=false"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(err.contains("oops"), "{err}");
+    assert_eq!(
+        app.client
+            .get(app.url(&format!("/api/jobs/{id}/peers/5/logs")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.client
+            .get(app.url(&format!("/api/jobs/{id}/peers/0/logs?stream=env")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+}

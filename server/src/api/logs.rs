@@ -1,0 +1,143 @@
+//! Live peer logs: `/api/jobs/<id>/peers/<n>/logs?stream=stdout|stderr`
+//! streams a peer's output as server-sent events while the peer runs, then
+//! ends. Each `log` event is `{"offset", "text"}` with the byte offset after
+//! the chunk as its id, so a client that reconnects with `Last-Event-ID`
+//! (or `?offset=`) continues where it stopped. `?follow=false` sends what is
+//! there now and ends.
+
+use std::convert::Infallible;
+use std::io::SeekFrom;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::job_id;
+use crate::db;
+use crate::error::ApiError;
+use crate::service::AppState;
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    stream: Option<String>,
+    offset: Option<u64>,
+    follow: Option<bool>,
+}
+
+type LogStream =
+    Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<SseEvent, Infallible>>>>;
+
+const CHUNK: usize = 64 * 1024;
+
+pub async fn peer_logs(
+    State(st): State<AppState>,
+    Path((id, peer)): Path<(String, u32)>,
+    headers: HeaderMap,
+    Query(q): Query<LogQuery>,
+) -> Result<LogStream, ApiError> {
+    let id = job_id(&id)?;
+    let stream = q.stream.unwrap_or_else(|| "stdout".into());
+    if stream != "stdout" && stream != "stderr" {
+        return Err(ApiError::bad_request(format!(
+            "stream {stream:?} must be stdout or stderr"
+        )));
+    }
+    let job = st
+        .db
+        .call(move |c| db::job(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    if peer >= job.job.peers_total {
+        return Err(ApiError::not_found(format!(
+            "job {id} has {} peers; there is no peer {peer}",
+            job.job.peers_total
+        )));
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let offset = resume.or(q.offset).unwrap_or(0);
+    let path = st
+        .settings
+        .jobs_dir
+        .join(id.to_string())
+        .join(format!("peer-{peer}"))
+        .join(&stream);
+    let follow = q.follow.unwrap_or(true);
+    let (tx, rx) = mpsc::channel(16);
+    let mut shutdown = st.shutdown.clone();
+    tokio::spawn(async move {
+        let closed = tx.clone();
+        tokio::select! {
+            _ = tail(st, id, peer, path, offset, follow, tx) => {}
+            _ = closed.closed() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// True once the peer can write no more: it ended, or its job did.
+async fn finished(st: &AppState, id: u64, peer: u32) -> bool {
+    match st.db.call(move |c| db::job(c, id)).await {
+        Ok(Some(j)) => {
+            j.job.state.is_terminal()
+                || j.peers
+                    .get(peer as usize)
+                    .is_some_and(|p| p.state.is_terminal())
+        }
+        _ => true,
+    }
+}
+
+async fn tail(
+    st: AppState,
+    id: u64,
+    peer: u32,
+    path: std::path::PathBuf,
+    mut offset: u64,
+    follow: bool,
+    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        // Read whatever is there, then decide whether more can come.
+        let done_before_read = !follow || finished(&st, id, peer).await;
+        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+            if f.seek(SeekFrom::Start(offset)).await.is_ok() {
+                loop {
+                    let n = match f.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    offset += n as u64;
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    let ev = SseEvent::default()
+                        .id(offset.to_string())
+                        .event("log")
+                        .data(json!({ "offset": offset, "text": text }).to_string());
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if done_before_read {
+            let _ = tx
+                .send(Ok(SseEvent::default()
+                    .event("end")
+                    .data(json!({ "offset": offset }).to_string())))
+                .await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
