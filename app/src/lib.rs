@@ -8,6 +8,7 @@ pub mod model;
 pub mod peer;
 pub mod placement;
 pub mod role;
+pub mod templates;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};

@@ -244,3 +244,33 @@ pub struct ApiErrorBody {
     #[serde(default)]
     pub details: Vec<serde_json::Value>,
 }
+
+/// The answer of `GET /api/cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// `local` or `mesos`.
+    pub backend: String,
+    pub hosts: Vec<HostView>,
+    /// What is free right now, as placement sees it (for previews).
+    pub offers: Vec<crate::placement::Offer>,
+    pub waiting: Vec<WaitingJob>,
+    pub running: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub host: String,
+    pub address: String,
+    pub cpus: f64,
+    pub cpus_used: f64,
+    pub mem_mb: u64,
+    pub mem_used_mb: u64,
+    pub ports: String,
+    pub peers: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaitingJob {
+    pub job: u64,
+    pub reason: String,
+}

@@ -18,6 +18,7 @@ pub mod runner;
 pub mod sched;
 pub mod service;
 pub mod util;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;

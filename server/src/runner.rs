@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::model::{EventKind, JobOptions, JobState};
+use app::model::{ClusterView, EventKind, HostView, JobOptions, JobState, WaitingJob};
 use app::peer::{build_peers, JobContext};
 use app::RoleFile;
 use tokio::sync::{mpsc, oneshot};
@@ -51,32 +51,6 @@ pub struct JobMeta {
     pub app: String,
     pub sha256: String,
     pub options: JobOptions,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ClusterView {
-    pub backend: &'static str,
-    pub hosts: Vec<HostView>,
-    pub waiting: Vec<WaitingJob>,
-    pub running: Vec<u64>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct HostView {
-    pub host: String,
-    pub address: String,
-    pub cpus: f64,
-    pub cpus_used: f64,
-    pub mem_mb: u64,
-    pub mem_used_mb: u64,
-    pub ports: String,
-    pub peers: usize,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct WaitingJob {
-    pub job: u64,
-    pub reason: String,
 }
 
 /// A cheap handle to the runner's queue.
@@ -214,7 +188,8 @@ impl Runner {
         let cap = self.backend.capacity();
         let (cpus, mem, peers) = self.backend.used();
         ClusterView {
-            backend: "local",
+            backend: "local".into(),
+            offers: vec![self.backend.offer()],
             hosts: vec![HostView {
                 host: cap.host.clone(),
                 address: cap.address.clone(),

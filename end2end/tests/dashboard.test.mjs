@@ -1,0 +1,187 @@
+// The dashboard in headless Chromium against a real dispatcher.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
+import { startDispatcher, launchBrowser, uploadApp, submitJob, jobState, shot } from './harness.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+async function withApp(fn) {
+  const d = await startDispatcher();
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  try {
+    await fn(d, page);
+    assert.deepEqual(errors, [], 'no errors in the page');
+  } catch (e) {
+    console.error(d.log().slice(-3000));
+    throw e;
+  } finally {
+    await page.close();
+    await d.stop();
+  }
+}
+
+test('dropping a file onto the page uploads it with progress and shows the new version', () => withApp(async (d, page) => {
+  await page.goto(`${d.base}/apps`);
+  await page.getByText('No apps yet').waitFor();
+  // 24 MiB so progress is visible on the way; dropped as a real DataTransfer.
+  await page.evaluate(() => {
+    const bytes = new Uint8Array(24 * 1024 * 1024);
+    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = i & 255;
+    const file = new File([bytes], 'bigprog', { type: 'application/octet-stream' });
+    const dt = new DataTransfer();
+    dt.items.add(file);
+    const zone = document.querySelector('[data-testid=drop-zone]');
+    zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  const upload = page.getByTestId('upload');
+  await upload.waitFor();
+  await shot(page, 'upload-in-progress');
+  await page.getByTestId('upload-detail').getByText(/done: new version/).waitFor({ timeout: 30000 });
+  assert.equal(await page.locator('[data-testid=upload] progress').getAttribute('value'), '100');
+  // The new version appears without a reload.
+  await page.getByTestId('app-bigprog').waitFor();
+  assert.equal(await page.getByTestId('app-bigprog').getByTestId('version-count').textContent(), '1');
+  await shot(page, 'upload-done');
+  const apps = await (await fetch(`${d.base}/api/apps`)).json();
+  assert.equal(apps.apps[0].latest.size, 24 * 1024 * 1024);
+}));
+
+test('a bad role file is marked on the right line and the mark clears when fixed', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'prog', '#!/bin/sh\n');
+  await page.goto(`${d.base}/new?app=prog`);
+  const editor = page.getByTestId('role-editor');
+  await editor.fill('name: w\npeers: 2\ncpu: lots\n');
+  await page.locator('.gutter .ln-error[data-line="3"]').waitFor();
+  const problem = page.getByTestId('problem').first();
+  assert.match(await problem.textContent(), /3:6 error expected a number, found string "lots"/);
+  assert.equal(await page.getByTestId('submit').isDisabled(), true);
+  // Clicking the problem puts the cursor on it.
+  await problem.getByRole('button').click();
+  const caret = await editor.evaluate((el) => el.selectionStart);
+  assert.equal(caret, 'name: w\npeers: 2\ncpu: '.length);
+  await shot(page, 'editor-with-errors');
+  await editor.fill('name: w\npeers: 2\ncpu: 0.5\n');
+  await page.getByTestId('no-problems').waitFor();
+  assert.equal(await page.locator('.gutter .ln-error').count(), 0);
+  await page.getByTestId('preview').getByText(/Fits now/).waitFor();
+  assert.equal(await page.getByTestId('submit').isDisabled(), false);
+}));
+
+test('a submitted 3-peer job goes from waiting to running to finished without a reload', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'hog', '#!/bin/sh\nexec sleep 60\n');
+  await uploadApp(d.base, 'three', '#!/bin/sh\necho "peer $DISPATCHER_PEER_INDEX"\nsleep 2\n');
+  const hog = await submitJob(d.base, 'hog', 'name: hog\npeers: 1\ncpu: 4\nmem: 1\n');
+  for (let i = 0; i < 100 && (await jobState(d.base, hog)) !== 'RUNNING'; i++) await new Promise((r) => setTimeout(r, 50));
+  await page.goto(`${d.base}/new?app=three`);
+  await page.getByTestId('role-editor').fill('name: trio\npeers: 3\ncpu: 0.5\n');
+  await page.getByTestId('preview').getByText(/Would wait/).waitFor();
+  await page.getByTestId('submit').click();
+  await page.waitForURL(/\/jobs\/\d+$/);
+  const id = Number(page.url().split('/').pop());
+  const badge = page.locator('.title-row [data-testid=state]');
+  await badge.getByText('WAITING').waitFor();
+  await shot(page, 'job-waiting');
+  // Free the machine; the page must follow on its own.
+  await fetch(`${d.base}/api/jobs/${hog}/kill`, { method: 'POST' });
+  await badge.getByText('RUNNING').waitFor({ timeout: 20000 });
+  await page.getByTestId('peer-2').getByText('RUNNING').waitFor();
+  await shot(page, 'job-page-mid-run');
+  await badge.getByText('FINISHED').waitFor({ timeout: 20000 });
+  for (const n of [0, 1, 2]) await page.getByTestId(`peer-${n}`).getByText('FINISHED').waitFor();
+  await page.getByTestId('timeline').waitFor();
+  assert.equal(await jobState(d.base, id), 'FINISHED');
+  // The jobs table shows it too, live.
+  await page.getByRole('link', { name: 'Jobs' }).click();
+  await page.getByTestId(`job-row-${id}`).getByText('FINISHED').waitFor();
+  await shot(page, 'jobs-table');
+}));
+
+test('a peer log shows lines while the peer runs', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'talker', '#!/bin/sh\nfor i in $(seq 1 8); do echo "line $i"; sleep 0.5; done\n');
+  const id = await submitJob(d.base, 'talker', 'name: t\npeers: 1\ncpu: 0.1\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.getByTestId('log').getByText('line 2').waitFor({ timeout: 10000 });
+  assert.equal(await jobState(d.base, id), 'RUNNING', 'lines arrived while the peer was still running');
+  await page.getByTestId('log').getByText('line 8').waitFor({ timeout: 15000 });
+  await page.getByTestId('log-count').getByText(/8 lines, ended/).waitFor({ timeout: 10000 });
+}));
+
+test('a big log stays fast: 100,000 lines render as a window', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'flood', '#!/bin/sh\nseq 1 100000\n');
+  const id = await submitJob(d.base, 'flood', 'name: f\npeers: 1\ncpu: 0.1\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.getByTestId('log-count').getByText('100000 lines, ended').waitFor({ timeout: 30000 });
+  const rendered = await page.locator('.log-line').count();
+  assert.ok(rendered < 200, `only visible lines are in the DOM (${rendered})`);
+  await page.getByTestId('log').getByText('100000', { exact: true }).waitFor();
+}));
+
+test('killing a running job from its page stops it', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'sleeper', '#!/bin/sh\nexec sleep 60\n');
+  const id = await submitJob(d.base, 'sleeper', 'name: s\npeers: 2\ncpu: 0.1\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.getByTestId('peer-1').getByText('RUNNING').waitFor();
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.getByTestId('kill').click();
+  await page.locator('.title-row [data-testid=state]').getByText('KILLED').waitFor({ timeout: 15000 });
+  assert.equal(await page.getByTestId('reason').textContent(), 'killed by request');
+  await shot(page, 'job-killed');
+}));
+
+test('the archive downloads from the job page', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'writer', '#!/bin/sh\necho hello > out.txt\n');
+  const id = await submitJob(d.base, 'writer', 'name: w\npeers: 2\ncpu: 0.1\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  const link = page.getByTestId('archive');
+  await link.waitFor({ timeout: 15000 });
+  const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+  const path = await download.path();
+  const bytes = readFileSync(path);
+  assert.equal(download.suggestedFilename(), `job-${id}.tar.gz`);
+  assert.ok(statSync(path).size > 20);
+  assert.equal(bytes[0], 0x1f); assert.equal(bytes[1], 0x8b); // gzip
+  await shot(page, 'job-finished');
+}));
+
+test('reloading a job page mid-run catches up', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'slowish', '#!/bin/sh\nsleep 2\n');
+  const id = await submitJob(d.base, 'slowish', 'name: s\npeers: 2\ncpu: 0.1\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.getByTestId('peer-1').getByText('RUNNING').waitFor();
+  await page.reload();
+  // After the reload the page rebuilds from the event log, then follows live.
+  await page.getByTestId('peer-0').getByText(/RUNNING|FINISHED/).waitFor();
+  await page.locator('.title-row [data-testid=state]').getByText('FINISHED').waitFor({ timeout: 15000 });
+  await page.getByTestId('peer-1').getByText('FINISHED').waitFor();
+  await shot(page, 'job-after-reload');
+}));
+
+test('time to first render and shipped sizes (figures)', async () => {
+  const d = await startDispatcher();
+  const page = await browser.newPage();
+  try {
+    const t0 = Date.now();
+    await page.goto(`${d.base}/jobs`);
+    await page.getByText('No jobs yet.').waitFor();
+    const firstRender = Date.now() - t0;
+    const nav = await page.evaluate(() => performance.getEntriesByType('navigation')[0].toJSON());
+    console.log(`dashboard: first render in ${firstRender} ms (navigation to the jobs page's empty state; DOMContentLoaded at ${Math.round(nav.domContentLoadedEventEnd)} ms)`);
+    for (const kind of ['wasm', 'js']) {
+      const url = await page.evaluate((k) => performance.getEntriesByType('resource').map((r) => r.name).find((n) => n.endsWith('.' + k)), kind);
+      const raw = (await (await fetch(url)).arrayBuffer()).byteLength;
+      const gz = Number((await fetch(url, { headers: { 'Accept-Encoding': 'gzip' } })).headers.get('content-length') || 0);
+      console.log(`dashboard: ${kind} ${(raw / 1024).toFixed(1)} KiB raw, ${(gz / 1024).toFixed(1)} KiB gzip`);
+      assert.ok(raw > 0);
+    }
+    await shot(page, 'jobs-empty');
+  } finally {
+    await page.close();
+    await d.stop();
+  }
+});

@@ -1,0 +1,77 @@
+// Starts a real dispatcher (the binary built by cargo, with the dashboard
+// embedded) on a free loopback port with a temporary data directory, and a
+// headless Chromium to drive it.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const root = join(here, '..', '..');
+export const artifacts = join(root, 'end2end', 'artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+const binary = process.env.DISPATCHER_BIN || join(root, 'target', 'debug', 'dispatcher');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+let portBase = 41000 + (process.pid % 50) * 200;
+
+export async function startDispatcher(extra = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'dispatcher-e2e-'));
+  const port = await freePort();
+  const ports = `${portBase}-${portBase + 99}`;
+  portBase += 100;
+  const proc = spawn(binary, ['-d', dir, '-p', String(port), '--cpus', '4', '--mem-mb', '4096', '--ports', ports, '--kill-grace-secs', '1', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  proc.stderr.on('data', (d) => { log += d; });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try { const r = await fetch(`${base}/api/health`); if (r.ok) break; } catch {}
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    base, dir,
+    log: () => log,
+    async stop() { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+  });
+}
+
+/// Uploads an app through the API (tests that are not about uploading).
+export async function uploadApp(base, name, script) {
+  const form = new FormData();
+  form.append('file', new Blob([script]), name);
+  const r = await fetch(`${base}/api/apps`, { method: 'POST', body: form });
+  if (!r.ok) throw new Error(`upload failed: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+export async function submitJob(base, app, roleFile) {
+  const r = await fetch(`${base}/api/jobs`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ app, role_file: roleFile }) });
+  if (!r.ok) throw new Error(`submit failed: ${r.status} ${await r.text()}`);
+  return (await r.json()).id;
+}
+
+export async function jobState(base, id) {
+  return (await (await fetch(`${base}/api/jobs/${id}`)).json()).state;
+}
+
+export async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}

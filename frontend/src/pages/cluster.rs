@@ -1,0 +1,77 @@
+//! The cluster: backend, hosts with resource bars, waiting jobs and why.
+
+use app::model::ClusterView;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use super::ErrorLine;
+use crate::api;
+
+#[component]
+pub fn ClusterPage() -> impl IntoView {
+    let view_ = RwSignal::new(None::<ClusterView>);
+    let error = RwSignal::new(None::<String>);
+    let load = move || {
+        spawn_local(async move {
+            match api::get::<ClusterView>("/api/cluster").await {
+                Ok(v) => {
+                    view_.set(Some(v));
+                    error.set(None);
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        })
+    };
+    load();
+    let every = StoredValue::new_local(Some(gloo_timers::callback::Interval::new(2000, load)));
+    on_cleanup(move || every.update_value(|c| drop(c.take())));
+    let bar = |used: f64, total: f64, label: String| {
+        let pct = if total > 0.0 {
+            (used / total * 100.0).min(100.0)
+        } else {
+            0.0
+        };
+        let aria = label.clone();
+        view! {
+            <div class="bar" role="meter" aria-valuenow=pct.round().to_string() aria-valuemin="0" aria-valuemax="100" aria-label=aria>
+                <div class="fill" style=format!("width:{pct:.1}%")></div>
+                <span>{label}</span>
+            </div>
+        }
+    };
+    view! {
+        <section class="cluster">
+            <div class="title-row"><h1>"Cluster"</h1></div>
+            <ErrorLine error=error/>
+            {move || view_.get().map(|c| view! {
+                <dl class="facts">
+                    <dt>"Backend"</dt><dd data-testid="backend">{c.backend.clone()}</dd>
+                    <dt>"Running jobs"</dt><dd>{c.running.len()}</dd>
+                </dl>
+                <h2>"Hosts"</h2>
+                <div class="table-wrap">
+                <table data-testid="hosts">
+                    <thead><tr><th>"Host"</th><th>"CPUs"</th><th>"Memory"</th><th>"Ports"</th><th>"Peers"</th></tr></thead>
+                    <tbody>
+                    {c.hosts.iter().map(|h| view! {
+                        <tr>
+                            <td>{h.host.clone()}" "<span class="muted">{h.address.clone()}</span></td>
+                            <td>{bar(h.cpus_used, h.cpus, format!("{:.2} of {:.2}", h.cpus_used, h.cpus))}</td>
+                            <td>{bar(h.mem_used_mb as f64, h.mem_mb as f64, format!("{} of {} MB", h.mem_used_mb, h.mem_mb))}</td>
+                            <td>{h.ports.clone()}</td>
+                            <td>{h.peers}</td>
+                        </tr>
+                    }).collect_view()}
+                    </tbody>
+                </table>
+                </div>
+                <h2>"Waiting jobs"</h2>
+                {if c.waiting.is_empty() {
+                    view! { <p class="muted">"Nothing is waiting."</p> }.into_any()
+                } else {
+                    view! { <ul>{c.waiting.iter().map(|w| view! { <li><a href=format!("/jobs/{}", w.job)>{format!("job {}", w.job)}</a>": "{w.reason.clone()}</li> }).collect_view()}</ul> }.into_any()
+                }}
+            })}
+        </section>
+    }
+}

@@ -1,0 +1,322 @@
+//! New job: pick an app and version, edit the role file (line numbers, YAML
+//! highlighting, problems marked as you type, checked in wasm by the same
+//! code as the server), preview placement on the cluster, set options, submit.
+
+use app::model::{AppSummary, AppVersion, ClusterView, JobOptions, JobPage};
+use app::{Diagnostic, Severity};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::{use_navigate, use_query_map};
+
+use super::ErrorLine;
+use crate::api;
+use crate::logic::{highlight_line, line_markers, utf16_offset};
+
+#[derive(Clone, Debug, PartialEq)]
+enum Preview {
+    Unknown,
+    Fits(Vec<(String, usize)>),
+    Waits(String),
+}
+
+#[component]
+pub fn NewJobPage() -> impl IntoView {
+    let query = use_query_map();
+    let navigate = use_navigate();
+    let apps = RwSignal::new(Vec::<AppSummary>::new());
+    let app_name = RwSignal::new(query.read_untracked().get("app").unwrap_or_default());
+    let versions = RwSignal::new(Vec::<AppVersion>::new());
+    let uid = RwSignal::new(String::new());
+    let text = RwSignal::new(app::templates::SAMPLE.to_string());
+    let checked = RwSignal::new(text.get_untracked());
+    let server_diags = RwSignal::new(Vec::<Diagnostic>::new());
+    let cluster = RwSignal::new(None::<ClusterView>);
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let opts = RwSignal::new(JobOptions {
+        user: String::new(),
+        ..Default::default()
+    });
+    let time_limit = RwSignal::new(String::new());
+    let textarea: NodeRef<leptos::html::Textarea> = NodeRef::new();
+
+    spawn_local(async move {
+        if let Ok(v) = api::get::<serde_json::Value>("/api/apps").await {
+            let list: Vec<AppSummary> =
+                serde_json::from_value(v["apps"].clone()).unwrap_or_default();
+            if app_name.get_untracked().is_empty() {
+                if let Some(first) = list.first() {
+                    app_name.set(first.name.clone());
+                }
+            }
+            apps.set(list);
+        }
+        if let Ok(c) = api::get::<ClusterView>("/api/cluster").await {
+            cluster.set(Some(c));
+        }
+    });
+    Effect::new(move |_| {
+        let name = app_name.get();
+        if name.is_empty() {
+            return;
+        }
+        spawn_local(async move {
+            if let Ok(v) = api::get::<serde_json::Value>(&format!(
+                "/api/apps/{}",
+                js_sys::encode_uri_component(&name)
+            ))
+            .await
+            {
+                let list: Vec<AppVersion> =
+                    serde_json::from_value(v["versions"].clone()).unwrap_or_default();
+                uid.set(list.first().map(|v| v.uid.clone()).unwrap_or_default());
+                versions.set(list);
+            }
+        });
+    });
+
+    // Check 250 ms after the last keystroke.
+    let generation = StoredValue::new(0u64);
+    Effect::new(move |_| {
+        let t = text.get();
+        generation.update_value(|g| *g += 1);
+        let mine = generation.get_value();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(250).await;
+            if generation.get_value() == mine {
+                checked.set(t);
+                server_diags.set(vec![]);
+            }
+        });
+    });
+    // The check result has no equality (compiled regexes), so it is a signal
+    // updated when the checked text changes rather than a memo.
+    let report = RwSignal::new(app::check(&checked.get_untracked()));
+    Effect::new(move |_| report.set(checked.with(|t| app::check(t))));
+    let diags = Memo::new(move |_| {
+        let mut d = report.with(|r| r.diagnostics.clone());
+        d.extend(server_diags.get());
+        d
+    });
+    let markers = Memo::new(move |_| diags.with(|d| line_markers(d)));
+    let errors = Memo::new(move |_| diags.with(|d| d.iter().filter(|x| x.is_error()).count()));
+    let preview = Memo::new(move |_| {
+        let Some(c) = cluster.get() else {
+            return Preview::Unknown;
+        };
+        report.with(|r| match &r.role_file {
+            None => Preview::Unknown,
+            Some(rf) => match app::placement::place(rf.roles(), &c.offers) {
+                Ok(p) => {
+                    let mut hosts: Vec<(String, usize)> = vec![];
+                    for s in &p.peers {
+                        match hosts.iter_mut().find(|h| h.0 == s.host) {
+                            Some(h) => h.1 += 1,
+                            None => hosts.push((s.host.clone(), 1)),
+                        }
+                    }
+                    Preview::Fits(hosts)
+                }
+                Err(short) => Preview::Waits(short.to_string()),
+            },
+        })
+    });
+
+    let prefill = move |which: &str| match which {
+        "sample" => text.set(app::templates::SAMPLE.to_string()),
+        "reference" => text.set(app::templates::REFERENCE.to_string()),
+        _ => {
+            let name = app_name.get_untracked();
+            spawn_local(async move {
+                let url = format!(
+                    "/api/jobs?limit=1&app={}",
+                    js_sys::encode_uri_component(&name)
+                );
+                match api::get::<JobPage>(&url).await {
+                    Ok(p) => match p.jobs.first() {
+                        Some(j) => {
+                            if let Ok(d) =
+                                api::get::<app::model::JobDetail>(&format!("/api/jobs/{}", j.id))
+                                    .await
+                            {
+                                text.set(d.role_file);
+                            }
+                        }
+                        None => error.set(Some(format!(
+                            "{name} has no jobs yet: there is no last role file"
+                        ))),
+                    },
+                    Err(e) => error.set(Some(e.message)),
+                }
+            });
+        }
+    };
+
+    let goto = move |d: &Diagnostic| {
+        if let Some(el) = textarea.get() {
+            let off = text.with_untracked(|t| utf16_offset(t, d.line, d.column));
+            let _ = el.focus();
+            let _ = el.set_selection_range(off, off);
+        }
+    };
+
+    let submit = move |_| {
+        if errors.get_untracked() > 0 {
+            error.set(Some("fix the role file's errors first".into()));
+            return;
+        }
+        let mut options = opts.get_untracked();
+        let tl = time_limit.get_untracked();
+        if !tl.trim().is_empty() {
+            match app::role::TimeLimit::parse(&tl) {
+                Ok(t) => options.time_limit = Some(t.secs()),
+                Err(e) => {
+                    error.set(Some(format!("time limit {tl:?}: {e}")));
+                    return;
+                }
+            }
+        }
+        let body = serde_json::json!({ "app": app_name.get_untracked(), "uid": uid.get_untracked(), "role_file": text.get_untracked(), "options": options });
+        busy.set(true);
+        let nav = navigate.clone();
+        spawn_local(async move {
+            match api::post_json::<serde_json::Value>("/api/jobs", &body).await {
+                Ok(v) => nav(&format!("/jobs/{}", v["id"]), Default::default()),
+                Err(e) => {
+                    let ds: Vec<Diagnostic> = e
+                        .details
+                        .iter()
+                        .filter_map(|d| serde_json::from_value(d.clone()).ok())
+                        .collect();
+                    if ds.is_empty() {
+                        error.set(Some(e.message));
+                    } else {
+                        // Server-side problems show like local ones.
+                        server_diags.set(
+                            ds.into_iter()
+                                .filter(|d| !report.with_untracked(|r| r.diagnostics.contains(d)))
+                                .collect(),
+                        );
+                        error.set(Some(
+                            "the dispatcher refused the role file; see the problems below".into(),
+                        ));
+                    }
+                }
+            }
+            busy.set(false);
+        });
+    };
+
+    let line_count = move || text.with(|t| t.split('\n').count());
+
+    view! {
+        <section class="new-job">
+            <div class="title-row"><h1>"New job"</h1></div>
+            {move || apps.with(Vec::is_empty).then(|| view! {
+                <p class="empty">"There are no apps yet. " <a href="/apps">"Upload a program first."</a></p>
+            })}
+            <div class="form-row">
+                <label>"App "
+                    <select data-testid="app-select" prop:value=move || app_name.get() on:change=move |ev| app_name.set(event_target_value(&ev))>
+                        <For each=move || apps.get() key=|a| a.name.clone() children=|a| view! { <option value=a.name.clone()>{a.name.clone()}</option> }/>
+                    </select>
+                </label>
+                <label>"Version "
+                    <select data-testid="version-select" prop:value=move || uid.get() on:change=move |ev| uid.set(event_target_value(&ev))>
+                        <For each=move || versions.get() key=|v| v.uid.clone() children=|v| view! { <option value=v.uid.clone()>{format!("{} {}", v.uid, v.tag)}</option> }/>
+                    </select>
+                </label>
+                <span class="prefill">"Start from: "
+                    <button class="link" on:click=move |_| prefill("sample")>"sample"</button>" · "
+                    <button class="link" on:click=move |_| prefill("reference")>"field reference"</button>" · "
+                    <button class="link" on:click=move |_| prefill("last")>"last used"</button>
+                </span>
+            </div>
+            <div class="editor" data-testid="editor">
+                <div class="gutter" aria-hidden="true">
+                    {move || (1..=line_count()).map(|n| {
+                        let m = markers.with(|m| m.get(&(n as u32)).copied());
+                        let class = match m { Some(Severity::Error) => "ln ln-error", Some(Severity::Warning) => "ln ln-warning", None => "ln" };
+                        view! { <div class=class data-line=n>{n}</div> }
+                    }).collect_view()}
+                </div>
+                <div class="code">
+                    <pre class="highlight" aria-hidden="true">
+                        {move || text.with(|t| t.split('\n').map(|l| {
+                            let spans = highlight_line(l);
+                            view! { <div class="hl-line">{spans.into_iter().map(|(c, s)| view! { <span class=c>{s}</span> }).collect_view()}"\u{200b}"</div> }
+                        }).collect_view())}
+                    </pre>
+                    <textarea node_ref=textarea class="input" spellcheck="false" autocapitalize="off" autocomplete="off"
+                        aria-label="role file" data-testid="role-editor"
+                        rows=move || line_count().to_string()
+                        prop:value=move || text.get()
+                        on:input=move |ev| text.set(event_target_value(&ev))
+                        on:keydown=move |ev: web_sys::KeyboardEvent| {
+                            // Tab indents instead of leaving the editor; Escape then Tab leaves.
+                            if ev.key() == "Tab" && !ev.shift_key() {
+                                if let Some(el) = textarea.get() {
+                                    ev.prevent_default();
+                                    let start = el.selection_start().ok().flatten().unwrap_or(0) as usize;
+                                    let mut t: Vec<u16> = text.get_untracked().encode_utf16().collect();
+                                    t.splice(start..start, "  ".encode_utf16());
+                                    text.set(String::from_utf16_lossy(&t));
+                                    let _ = el.set_selection_range(start as u32 + 2, start as u32 + 2);
+                                }
+                            }
+                        }></textarea>
+                </div>
+            </div>
+            <div class="problems" data-testid="problems">
+                {move || {
+                    let ds = diags.get();
+                    if ds.is_empty() {
+                        view! { <p class="ok" data-testid="no-problems">"No problems."</p> }.into_any()
+                    } else {
+                        view! {
+                            <ul>
+                                {ds.into_iter().map(|d| {
+                                    let dd = d.clone();
+                                    let sev = match d.severity { Severity::Error => "error", Severity::Warning => "warning" };
+                                    view! {
+                                        <li class=format!("problem problem-{sev}") data-testid="problem">
+                                            <button class="link" on:click=move |_| goto(&dd)>{format!("{}:{}", d.line, d.column)}</button>
+                                            " " <span class="sev">{sev}</span> " " {d.message.clone()}
+                                            {(!d.path.is_empty()).then(|| view! { <span class="muted">{format!(" ({})", d.path)}</span> })}
+                                        </li>
+                                    }
+                                }).collect_view()}
+                            </ul>
+                        }.into_any()
+                    }
+                }}
+            </div>
+            <div class="preview" data-testid="preview">
+                {move || match preview.get() {
+                    Preview::Unknown => view! { <p class="muted">"Placement preview appears when the role file is valid."</p> }.into_any(),
+                    Preview::Fits(hosts) => view! {
+                        <p class="ok">"Fits now: " {hosts.iter().map(|(h, n)| format!("{h} ({n} peers)")).collect::<Vec<_>>().join(", ")}</p>
+                    }.into_any(),
+                    Preview::Waits(why) => view! { <p class="warn">"Would wait: " {why}</p> }.into_any(),
+                }}
+            </div>
+            <details class="options">
+                <summary>"Options"</summary>
+                <div class="grid">
+                    <label>"Tag " <input type="text" prop:value=move || opts.get().tag on:input=move |ev| opts.update(|o| o.tag = event_target_value(&ev))/></label>
+                    <label>"User " <input type="text" prop:value=move || opts.get().user on:input=move |ev| opts.update(|o| o.user = event_target_value(&ev))/></label>
+                    <label>"Time limit " <input type="text" placeholder="e.g. 30m" prop:value=move || time_limit.get() on:input=move |ev| time_limit.set(event_target_value(&ev))/></label>
+                    <label>"Command prefix " <input type="text" prop:value=move || opts.get().cmd_prefix on:input=move |ev| opts.update(|o| o.cmd_prefix = event_target_value(&ev))/></label>
+                    <label>"Command infix " <input type="text" prop:value=move || opts.get().cmd_infix on:input=move |ev| opts.update(|o| o.cmd_infix = event_target_value(&ev))/></label>
+                    <label>"Command suffix " <input type="text" prop:value=move || opts.get().cmd_suffix on:input=move |ev| opts.update(|o| o.cmd_suffix = event_target_value(&ev))/></label>
+                </div>
+            </details>
+            <ErrorLine error=error/>
+            <div class="actions">
+                <button class="primary" data-testid="submit" disabled=move || { busy.get() || errors.get() != 0 || app_name.get().is_empty() } on:click=submit>
+                    {move || if busy.get() { "Submitting…" } else { "Submit job" }}
+                </button>
+            </div>
+        </section>
+    }
+}

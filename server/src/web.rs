@@ -1,0 +1,101 @@
+//! The dashboard, served from the binary: embedded `dist/` files (gzip when
+//! the browser takes it), and the single-page app's `index.html` for any
+//! browser navigation (a GET that prefers HTML) to a page route. API routes,
+//! archives and non-browser clients (curl's `*/*`, K3's
+//! `Accept: application/json`) are untouched, as K3 answered HTML to browsers
+//! and JSON to its API clients on the same paths.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Dispatcher</title>\
+<h1>Dispatcher</h1><p>This binary was built without the dashboard. Build it with \
+<code>./dev run</code> (or <code>trunk build --release --offline</code>, then rebuild the server). \
+The API is at <a href=/api/health>/api/</a>.</p>";
+
+fn asset(path: &str) -> Option<&'static (&'static str, &'static [u8], &'static [u8])> {
+    ASSETS.iter().find(|(p, _, _)| *p == path)
+}
+
+pub fn has_dashboard() -> bool {
+    asset("/index.html").is_some()
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+fn serve(req: &Request, entry: &'static (&'static str, &'static [u8], &'static [u8])) -> Response {
+    let (path, raw, gz) = entry;
+    let gzip = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let mut resp = Response::new(Body::from(if gzip { *gz } else { *raw }));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    // Trunk puts a content hash in every name but index.html.
+    let cache = if *path == "/index.html" {
+        "no-cache"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+fn wants_html(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Serves assets and page navigations before the API router sees them.
+pub async fn dashboard(req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    if path != "/index.html" {
+        if let Some(entry) = asset(&path) {
+            return serve(&req, entry);
+        }
+    }
+    let page = !path.starts_with("/api/") && !path.ends_with("/archive") && !path.contains('.');
+    if page && wants_html(&req) {
+        return match asset("/index.html") {
+            Some(entry) => serve(&req, entry),
+            None => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                NOT_BUILT,
+            )
+                .into_response(),
+        };
+    }
+    next.run(req).await
+}
