@@ -5,6 +5,7 @@
 
 pub mod diag;
 pub mod model;
+#[cfg(feature = "peer")]
 pub mod peer;
 pub mod placement;
 pub mod role;

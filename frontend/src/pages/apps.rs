@@ -47,8 +47,12 @@ pub fn AppsPage() -> impl IntoView {
     let reload = move || {
         spawn_local(async move {
             match api::get::<serde_json::Value>("/api/apps").await {
-                Ok(v) => apps.set(serde_json::from_value(v["apps"].clone()).ok()),
-                Err(e) => error.set(Some(e.message)),
+                Ok(v) => {
+                    apps.try_set(serde_json::from_value(v["apps"].clone()).ok());
+                }
+                Err(e) => {
+                    error.try_set(Some(e.message));
+                }
             }
         })
     };

@@ -15,10 +15,12 @@ pub fn ClusterPage() -> impl IntoView {
         spawn_local(async move {
             match api::get::<ClusterView>("/api/cluster").await {
                 Ok(v) => {
-                    view_.set(Some(v));
-                    error.set(None);
+                    view_.try_set(Some(v));
+                    error.try_set(None);
                 }
-                Err(e) => error.set(Some(e.message)),
+                Err(e) => {
+                    error.try_set(Some(e.message));
+                }
             }
         })
     };

@@ -170,7 +170,7 @@ fn JobView(id: u64) -> impl IntoView {
             copied.set(true);
             spawn_local(async move {
                 gloo_timers::future::TimeoutFuture::new(2000).await;
-                copied.set(false);
+                copied.try_set(false);
             });
         }
     };

@@ -42,10 +42,12 @@ pub fn JobsPage() -> impl IntoView {
         spawn_local(async move {
             match api::get::<JobPage>(&url).await {
                 Ok(p) => {
-                    page.set(Some(p));
-                    error.set(None);
+                    page.try_set(Some(p));
+                    error.try_set(None);
                 }
-                Err(e) => error.set(Some(e.message)),
+                Err(e) => {
+                    error.try_set(Some(e.message));
+                }
             }
         });
     };
@@ -68,7 +70,7 @@ pub fn JobsPage() -> impl IntoView {
                         .collect()
                 })
                 .unwrap_or_default();
-            apps.set(names);
+            apps.try_set(names);
         }
     });
     // Any event may change the page: refetch, at most every 300 ms.
@@ -83,8 +85,9 @@ pub fn JobsPage() -> impl IntoView {
             pending.set_value(true);
             spawn_local(async move {
                 gloo_timers::future::TimeoutFuture::new(300).await;
-                pending.set_value(false);
-                tick.update(|t| *t += 1);
+                // Nothing to do if the page was left meanwhile.
+                pending.try_set_value(false);
+                tick.try_update(|t| *t += 1);
             });
         },
         set_conn,

@@ -49,10 +49,10 @@ pub fn NewJobPage() -> impl IntoView {
                     app_name.set(first.name.clone());
                 }
             }
-            apps.set(list);
+            apps.try_set(list);
         }
         if let Ok(c) = api::get::<ClusterView>("/api/cluster").await {
-            cluster.set(Some(c));
+            cluster.try_set(Some(c));
         }
     });
     Effect::new(move |_| {
@@ -69,8 +69,8 @@ pub fn NewJobPage() -> impl IntoView {
             {
                 let list: Vec<AppVersion> =
                     serde_json::from_value(v["versions"].clone()).unwrap_or_default();
-                uid.set(list.first().map(|v| v.uid.clone()).unwrap_or_default());
-                versions.set(list);
+                uid.try_set(list.first().map(|v| v.uid.clone()).unwrap_or_default());
+                versions.try_set(list);
             }
         });
     });
@@ -83,9 +83,10 @@ pub fn NewJobPage() -> impl IntoView {
         let mine = generation.get_value();
         spawn_local(async move {
             gloo_timers::future::TimeoutFuture::new(250).await;
-            if generation.get_value() == mine {
-                checked.set(t);
-                server_diags.set(vec![]);
+            // The page may be gone by now (a submit navigated away).
+            if generation.try_get_value() == Some(mine) {
+                checked.try_set(t);
+                server_diags.try_set(vec![]);
             }
         });
     });
@@ -203,7 +204,7 @@ pub fn NewJobPage() -> impl IntoView {
                     }
                 }
             }
-            busy.set(false);
+            busy.try_set(false);
         });
     };
 

@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     mutating
         .merge(reads)
         .fallback(not_found)
+        .layer(middleware::from_fn(crate::web::dashboard))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
