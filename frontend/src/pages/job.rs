@@ -193,7 +193,8 @@ fn JobView(id: u64) -> impl IntoView {
                 .as_deref()
                 .and_then(parse_time_ms)
                 .unwrap_or(now.get());
-            Some(human_duration((e - s) / 1000.0))
+            // The clock ticks once a second, so it can lag the start a little.
+            Some(human_duration(((e - s) / 1000.0).max(0.0)))
         })
         .unwrap_or_else(|| "—".into())
     };

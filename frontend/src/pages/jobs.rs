@@ -187,7 +187,7 @@ fn JobRow(job: JobSummary, now: RwSignal<f64>) -> impl IntoView {
     let end = job.ended.as_deref().and_then(parse_time_ms);
     let duration = move || match (start, end) {
         (Some(s), Some(e)) => human_duration((e - s) / 1000.0),
-        (Some(s), None) => human_duration((now.get() - s) / 1000.0),
+        (Some(s), None) => human_duration(((now.get() - s) / 1000.0).max(0.0)),
         _ => "—".into(),
     };
     let submitted = job

@@ -243,9 +243,14 @@ pub fn NewJobPage() -> impl IntoView {
                 </div>
                 <div class="code">
                     <pre class="highlight" aria-hidden="true">
-                        {move || text.with(|t| t.split('\n').map(|l| {
+                        {move || text.with(|t| t.split('\n').enumerate().map(|(i, l)| {
                             let spans = highlight_line(l);
-                            view! { <div class="hl-line">{spans.into_iter().map(|(c, s)| view! { <span class=c>{s}</span> }).collect_view()}"\u{200b}"</div> }
+                            let class = match markers.with(|m| m.get(&(i as u32 + 1)).copied()) {
+                                Some(Severity::Error) => "hl-line hl-error",
+                                Some(Severity::Warning) => "hl-line hl-warning",
+                                None => "hl-line",
+                            };
+                            view! { <div class=class>{spans.into_iter().map(|(c, s)| view! { <span class=c>{s}</span> }).collect_view()}"\u{200b}"</div> }
                         }).collect_view())}
                     </pre>
                     <textarea node_ref=textarea class="input" spellcheck="false" autocapitalize="off" autocomplete="off"
