@@ -39,6 +39,7 @@ pub fn NewJobPage() -> impl IntoView {
     });
     let time_limit = RwSignal::new(String::new());
     let textarea: NodeRef<leptos::html::Textarea> = NodeRef::new();
+    let tab_leaves = StoredValue::new(false);
 
     spawn_local(async move {
         if let Ok(v) = api::get::<serde_json::Value>("/api/apps").await {
@@ -259,7 +260,17 @@ pub fn NewJobPage() -> impl IntoView {
                         prop:value=move || text.get()
                         on:input=move |ev| text.set(event_target_value(&ev))
                         on:keydown=move |ev: web_sys::KeyboardEvent| {
-                            // Tab indents instead of leaving the editor; Escape then Tab leaves.
+                            // Tab indents instead of leaving the editor; Escape, then Tab,
+                            // leaves it, so the keyboard is never trapped.
+                            if ev.key() == "Escape" {
+                                tab_leaves.set_value(true);
+                                return;
+                            }
+                            if ev.key() == "Tab" && tab_leaves.get_value() {
+                                tab_leaves.set_value(false);
+                                return;
+                            }
+                            tab_leaves.set_value(false);
                             if ev.key() == "Tab" && !ev.shift_key() {
                                 if let Some(el) = textarea.get() {
                                     ev.prevent_default();
