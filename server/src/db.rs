@@ -484,3 +484,15 @@ pub fn unfinished(c: &Connection) -> Result<Vec<Unfinished>, Internal> {
     }
     Ok(out)
 }
+
+/// Jobs that ended but have no archive (the dispatcher stopped while
+/// building it): (id, app).
+pub fn ended_without_archive(c: &Connection) -> Result<Vec<(u64, String)>, Internal> {
+    let mut st = c.prepare("SELECT id, app FROM jobs WHERE state IN ('FINISHED', 'FAILED', 'KILLED') AND archive_size IS NULL ORDER BY id")?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

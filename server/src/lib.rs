@@ -80,15 +80,16 @@ impl Application {
             },
         };
         let grace = Duration::from_secs(cfg.kill_grace_secs);
+        let archive_cap = cfg.archive_file_cap_mb.saturating_mul(1 << 20);
         let (runner, handle) = Runner::new(
             |tx| local::LocalBackend::new(capacity, tx, grace),
             bus.clone(),
             jobs_dir.clone(),
             blobs.clone(),
-            cfg.archive_file_cap_mb.saturating_mul(1 << 20),
+            archive_cap,
         );
         let settings = Settings {
-            jobs_dir,
+            jobs_dir: jobs_dir.clone(),
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             max_upload: cfg.max_upload_mb.saturating_mul(1 << 20),
             total_offer: runner.total_offer(),
@@ -96,6 +97,11 @@ impl Application {
         };
         tokio::spawn(runner.run());
         settle_unfinished(&bus, &handle).await?;
+        // Archives a stop interrupted (or that a restart just ended) are built now.
+        let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
+        for (job, app) in unarchived {
+            runner::spawn_archive(bus.clone(), jobs_dir.clone(), job, app, archive_cap);
+        }
 
         let addr = SocketAddr::new(cfg.ip, cfg.port);
         let listener = tokio::net::TcpListener::bind(addr)

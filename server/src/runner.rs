@@ -254,24 +254,14 @@ impl Runner {
                 Action::Ended { job, state } => {
                     let meta = self.meta.remove(&job);
                     tracing::info!(job, %state, "job ended");
-                    let job_dir = self.jobs_dir.join(job.to_string());
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
-                    let (bus, cap) = (self.bus.clone(), self.archive_cap);
-                    tokio::spawn(async move {
-                        let built = tokio::task::spawn_blocking(move || {
-                            crate::archive::build(&job_dir, &binary, cap)
-                        })
-                        .await;
-                        match built {
-                            Ok(Ok(size)) => {
-                                if let Err(e) = bus.record(job, EventKind::Archive { size }).await {
-                                    tracing::error!(job, error = %e, "could not record the archive");
-                                }
-                            }
-                            Ok(Err(e)) => tracing::error!(job, error = %e, "archive failed"),
-                            Err(e) => tracing::error!(job, error = %e, "archive task failed"),
-                        }
-                    });
+                    spawn_archive(
+                        self.bus.clone(),
+                        self.jobs_dir.clone(),
+                        job,
+                        binary,
+                        self.archive_cap,
+                    );
                 }
             }
         }
@@ -297,4 +287,23 @@ impl Runner {
             .await;
         }
     }
+}
+
+/// Builds a job's archive off the queue, then records it.
+pub fn spawn_archive(bus: Bus, jobs_dir: PathBuf, job: u64, binary: String, cap: u64) {
+    let job_dir = jobs_dir.join(job.to_string());
+    tokio::spawn(async move {
+        let built =
+            tokio::task::spawn_blocking(move || crate::archive::build(&job_dir, &binary, cap))
+                .await;
+        match built {
+            Ok(Ok(size)) => {
+                if let Err(e) = bus.record(job, EventKind::Archive { size }).await {
+                    tracing::error!(job, error = %e, "could not record the archive");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(job, error = %e, "archive failed"),
+            Err(e) => tracing::error!(job, error = %e, "archive task failed"),
+        }
+    });
 }

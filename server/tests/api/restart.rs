@@ -193,3 +193,24 @@ async fn a_graceful_stop_closes_event_streams_and_keeps_data() {
         .unwrap();
     assert_eq!(apps["apps"][0]["name"], "p");
 }
+
+#[tokio::test]
+async fn an_archive_a_stop_interrupted_is_built_at_the_next_start() {
+    let app = spawn_app().await;
+    app.upload("p", "#!/bin/sh\necho out\n").await;
+    let id = app.submit("p", "name: r\npeers: 1\ncpu: 0.1\n").await;
+    app.wait_archived(id).await;
+    let dir = app.stop().await;
+    // As if the dispatcher died after the job ended but before its archive was written.
+    let data = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::remove_file(data.join(format!("jobs/{id}/archive.tar.gz"))).unwrap();
+    let db = rusqlite::Connection::open(data.join("dispatcher.db")).unwrap();
+    db.execute("UPDATE jobs SET archive_size = NULL", [])
+        .unwrap();
+    drop(db);
+    let again = spawn_in(dir, |_| {}).await;
+    let job = again.wait_archived(id).await;
+    assert_eq!(job["state"], "FINISHED");
+    let files = again.archive(id).await;
+    assert_eq!(file(&files, "peer-0/stdout"), b"out\n");
+}
