@@ -71,6 +71,10 @@ test('a bad role file is marked on the right line and the mark clears when fixed
   assert.equal(await page.locator('.gutter .ln-error').count(), 0);
   await page.getByTestId('preview').getByText(/Fits now/).waitFor();
   assert.equal(await page.getByTestId('submit').isDisabled(), false);
+  // K3's per-app jobs URL, opened in a browser, shows that app's jobs.
+  await page.goto(`${d.base}/jobs/prog`);
+  await page.waitForURL(/\/jobs\?app=prog$/);
+  await page.getByText('No jobs yet.').waitFor();
 }));
 
 test('a submitted 3-peer job goes from waiting to running to finished without a reload', () => withApp(async (d, page) => {

@@ -19,7 +19,11 @@ pub fn JobPage() -> impl IntoView {
     view! {
         {move || match id.get() {
             Some(id) => view! { <JobView id=id/> }.into_any(),
-            None => view! { <section class="empty"><p>"That is not a job number. " <a href="/jobs">"See the jobs."</a></p></section> }.into_any(),
+            // K3's `/jobs/<app>` lands here in a browser: show that app's jobs.
+            None => {
+                let app = params.read().get("id").unwrap_or_default();
+                view! { <leptos_router::components::Redirect path=format!("/jobs?app={}", js_sys::encode_uri_component(&app))/> }.into_any()
+            }
         }}
     }
 }
