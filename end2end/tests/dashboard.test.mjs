@@ -74,7 +74,7 @@ test('a bad role file is marked on the right line and the mark clears when fixed
   // K3's per-app jobs URL, opened in a browser, shows that app's jobs.
   await page.goto(`${d.base}/jobs/prog`);
   await page.waitForURL(/\/jobs\?app=prog$/);
-  await page.getByText('No jobs yet.').waitFor();
+  await page.getByText('No jobs match these filters.').waitFor();
 }));
 
 test('a submitted 3-peer job goes from waiting to running to finished without a reload', () => withApp(async (d, page) => {

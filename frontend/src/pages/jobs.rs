@@ -148,6 +148,11 @@ pub fn JobsPage() -> impl IntoView {
             <ErrorLine error=error/>
             {move || match page.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(p) if p.jobs.is_empty() && p.offset == 0 && (!app_filter.get().is_empty() || !state_filter.get().is_empty()) => view! {
+                    <div class="empty">
+                        <p>"No jobs match these filters. " <a href="/jobs">"Show all jobs."</a></p>
+                    </div>
+                }.into_any(),
                 Some(p) if p.jobs.is_empty() && p.offset == 0 => view! {
                     <div class="empty">
                         <p>"No jobs yet."</p>
