@@ -166,6 +166,27 @@ async fn settle_unfinished(bus: &events::Bus, runner: &RunnerHandle) -> Result<(
                     stopped,
                     "job was running when the dispatcher stopped; marking it FAILED"
                 );
+                // Its peers were stopped (or already gone): none is running now.
+                let id = u.id;
+                let detail = bus.db().call(move |c| db::job(c, id)).await?;
+                for p in detail
+                    .map(|d| d.peers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| !p.state.is_terminal())
+                {
+                    let kind = EventKind::Peer {
+                        index: p.index,
+                        role: p.role,
+                        host: p.host,
+                        port: p.port,
+                        state: app::model::PeerState::Lost,
+                        exit_code: None,
+                        signal: None,
+                        reason: "the dispatcher restarted while it ran".into(),
+                    };
+                    bus.record(u.id, kind).await?;
+                }
                 bus.record(
                     u.id,
                     EventKind::Job {

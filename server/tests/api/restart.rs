@@ -142,6 +142,11 @@ async fn a_restart_marks_running_jobs_failed_stops_their_peers_and_keeps_waiting
         j["reason"],
         "the dispatcher restarted while this job was running"
     );
+    assert_eq!(
+        j["peers"][0]["state"], "LOST",
+        "no peer of an ended job still shows as running"
+    );
+    assert_eq!(j["peers_running"], 0);
     for _ in 0..100 {
         if !alive(pid) {
             break;
