@@ -376,6 +376,15 @@ mod tests {
         }
     }
 
+    fn killed() -> PeerUpdate {
+        PeerUpdate {
+            state: PeerState::Killed,
+            exit_code: None,
+            signal: Some(15),
+            reason: String::new(),
+        }
+    }
+
     fn running() -> PeerUpdate {
         PeerUpdate {
             state: PeerState::Running,
@@ -465,22 +474,12 @@ mod tests {
         c.handle(Input::Peer {
             job: 1,
             index: 0,
-            update: PeerUpdate {
-                state: PeerState::Killed,
-                exit_code: None,
-                signal: Some(15),
-                reason: String::new(),
-            },
+            update: killed(),
         });
         let a = c.handle(Input::Peer {
             job: 1,
             index: 2,
-            update: PeerUpdate {
-                state: PeerState::Killed,
-                exit_code: None,
-                signal: Some(15),
-                reason: String::new(),
-            },
+            update: killed(),
         });
         let reason = a.iter().find_map(|a| match a {
             Action::Record {
@@ -562,12 +561,7 @@ mod tests {
         let a = c.handle(Input::Peer {
             job: 2,
             index: 0,
-            update: PeerUpdate {
-                state: PeerState::Killed,
-                exit_code: None,
-                signal: Some(15),
-                reason: String::new(),
-            },
+            update: killed(),
         });
         assert_eq!(job_states(&a), vec![(2, JobState::Killed)]);
     }
@@ -593,12 +587,7 @@ mod tests {
         let a = c.handle(Input::Peer {
             job: 1,
             index: 0,
-            update: PeerUpdate {
-                state: PeerState::Killed,
-                exit_code: None,
-                signal: Some(15),
-                reason: String::new(),
-            },
+            update: killed(),
         });
         assert!(a.contains(&Action::Record {
             job: 1,

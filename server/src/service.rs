@@ -273,20 +273,24 @@ pub fn accept_role_file(
 ) -> Result<(RoleFile, Vec<Diagnostic>), ApiError> {
     let (rf, warnings) =
         RoleFile::parse(text).map_err(|d| diagnostics_error("the role file has errors", &d))?;
+    runnable_here(st, &rf).map_err(ApiError::bad_request)?;
+    Ok((rf, warnings))
+}
+
+/// Why a valid role file still cannot run on this backend, if it cannot.
+pub fn runnable_here(st: &AppState, rf: &RoleFile) -> Result<(), String> {
     if st.settings.backend == "local" {
         if let Some(r) = rf.roles().iter().find(|r| r.image.is_some()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(format!(
                 "role '{}' (line {}) asks for a Docker image; the local backend runs peers as plain processes (use --master for Mesos)",
                 r.name, r.line
-            )));
+            ));
         }
         if let Err(short) = place(rf.roles(), std::slice::from_ref(&st.settings.total_offer)) {
-            return Err(ApiError::bad_request(format!(
-                "this job can never run on this machine: {short}"
-            )));
+            return Err(format!("this job can never run on this machine: {short}"));
         }
     }
-    Ok((rf, warnings))
+    Ok(())
 }
 
 /// Records a job (SUBMITTED) and hands it to the runner.

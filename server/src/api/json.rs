@@ -217,8 +217,8 @@ pub async fn validate(
         .unwrap_or_default();
     let mut ok = report.role_file.is_some();
     // What the parser accepts may still be unable to run here.
-    if ok {
-        if let Err(ApiError::Client { message, .. }) = service::accept_role_file(&st, &text) {
+    if let Some(rf) = &report.role_file {
+        if let Err(message) = service::runnable_here(&st, rf) {
             ok = false;
             diagnostics.push(app::Diagnostic {
                 severity: app::Severity::Error,
