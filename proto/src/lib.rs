@@ -3,6 +3,7 @@
 //! at build time without `protoc`) and the RecordIO framing of the event
 //! stream.
 
+pub mod calls;
 pub mod recordio;
 
 /// `mesos.v1`
