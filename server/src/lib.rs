@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod local;
+pub mod mesos;
 pub mod runner;
 pub mod sched;
 pub mod service;
