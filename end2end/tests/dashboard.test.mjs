@@ -79,7 +79,7 @@ test('a bad role file is marked on the right line and the mark clears when fixed
 
 test('a submitted 3-peer job goes from waiting to running to finished without a reload', () => withApp(async (d, page) => {
   await uploadApp(d.base, 'hog', '#!/bin/sh\nexec sleep 60\n');
-  await uploadApp(d.base, 'three', '#!/bin/sh\necho "peer $DISPATCHER_PEER_INDEX"\nsleep 2\n');
+  await uploadApp(d.base, 'three', '#!/bin/sh\necho "peer $DISPATCHER_PEER_INDEX"\nsleep 5\n');
   const hog = await submitJob(d.base, 'hog', 'name: hog\npeers: 1\ncpu: 4\nmem: 1\n');
   for (let i = 0; i < 100 && (await jobState(d.base, hog)) !== 'RUNNING'; i++) await new Promise((r) => setTimeout(r, 50));
   await page.goto(`${d.base}/new?app=three`);
@@ -154,7 +154,7 @@ test('the archive downloads from the job page', () => withApp(async (d, page) =>
 }));
 
 test('reloading a job page mid-run catches up', () => withApp(async (d, page) => {
-  await uploadApp(d.base, 'slowish', '#!/bin/sh\nsleep 2\n');
+  await uploadApp(d.base, 'slowish', '#!/bin/sh\nsleep 5\n');
   const id = await submitJob(d.base, 'slowish', 'name: s\npeers: 2\ncpu: 0.1\n');
   await page.goto(`${d.base}/jobs/${id}`);
   await page.getByTestId('peer-1').getByText('RUNNING').waitFor();

@@ -57,10 +57,6 @@ impl BlobStore {
         self.root.join(&sha256[..2]).join(sha256)
     }
 
-    pub fn tmp_dir(&self) -> &Path {
-        &self.tmp
-    }
-
     pub async fn writer(&self, limit: u64) -> std::io::Result<BlobWriter> {
         let path = self
             .tmp
@@ -118,10 +114,6 @@ impl BlobWriter {
             .write_all(chunk)
             .await
             .map_err(WriteError::Io)
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
     }
 }
 

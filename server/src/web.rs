@@ -22,10 +22,6 @@ fn asset(path: &str) -> Option<&'static (&'static str, &'static [u8], &'static [
     ASSETS.iter().find(|(p, _, _)| *p == path)
 }
 
-pub fn has_dashboard() -> bool {
-    asset("/index.html").is_some()
-}
-
 fn content_type(path: &str) -> &'static str {
     match path.rsplit('.').next() {
         Some("html") => "text/html; charset=utf-8",

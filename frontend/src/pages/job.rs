@@ -101,15 +101,9 @@ fn JobView(id: u64) -> impl IntoView {
                             started: None,
                             ended: None,
                         };
+                        // The page shows no per-peer times, so the event replaces the row.
                         match ps.iter_mut().find(|p| p.index == index) {
-                            Some(p) => {
-                                p.state = info.state;
-                                p.exit_code = info.exit_code;
-                                p.signal = info.signal;
-                                p.reason = info.reason;
-                                p.host = info.host;
-                                p.port = info.port;
-                            }
+                            Some(p) => *p = info,
                             None => {
                                 ps.push(info);
                                 ps.sort_by_key(|p| p.index);

@@ -25,25 +25,9 @@ async fn an_upload_is_stored_by_hash_and_listed_as_a_version() {
     assert_eq!(again["created"], false);
     app.upload("prog", "#!/bin/sh\necho two\n").await;
 
-    let listed: serde_json::Value = app
-        .client
-        .get(app.url("/api/apps/prog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = app.get_json("/api/apps/prog").await;
     assert_eq!(listed["versions"].as_array().unwrap().len(), 2);
-    let apps: serde_json::Value = app
-        .client
-        .get(app.url("/api/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps: serde_json::Value = app.get_json("/api/apps").await;
     assert_eq!(apps["apps"][0]["versions"], 2);
 }
 
@@ -148,15 +132,7 @@ async fn an_upload_over_the_limit_is_refused_and_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    let apps: serde_json::Value = app
-        .client
-        .get(app.url("/api/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps: serde_json::Value = app.get_json("/api/apps").await;
     assert_eq!(apps["apps"].as_array().unwrap().len(), 0);
     assert_eq!(
         std::fs::read_dir(app.dir.path().join("tmp"))
@@ -204,15 +180,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
         0,
         "the partial upload is deleted"
     );
-    let apps: serde_json::Value = app
-        .client
-        .get(app.url("/api/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps: serde_json::Value = app.get_json("/api/apps").await;
     assert!(
         apps["apps"].as_array().unwrap().is_empty(),
         "no version was recorded: {apps}"

@@ -127,15 +127,20 @@ impl TestApp {
         (status, r.json().await.unwrap())
     }
 
-    pub async fn job(&self, id: u64) -> Value {
+    /// GETs a path and reads its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
         self.client
-            .get(self.url(&format!("/api/jobs/{id}")))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    pub async fn job(&self, id: u64) -> Value {
+        self.get_json(&format!("/api/jobs/{id}")).await
     }
 
     /// Polls until the job's state satisfies `done`; panics after 30 s.

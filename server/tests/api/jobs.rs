@@ -238,15 +238,7 @@ async fn jobs_wait_in_a_queue_while_the_machine_is_full() {
         job["reason"],
         "role 'q' needs 1 peers, offers fit 0 (1 host short of cpus (0.5 per peer))"
     );
-    let cluster: Value = app
-        .client
-        .get(app.url("/api/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cluster: Value = app.get_json("/api/cluster").await;
     assert_eq!(cluster["waiting"][0]["job"], queued);
     assert_eq!(cluster["hosts"][0]["cpus_used"], 1.0);
     app.client
@@ -321,15 +313,7 @@ async fn role_file_errors_come_back_with_line_column_and_change_nothing() {
         errors[1]["message"].as_str().unwrap().contains("\"lots\""),
         "{body}"
     );
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/jobs").await;
     assert_eq!(page["total"], 0, "nothing was recorded");
 }
 
@@ -439,37 +423,13 @@ async fn the_job_list_pages_and_filters() {
     for id in &ids {
         app.wait_archived(*id).await;
     }
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs?limit=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/jobs?limit=2").await;
     assert_eq!(page["total"], 3);
     assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
     assert_eq!(page["jobs"][0]["id"], ids[2], "newest first");
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs?app=a&state=finished"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/jobs?app=a&state=finished").await;
     assert_eq!(page["total"], 2);
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs?state=FAILED"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/jobs?state=FAILED").await;
     assert_eq!(page["jobs"][0]["app"], "b");
     let r = app
         .client

@@ -187,15 +187,7 @@ async fn a_graceful_stop_closes_event_streams_and_keeps_data() {
         .expect("stream closed");
     assert!(body.is_ok());
     let again = spawn_in(dir, |_| {}).await;
-    let apps: Value = again
-        .client
-        .get(again.url("/api/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps: Value = again.get_json("/api/apps").await;
     assert_eq!(apps["apps"][0]["name"], "p");
 }
 
