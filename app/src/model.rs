@@ -255,6 +255,29 @@ pub struct ClusterView {
     pub offers: Vec<crate::placement::Offer>,
     pub waiting: Vec<WaitingJob>,
     pub running: Vec<u64>,
+    /// The framework's side, on the Mesos backend.
+    #[serde(default)]
+    pub mesos: Option<MesosView>,
+}
+
+/// The Mesos framework as `GET /api/cluster` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MesosView {
+    /// `--master` as given.
+    pub masters: String,
+    /// The master the subscription is (or was last) open with.
+    pub leader: Option<String>,
+    pub framework_id: Option<String>,
+    /// `connecting`, `subscribing`, `subscribed` or `disconnected`.
+    pub state: String,
+    pub heartbeat_interval_secs: f64,
+    pub last_heartbeat_secs_ago: Option<f64>,
+    pub offers_held: usize,
+    pub suppressed: bool,
+    /// Tasks whose explicit reconciliation is still unanswered.
+    pub reconciling: usize,
+    /// Tasks the framework tracks.
+    pub tasks: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

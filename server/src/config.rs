@@ -13,8 +13,9 @@ use clap::Parser;
     long_about = "Dispatcher keeps uploaded programs (apps), runs jobs described by K3-compatible YAML role files, \
 and serves a JSON API, live events and the K3 Dispatcher's curl routes.\n\n\
 Without --master it runs every peer on this machine (the local backend), using the cpus, memory \
-and port range given below.",
-    after_help = "Examples:\n  dispatcher                          # local backend, http://127.0.0.1:5000\n  dispatcher -d /var/lib/dispatcher -p 8080 --ip 0.0.0.0 --token \"$TOKEN\"\n  dispatcher --cpus 16 --ports 30000-30999"
+and port range given below. With --master it is a Mesos framework (v1 scheduler HTTP API): one task \
+per peer, placed on offers, binaries fetched by the agents from --advertise-url.",
+    after_help = "Examples:\n  dispatcher                          # local backend, http://127.0.0.1:5000\n  dispatcher -d /var/lib/dispatcher -p 8080 --ip 0.0.0.0 --token \"$TOKEN\"\n  dispatcher --cpus 16 --ports 30000-30999\n  dispatcher --master zk://zk1:2181,zk2:2181/mesos --ip 0.0.0.0 --advertise-url http://dispatch.example:5000\n  dispatcher --master m1:5050 --teardown      # unregister the framework, killing its tasks"
 )]
 pub struct Config {
     /// Mesos master: host:port, a comma list, or zk://host:port[,host:port]/path. Without it, peers run on this machine.
@@ -69,6 +70,46 @@ pub struct Config {
     /// Largest app upload accepted, in MB.
     #[arg(long, default_value_t = 16384)]
     pub max_upload_mb: u64,
+
+    /// Mesos: the URL agents fetch app binaries from and the Mesos web UI links to (default: http://<--ip or this host's name>:<port>).
+    #[arg(long, env = "DISPATCHER_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// Mesos: framework name shown by the master.
+    #[arg(long, default_value = "dispatcher")]
+    pub framework_name: String,
+
+    /// Mesos: user tasks run as (default: the user running the dispatcher).
+    #[arg(long)]
+    pub mesos_user: Option<String>,
+
+    /// Mesos: the role the framework subscribes with.
+    #[arg(long, default_value = "*")]
+    pub mesos_role: String,
+
+    /// Mesos: how long the master keeps the framework's tasks running while the dispatcher is away (restart, upgrade).
+    #[arg(long, default_value_t = 604800)]
+    pub failover_timeout_secs: u64,
+
+    /// Mesos: seconds offers are held while a gang waits for more resources.
+    #[arg(long, default_value_t = 10)]
+    pub offer_hold_secs: u64,
+
+    /// Mesos: seconds between implicit reconciliations.
+    #[arg(long, default_value_t = 600)]
+    pub reconcile_every_secs: u64,
+
+    /// Mesos: heartbeats missed before the subscription is considered dead.
+    #[arg(long, default_value_t = 3)]
+    pub missed_heartbeats: u32,
+
+    /// Mesos: unregister the framework (the master kills all its tasks), then exit.
+    #[arg(long, requires = "master")]
+    pub teardown: bool,
+
+    /// Shorter Mesos timers (backoff, reconciliation retries, silent tasks), for tests.
+    #[arg(long, hide = true)]
+    pub fast_timers: bool,
 }
 
 impl Config {

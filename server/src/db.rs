@@ -75,6 +75,18 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    idx INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    agent_url TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
 "#;
 
 /// A new job as recorded at submission.
@@ -492,6 +504,67 @@ pub fn ended_without_archive(c: &Connection) -> Result<Vec<(u64, String)>, Inter
     let rows = st
         .query_map([], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A small persistent setting (the Mesos framework id).
+pub fn get_kv(c: &Connection, key: &str) -> Result<Option<String>, Internal> {
+    Ok(
+        c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()?,
+    )
+}
+
+/// Sets (or with `None` removes) a setting; durable when it returns.
+pub fn set_kv(c: &Connection, key: &str, value: Option<&str>) -> Result<(), Internal> {
+    match value {
+        Some(v) => c.execute(
+            "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, v],
+        )?,
+        None => c.execute("DELETE FROM kv WHERE key = ?1", params![key])?,
+    };
+    Ok(())
+}
+
+/// Where a Mesos peer runs: its task, agent and the agent's files API.
+#[derive(Clone, Debug)]
+pub struct TaskRow {
+    pub idx: u32,
+    pub task_id: String,
+    pub agent_id: String,
+    pub agent_url: String,
+}
+
+/// Records a job's tasks before they are launched.
+pub fn insert_tasks(c: &mut Connection, job: u64, rows: &[TaskRow]) -> Result<(), Internal> {
+    let tx = c.transaction()?;
+    for r in rows {
+        tx.execute(
+            "INSERT OR REPLACE INTO tasks (job_id, idx, task_id, agent_id, agent_url) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job as i64, r.idx, r.task_id, r.agent_id, r.agent_url],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn tasks_of(c: &Connection, job: u64) -> Result<Vec<TaskRow>, Internal> {
+    let mut st = c.prepare(
+        "SELECT idx, task_id, agent_id, agent_url FROM tasks WHERE job_id = ?1 ORDER BY idx",
+    )?;
+    let rows = st
+        .query_map(params![job as i64], |r| {
+            Ok(TaskRow {
+                idx: r.get(0)?,
+                task_id: r.get(1)?,
+                agent_id: r.get(2)?,
+                agent_url: r.get(3)?,
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)

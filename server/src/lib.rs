@@ -1,6 +1,6 @@
 //! The `dispatcher` server: storage (SQLite and a content-addressed blob
-//! store), the scheduling core and its driver, the local backend, archives,
-//! and the HTTP API with server-sent events.
+//! store), the scheduling core and its driver, the local and Mesos
+//! backends, archives, and the HTTP API with server-sent events.
 //!
 //! [`Application::build`] assembles everything from a [`Config`] and binds the
 //! listener; [`Application::run_until`] serves until a shutdown signal. Tests
@@ -43,11 +43,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(cfg: Config) -> Result<Application, Internal> {
-        if let Some(master) = &cfg.master {
-            return Err(Internal(format!(
-                "--master {master}: the Mesos backend is not part of this build yet; run without --master to use the local backend"
-            )));
-        }
+        let masters = match &cfg.master {
+            Some(m) => Some(mesos::detect::parse(m).map_err(Internal)?),
+            None => None,
+        };
         let (first, last) = cfg.port_range().map_err(Internal)?;
         std::fs::create_dir_all(&cfg.dir).map_err(|e| {
             Internal(format!(
@@ -61,6 +60,12 @@ impl Application {
         let db = db::Db::open(&dir.join("dispatcher.db"))?;
         let blobs = blobs::BlobStore::open(&dir)?;
         let bus = events::Bus::new(db.clone());
+
+        let addr = SocketAddr::new(cfg.ip, cfg.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Internal(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr()?;
 
         let cpus = cfg.cpus.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -82,32 +87,46 @@ impl Application {
         };
         let grace = Duration::from_secs(cfg.kill_grace_secs);
         let archive_cap = cfg.archive_file_cap_mb.saturating_mul(1 << 20);
+        let framework_id = db.call(|c| db::get_kv(c, "framework_id")).await?;
+        let backend_for = {
+            let cfg = cfg.clone();
+            let framework_id = framework_id.clone();
+            move |tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>| match masters {
+                None => runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace)),
+                Some(masters) => start_mesos(&cfg, bound, masters, framework_id, tx),
+            }
+        };
         let (runner, handle) = Runner::new(
-            |tx| local::LocalBackend::new(capacity, tx, grace),
+            backend_for,
             bus.clone(),
             jobs_dir.clone(),
             blobs.clone(),
             archive_cap,
         );
+        let backend = if cfg.master.is_some() {
+            "mesos"
+        } else {
+            "local"
+        };
         let settings = Settings {
             jobs_dir: jobs_dir.clone(),
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             max_upload: cfg.max_upload_mb.saturating_mul(1 << 20),
             total_offer: runner.total_offer(),
-            backend: "local",
+            backend,
         };
         tokio::spawn(runner.run());
-        settle_unfinished(&bus, &handle).await?;
+        settle_unfinished(&bus, &handle, backend == "mesos").await?;
         // Archives a stop interrupted (or that a restart just ended) are built now.
         let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
         for (job, app) in unarchived {
-            runner::spawn_archive(bus.clone(), jobs_dir.clone(), job, app, archive_cap);
+            let fetch = framework_id
+                .clone()
+                .filter(|_| backend == "mesos")
+                .map(|id| (mesos::files::Files::new(), id));
+            runner::spawn_archive(bus.clone(), jobs_dir.clone(), job, app, archive_cap, fetch);
         }
 
-        let addr = SocketAddr::new(cfg.ip, cfg.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Internal(format!("cannot listen on {addr}: {e}")))?;
         let (_, shutdown) = tokio::sync::watch::channel(false);
         let state = AppState {
             db,
@@ -122,6 +141,15 @@ impl Application {
             state,
             runner: handle,
         })
+    }
+
+    /// `--teardown`: unregisters the framework once subscribed (within a
+    /// minute), then returns its id.
+    pub async fn teardown(&self) -> Result<String, Internal> {
+        tokio::time::timeout(Duration::from_secs(60), self.runner.teardown())
+            .await
+            .map_err(|_| Internal("no subscription with the master within 60 s".into()))?
+            .map_err(Internal)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -153,13 +181,118 @@ impl Application {
     }
 }
 
-/// After a restart: jobs that were running lost their dispatcher and are
-/// marked FAILED (leftover peer processes are stopped); jobs that were only
-/// submitted or waiting go back in the queue.
-async fn settle_unfinished(bus: &events::Bus, runner: &RunnerHandle) -> Result<(), Internal> {
+/// Starts the Mesos connection (subscription, call sender, master
+/// detection) and returns the backend that the runner drives.
+fn start_mesos(
+    cfg: &Config,
+    bound: SocketAddr,
+    masters: mesos::detect::Masters,
+    framework_id: Option<String>,
+    tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>,
+) -> runner::Backend {
+    use mesos::conn;
+    use mesos::framework::{Framework, Tunables};
+    use tokio::sync::{mpsc, watch, Notify};
+
+    let host = local::machine_hostname();
+    let advertise = cfg
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| {
+            let h = if bound.ip().is_unspecified() {
+                host.clone()
+            } else {
+                bound.ip().to_string()
+            };
+            format!("http://{h}:{}", bound.port())
+        })
+        .trim_end_matches('/')
+        .to_string();
+    if bound.ip().is_loopback() && cfg.advertise_url.is_none() {
+        tracing::warn!(%advertise, "agents fetch binaries from a loopback address; on a real cluster use --ip 0.0.0.0 or --advertise-url");
+    }
+    let user = cfg.mesos_user.clone().unwrap_or_else(|| {
+        std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into())
+    });
+    let fw_settings = proto::calls::FrameworkSettings {
+        id: framework_id.clone(),
+        user,
+        name: cfg.framework_name.clone(),
+        hostname: Some(host),
+        webui_url: Some(format!("{advertise}/")),
+        failover_timeout: cfg.failover_timeout_secs as f64,
+        role: (cfg.mesos_role != "*").then(|| cfg.mesos_role.clone()),
+    };
+    let mut t = Tunables {
+        hold_ms: cfg.offer_hold_secs * 1000,
+        implicit_every_ms: cfg.reconcile_every_secs * 1000,
+        ..Tunables::default()
+    };
+    let (mut base, mut cap) = (Duration::from_millis(500), Duration::from_secs(30));
+    if cfg.fast_timers {
+        t.reconcile_base_ms = 200;
+        t.reconcile_cap_ms = 2_000;
+        t.staging_timeout_ms = 5_000;
+        t.revive_min_ms = 200;
+        base = Duration::from_millis(50);
+        cap = Duration::from_millis(1_000);
+    }
+    let (id_tx, id_rx) = watch::channel(framework_id.clone());
+    let (calls_tx, calls_rx) = mpsc::unbounded_channel();
+    let (session_tx, session_rx) = watch::channel(None);
+    let reconnect = Arc::new(Notify::new());
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let detector = mesos::detect::Detector::new(masters);
+    let masters_text = detector.describe();
+    tracing::info!(masters = %masters_text, framework_id = ?framework_id, %advertise, "Mesos backend");
+    let settings = conn::ConnSettings {
+        framework: fw_settings,
+        missed_heartbeats: cfg.missed_heartbeats.max(1),
+        backoff_base: base,
+        backoff_cap: cap,
+    };
+    tokio::spawn(conn::run(
+        settings,
+        detector,
+        id_rx,
+        events_tx,
+        session_tx,
+        reconnect.clone(),
+    ));
+    tokio::spawn(conn::send_calls(calls_rx, session_rx, reconnect));
+    tokio::spawn(async move {
+        while let Some(ev) = events_rx.recv().await {
+            if tx.send(runner::Msg::Mesos(ev)).is_err() {
+                break;
+            }
+        }
+    });
+    runner::Backend::Mesos(Box::new(runner::MesosBackend::new(
+        Framework::new(framework_id, t),
+        calls_tx,
+        id_tx,
+        advertise,
+        masters_text,
+    )))
+}
+
+/// After a restart. Local backend: jobs that were running lost their
+/// dispatcher and are marked FAILED (leftover peer processes are stopped).
+/// Mesos: their tasks ran on without us; the jobs are taken back and
+/// reconciled once subscribed. Either way jobs that were only submitted or
+/// waiting go back in the queue.
+async fn settle_unfinished(
+    bus: &events::Bus,
+    runner: &RunnerHandle,
+    mesos: bool,
+) -> Result<(), Internal> {
     let unfinished = bus.db().call(|c| db::unfinished(c)).await?;
     for u in unfinished {
         match u.state {
+            JobState::Running if mesos => adopt(bus, runner, u).await?,
             JobState::Running => {
                 let stopped = local::stop_leftovers(u.id, &u.pids);
                 tracing::warn!(
@@ -227,5 +360,78 @@ async fn settle_unfinished(bus: &events::Bus, runner: &RunnerHandle) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+/// A Mesos job that was running when the dispatcher stopped: handed back
+/// to the runner with where each peer runs. A peer recorded as placed but
+/// with no task recorded was never launched: it is LOST.
+async fn adopt(
+    bus: &events::Bus,
+    runner: &RunnerHandle,
+    u: db::Unfinished,
+) -> Result<(), Internal> {
+    let id = u.id;
+    let (detail, tasks, row) = bus
+        .db()
+        .call(move |c| {
+            Ok((
+                db::job(c, id)?,
+                db::tasks_of(c, id)?,
+                db::sha_of_job(c, id)?,
+            ))
+        })
+        .await?;
+    let (Some(detail), Some((app, _uid, sha256))) = (detail, row) else {
+        return Ok(());
+    };
+    let Ok((rf, _)) = RoleFile::parse(&u.role_file) else {
+        bus.record(
+            id,
+            EventKind::Job {
+                state: JobState::Failed,
+                reason: "its role file no longer parses after an upgrade".into(),
+            },
+        )
+        .await?;
+        return Ok(());
+    };
+    let mut peers = Vec::new();
+    for p in detail.peers {
+        let mut state = p.state;
+        if !state.is_terminal() && !tasks.iter().any(|t| t.idx == p.index) {
+            state = app::model::PeerState::Lost;
+            bus.record(
+                id,
+                EventKind::Peer {
+                    index: p.index,
+                    role: p.role.clone(),
+                    host: p.host.clone(),
+                    port: p.port,
+                    state,
+                    exit_code: None,
+                    signal: None,
+                    reason: "the dispatcher stopped before launching it".into(),
+                },
+            )
+            .await?;
+        }
+        peers.push((p.role, p.host, p.port, state));
+    }
+    tracing::info!(
+        job = id,
+        "taking back a job that ran while the dispatcher was away"
+    );
+    runner.adopt(
+        id,
+        Arc::new(rf),
+        JobMeta {
+            app,
+            sha256,
+            options: u.options,
+        },
+        peers,
+        tasks,
+    );
     Ok(())
 }

@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cfg = Config::parse();
+    let teardown = cfg.teardown;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -21,6 +22,18 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if teardown {
+        return match app.teardown().await {
+            Ok(id) => {
+                println!("framework {id} torn down: the master kills its tasks");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dispatcher: teardown failed: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     tracing::info!(address = %app.local_addr(), "dispatcher listening on http://{}", app.local_addr());
     if let Err(e) = app.run_until(shutdown_signal()).await {
         eprintln!("dispatcher: {e}");

@@ -1,22 +1,35 @@
 //! The driver of the scheduling core: one task that owns the core and the
 //! backend and reads one queue (submissions, kills, peer starts and exits,
-//! ticks). Each message becomes core inputs; the actions that come back are
-//! carried out in order: events recorded, peers launched or killed, archives
-//! built. No lock guards a scheduling decision because only this task makes
-//! them.
+//! Mesos events, ticks). Each message becomes core inputs; the actions that
+//! come back are carried out in order: events recorded, peers launched or
+//! killed, archives built. No lock guards a scheduling decision because only
+//! this task makes them.
+//!
+//! The backend is this machine (`local`) or a Mesos framework, whose pure
+//! core (`mesos::framework`) sits next to the scheduling core: offers it
+//! holds are what placement sees, placements become ACCEPTs, task updates
+//! become peer updates.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use app::model::{ClusterView, EventKind, HostView, JobOptions, JobState, WaitingJob};
+use app::model::{
+    ClusterView, EventKind, HostView, JobOptions, JobState, MesosView, PeerState, WaitingJob,
+};
 use app::peer::{build_peers, JobContext};
+use app::placement::Offer;
 use app::RoleFile;
-use tokio::sync::{mpsc, oneshot};
+use proto::Call;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::db::TaskRow;
 use crate::events::Bus;
 use crate::local::{list_data, LocalBackend};
+use crate::mesos::conn::ConnEvent;
+use crate::mesos::files::{self, Files};
+use crate::mesos::framework::{Framework, Launch};
 use crate::sched::{Action, Core, Input, PeerUpdate};
 
 pub enum Msg {
@@ -43,6 +56,17 @@ pub enum Msg {
     Tick,
     Cluster(oneshot::Sender<ClusterView>),
     Shutdown(oneshot::Sender<()>),
+    /// A job that was running before a restart (Mesos: its tasks live on).
+    Adopt {
+        job: u64,
+        roles: Arc<RoleFile>,
+        meta: JobMeta,
+        peers: Vec<(String, String, u16, PeerState)>,
+        tasks: Vec<TaskRow>,
+    },
+    Mesos(ConnEvent),
+    /// Unregister the framework: the master kills every task.
+    Teardown(oneshot::Sender<Result<String, String>>),
 }
 
 /// What a job needs besides its roles to start its peers.
@@ -77,6 +101,35 @@ impl RunnerHandle {
         rx.await.ok()
     }
 
+    pub fn adopt(
+        &self,
+        job: u64,
+        roles: Arc<RoleFile>,
+        meta: JobMeta,
+        peers: Vec<(String, String, u16, PeerState)>,
+        tasks: Vec<TaskRow>,
+    ) {
+        let _ = self.tx.send(Msg::Adopt {
+            job,
+            roles,
+            meta,
+            peers,
+            tasks,
+        });
+    }
+
+    /// Tears the Mesos framework down; the answer names the framework.
+    pub async fn teardown(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Teardown(tx));
+        rx.await
+            .unwrap_or_else(|_| Err("the dispatcher is stopping".into()))
+    }
+
+    pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
+        self.tx.clone()
+    }
+
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(tx)).is_ok() {
@@ -85,9 +138,90 @@ impl RunnerHandle {
     }
 }
 
+/// What the Mesos side of the runner keeps besides the framework core.
+pub struct MesosBackend {
+    pub fw: Framework,
+    pub calls: mpsc::UnboundedSender<Call>,
+    /// The framework id the connection subscribes with.
+    pub fw_id: watch::Sender<Option<String>>,
+    /// Base URL agents fetch app binaries from.
+    pub advertise: String,
+    pub files: Files,
+    pub masters: String,
+    master: Option<String>,
+    heartbeat_secs: f64,
+    state: &'static str,
+    disconnected_at: Option<Instant>,
+    agents: BTreeMap<String, AgentRec>,
+    /// Resources our live tasks hold, per agent.
+    task_res: HashMap<(u64, u32), (String, u64, u64)>,
+    pending: Vec<Launch>,
+    teardown: Vec<oneshot::Sender<Result<String, String>>>,
+}
+
+struct AgentRec {
+    host: String,
+    address: String,
+    free: Offer,
+}
+
+impl MesosBackend {
+    pub fn new(
+        fw: Framework,
+        calls: mpsc::UnboundedSender<Call>,
+        fw_id: watch::Sender<Option<String>>,
+        advertise: String,
+        masters: String,
+    ) -> MesosBackend {
+        MesosBackend {
+            fw,
+            calls,
+            fw_id,
+            advertise,
+            files: Files::new(),
+            masters,
+            master: None,
+            heartbeat_secs: 0.0,
+            state: "connecting",
+            disconnected_at: None,
+            agents: BTreeMap::new(),
+            task_res: HashMap::new(),
+            pending: vec![],
+            teardown: vec![],
+        }
+    }
+
+    fn send(&self, calls: Vec<Call>) {
+        for c in calls {
+            let _ = self.calls.send(c);
+        }
+    }
+}
+
+pub enum Backend {
+    Local(LocalBackend),
+    Mesos(Box<MesosBackend>),
+}
+
+/// The agent's HTTP endpoint (files API) from its offer.
+fn agent_url(o: &proto::mesos::Offer) -> String {
+    match &o.url {
+        Some(u) => {
+            let host = u
+                .address
+                .ip
+                .clone()
+                .or_else(|| u.address.hostname.clone())
+                .unwrap_or_else(|| o.hostname.clone());
+            format!("{}://{host}:{}", u.scheme, u.address.port)
+        }
+        None => format!("http://{}:5051", o.hostname),
+    }
+}
+
 pub struct Runner {
     core: Core,
-    backend: LocalBackend,
+    backend: Backend,
     bus: Bus,
     jobs_dir: PathBuf,
     blobs: crate::blobs::BlobStore,
@@ -98,7 +232,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        backend_for: impl FnOnce(mpsc::UnboundedSender<Msg>) -> LocalBackend,
+        backend_for: impl FnOnce(mpsc::UnboundedSender<Msg>) -> Backend,
         bus: Bus,
         jobs_dir: PathBuf,
         blobs: crate::blobs::BlobStore,
@@ -132,12 +266,18 @@ impl Runner {
         )
     }
 
-    pub fn total_offer(&self) -> app::placement::Offer {
-        self.backend.total_offer()
+    /// The machine as one offer (local backend), for checks at submission.
+    pub fn total_offer(&self) -> Option<Offer> {
+        match &self.backend {
+            Backend::Local(b) => Some(b.total_offer()),
+            Backend::Mesos(_) => None,
+        }
     }
 
     pub async fn run(mut self) {
         while let Some(msg) = self.rx.recv().await {
+            let now = crate::util::now_ms();
+            let mut place = false;
             let input = match msg {
                 Msg::Submit { job, roles, meta } => {
                     let time_limit = meta
@@ -145,6 +285,10 @@ impl Runner {
                         .time_limit
                         .or(roles.time_limit().map(|t| t.secs()));
                     self.meta.insert(job, (roles.clone(), meta));
+                    if let Backend::Mesos(m) = &mut self.backend {
+                        m.fw.job_arrived();
+                    }
+                    place = true;
                     Input::Submit {
                         job,
                         roles,
@@ -157,12 +301,19 @@ impl Runner {
                 }
                 Msg::Peer { job, index, update } => Input::Peer { job, index, update },
                 Msg::Exited { job, index, status } => {
-                    let update = self.backend.exited(job, index, status);
+                    let Backend::Local(b) = &mut self.backend else {
+                        continue;
+                    };
+                    let update = b.exited(job, index, status);
                     Input::Peer { job, index, update }
                 }
-                Msg::Tick => Input::Tick {
-                    now_ms: crate::util::now_ms(),
-                },
+                Msg::Tick => {
+                    if let Backend::Mesos(m) = &mut self.backend {
+                        let out = m.fw.tick(now);
+                        m.send(out.calls);
+                    }
+                    Input::Tick { now_ms: now }
+                }
                 Msg::Cluster(reply) => {
                     let _ = reply.send(self.view());
                     continue;
@@ -172,41 +323,357 @@ impl Runner {
                     let _ = reply.send(());
                     return;
                 }
+                Msg::Adopt {
+                    job,
+                    roles,
+                    meta,
+                    peers,
+                    tasks,
+                } => {
+                    let time_limit = meta
+                        .options
+                        .time_limit
+                        .or(roles.time_limit().map(|t| t.secs()));
+                    self.meta.insert(job, (roles.clone(), meta));
+                    if let Backend::Mesos(m) = &mut self.backend {
+                        for t in &tasks {
+                            let live = peers
+                                .get(t.idx as usize)
+                                .is_some_and(|p| !p.3.is_terminal());
+                            if live {
+                                m.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
+                            }
+                        }
+                    }
+                    let actions = self.core.adopt(job, roles, time_limit, peers);
+                    self.carry_out(actions).await;
+                    continue;
+                }
+                Msg::Mesos(ev) => {
+                    let Some(inputs) = self.mesos_event(now, ev).await else {
+                        continue;
+                    };
+                    for input in inputs {
+                        let actions = self.core.handle(input);
+                        self.carry_out(actions).await;
+                    }
+                    self.place_and_settle(now, true).await;
+                    // A teardown asked while disconnected is done once subscribed.
+                    if let Backend::Mesos(m) = &mut self.backend {
+                        if m.fw.is_subscribed() && !m.teardown.is_empty() {
+                            for reply in std::mem::take(&mut m.teardown) {
+                                self.teardown(reply).await;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Msg::Teardown(reply) => {
+                    self.teardown(reply).await;
+                    continue;
+                }
             };
             let is_tick = matches!(input, Input::Tick { .. });
             let actions = self.core.handle(input);
             self.carry_out(actions).await;
-            if self.core.waiting() > 0 && !is_tick {
-                let offers = vec![self.backend.offer()];
-                let actions = self.core.handle(Input::Offers(offers));
-                self.carry_out(actions).await;
+            match &self.backend {
+                Backend::Local(_) => {
+                    if self.core.waiting() > 0 && !is_tick {
+                        self.place_and_settle(now, true).await;
+                    }
+                }
+                Backend::Mesos(_) => self.place_and_settle(now, place).await,
             }
         }
     }
 
+    /// Offers waiting jobs what is free; on Mesos, launches what was placed
+    /// (one ACCEPT per offer) and settles the offers left over.
+    async fn place_and_settle(&mut self, now: u64, place: bool) {
+        let offers = match &self.backend {
+            Backend::Local(b) => vec![b.offer()],
+            Backend::Mesos(m) => m.fw.placeable(),
+        };
+        if place && self.core.waiting() > 0 && !offers.is_empty() {
+            let actions = self.core.handle(Input::Offers(offers));
+            self.carry_out(actions).await;
+        }
+        let waiting = self.core.waiting() > 0;
+        if let Backend::Mesos(m) = &mut self.backend {
+            let launches = std::mem::take(&mut m.pending);
+            let mut calls = if launches.is_empty() {
+                vec![]
+            } else {
+                m.fw.accept(now, launches)
+            };
+            calls.extend(m.fw.settle(now, waiting));
+            m.send(calls);
+        }
+    }
+
+    /// A Mesos connection event: the framework core's view changes, calls
+    /// go out, and peer updates come back as core inputs.
+    async fn mesos_event(&mut self, now: u64, ev: ConnEvent) -> Option<Vec<Input>> {
+        let waiting = self.core.waiting() > 0;
+        let Backend::Mesos(m) = &mut self.backend else {
+            return None;
+        };
+        let out = match ev {
+            ConnEvent::Connected { master, stream_id } => {
+                tracing::info!(%master, %stream_id, "subscription stream open");
+                m.master = Some(master);
+                m.state = "subscribing";
+                return None;
+            }
+            ConnEvent::Disconnected { why } => {
+                m.fw.disconnected();
+                m.state = "disconnected";
+                m.disconnected_at = Some(Instant::now());
+                tracing::warn!(%why, "disconnected from the master");
+                return None;
+            }
+            ConnEvent::Refused { why } => {
+                if m.fw.id().is_none() {
+                    return None;
+                }
+                m.fw.forget_everything();
+                crate::mesos::framework::Out {
+                    removed: Some(format!("the master refused the framework: {why}")),
+                    ..Default::default()
+                }
+            }
+            ConnEvent::Event(ev) => {
+                if let Some(o) = ev.offers.as_ref() {
+                    for o in &o.offers {
+                        let view = crate::mesos::offer_from(o);
+                        m.agents.insert(
+                            o.agent_id.value.clone(),
+                            AgentRec {
+                                host: o.hostname.clone(),
+                                address: view.address.clone(),
+                                free: view,
+                            },
+                        );
+                    }
+                }
+                m.fw.event(now, *ev, waiting)
+            }
+        };
+        if let Some(id) = &out.new_id {
+            // Durable before anything is launched under it.
+            let (db, id2) = (self.bus.db().clone(), id.clone());
+            if let Err(e) = db
+                .call(move |c| crate::db::set_kv(c, "framework_id", Some(&id2)))
+                .await
+            {
+                tracing::error!(error = %e, "could not store the framework id");
+            }
+            m.fw_id.send_replace(Some(id.clone()));
+        }
+        if let Some(secs) = out.heartbeat_secs {
+            m.heartbeat_secs = secs;
+        }
+        if m.fw.is_subscribed() && m.state != "subscribed" {
+            m.state = "subscribed";
+            let after = m
+                .disconnected_at
+                .take()
+                .map(|t| t.elapsed().as_millis() as u64);
+            tracing::info!(
+                framework_id = m.fw.id().unwrap_or_default(),
+                reconnect_ms = after,
+                "subscribed"
+            );
+        }
+        let Backend::Mesos(m) = &mut self.backend else {
+            return None;
+        };
+        m.send(out.calls);
+        let mut inputs: Vec<Input> = out
+            .updates
+            .into_iter()
+            .map(|(job, index, update)| {
+                if update.state.is_terminal() {
+                    m.task_res.remove(&(job, index));
+                }
+                Input::Peer { job, index, update }
+            })
+            .collect();
+        if let Some(why) = out.removed {
+            tracing::error!(%why, "the master ended the framework; its tasks are gone");
+            m.fw_id.send_replace(None);
+            m.task_res.clear();
+            let db = self.bus.db().clone();
+            if let Err(e) = db
+                .call(|c| crate::db::set_kv(c, "framework_id", None))
+                .await
+            {
+                tracing::error!(error = %e, "could not clear the framework id");
+            }
+            for job in self.core.running() {
+                for index in self.core.live(job) {
+                    inputs.push(Input::Peer {
+                        job,
+                        index,
+                        update: PeerUpdate {
+                            state: PeerState::Lost,
+                            exit_code: None,
+                            signal: None,
+                            reason: format!("the master ended the framework: {why}"),
+                        },
+                    });
+                }
+            }
+        }
+        Some(inputs)
+    }
+
+    fn rx_teardown_now(&mut self, reply: oneshot::Sender<Result<String, String>>) -> Option<()> {
+        let Backend::Mesos(m) = &mut self.backend else {
+            return None;
+        };
+        let id = m.fw.id().map(str::to_string);
+        match m.fw.teardown() {
+            Some(call) => {
+                let _ = m.calls.send(call);
+                m.fw_id.send_replace(None);
+                let _ = reply.send(Ok(id.unwrap_or_default()));
+            }
+            None => {
+                let _ = reply.send(Err("the framework is not registered".into()));
+            }
+        }
+        Some(())
+    }
+
+    /// TEARDOWN: the master kills every task; jobs end KILLED.
+    async fn teardown(&mut self, reply: oneshot::Sender<Result<String, String>>) {
+        let Backend::Mesos(m) = &mut self.backend else {
+            let _ = reply.send(Err("teardown is for the Mesos backend".into()));
+            return;
+        };
+        if !m.fw.is_subscribed() {
+            if m.fw.id().is_none() {
+                let _ = reply.send(Err("the framework is not registered".into()));
+            } else {
+                // Done as soon as the subscription is back.
+                m.teardown.push(reply);
+            }
+            return;
+        }
+        self.rx_teardown_now(reply);
+        let db = self.bus.db().clone();
+        if let Err(e) = db
+            .call(|c| crate::db::set_kv(c, "framework_id", None))
+            .await
+        {
+            tracing::error!(error = %e, "could not clear the framework id");
+        }
+        for job in self.core.running() {
+            for index in self.core.live(job) {
+                let actions = self.core.handle(Input::Peer {
+                    job,
+                    index,
+                    update: PeerUpdate {
+                        state: PeerState::Killed,
+                        exit_code: None,
+                        signal: None,
+                        reason: "the framework was torn down".into(),
+                    },
+                });
+                self.carry_out(actions).await;
+            }
+        }
+        for (job, _) in self.core.wait_reasons() {
+            let actions = self.core.handle(Input::Kill {
+                job,
+                reason: "the framework was torn down".into(),
+            });
+            self.carry_out(actions).await;
+        }
+    }
+
     fn view(&self) -> ClusterView {
-        let cap = self.backend.capacity();
-        let (cpus, mem, peers) = self.backend.used();
-        ClusterView {
-            backend: "local".into(),
-            offers: vec![self.backend.offer()],
-            hosts: vec![HostView {
-                host: cap.host.clone(),
-                address: cap.address.clone(),
-                cpus: cap.cpus_milli as f64 / 1000.0,
-                cpus_used: cpus as f64 / 1000.0,
-                mem_mb: cap.mem_mb,
-                mem_used_mb: mem,
-                ports: format!("{}-{}", cap.ports.begin, cap.ports.end),
-                peers,
-            }],
-            waiting: self
-                .core
-                .wait_reasons()
-                .into_iter()
-                .map(|(job, reason)| WaitingJob { job, reason })
-                .collect(),
-            running: self.core.running(),
+        let waiting = self
+            .core
+            .wait_reasons()
+            .into_iter()
+            .map(|(job, reason)| WaitingJob { job, reason })
+            .collect();
+        match &self.backend {
+            Backend::Local(b) => {
+                let cap = b.capacity();
+                let (cpus, mem, peers) = b.used();
+                ClusterView {
+                    backend: "local".into(),
+                    offers: vec![b.offer()],
+                    hosts: vec![HostView {
+                        host: cap.host.clone(),
+                        address: cap.address.clone(),
+                        cpus: cap.cpus_milli as f64 / 1000.0,
+                        cpus_used: cpus as f64 / 1000.0,
+                        mem_mb: cap.mem_mb,
+                        mem_used_mb: mem,
+                        ports: format!("{}-{}", cap.ports.begin, cap.ports.end),
+                        peers,
+                    }],
+                    waiting,
+                    running: self.core.running(),
+                    mesos: None,
+                }
+            }
+            Backend::Mesos(m) => {
+                let mut hosts = Vec::new();
+                for (id, a) in &m.agents {
+                    let (mut cpus, mut mem, mut peers) = (0u64, 0u64, 0usize);
+                    for (agent, c, me) in m.task_res.values() {
+                        if agent == id {
+                            cpus += c;
+                            mem += me;
+                            peers += 1;
+                        }
+                    }
+                    hosts.push(HostView {
+                        host: a.host.clone(),
+                        address: a.address.clone(),
+                        cpus: (a.free.cpus_milli + cpus) as f64 / 1000.0,
+                        cpus_used: cpus as f64 / 1000.0,
+                        mem_mb: a.free.mem_mb + mem,
+                        mem_used_mb: mem,
+                        ports: a
+                            .free
+                            .ports
+                            .iter()
+                            .map(|r| format!("{}-{}", r.begin, r.end))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        peers,
+                    });
+                }
+                let now = crate::util::now_ms();
+                ClusterView {
+                    backend: "mesos".into(),
+                    offers: m.agents.values().map(|a| a.free.clone()).collect(),
+                    hosts,
+                    waiting,
+                    running: self.core.running(),
+                    mesos: Some(MesosView {
+                        masters: m.masters.clone(),
+                        leader: m.master.clone(),
+                        framework_id: m.fw.id().map(str::to_string),
+                        state: m.state.into(),
+                        heartbeat_interval_secs: m.heartbeat_secs,
+                        last_heartbeat_secs_ago: m
+                            .fw
+                            .last_heartbeat_ms()
+                            .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                        offers_held: m.fw.placeable().len(),
+                        suppressed: m.fw.is_suppressed(),
+                        reconciling: m.fw.reconciling(),
+                        tasks: m.fw.tasks().count(),
+                    }),
+                }
+            }
         }
     }
 
@@ -223,44 +690,110 @@ impl Runner {
                         binary: &meta.app,
                         options: &meta.options,
                     };
-                    let specs =
-                        build_peers(&ctx, &roles, &placement, &|path: &str, _host: &str| {
-                            list_data(path)
-                        });
-                    let pids = self
-                        .backend
-                        .launch(
-                            job,
-                            self.jobs_dir.join(job.to_string()),
-                            self.blobs.path(&meta.sha256),
-                            meta.app.clone(),
-                            specs,
-                        )
-                        .await;
-                    let db = self.bus.db().clone();
-                    let res = db
-                        .call(move |c| {
-                            for (idx, pid) in pids {
-                                crate::db::set_pid(c, job, idx, pid)?;
+                    match &mut self.backend {
+                        Backend::Local(backend) => {
+                            let specs = build_peers(
+                                &ctx,
+                                &roles,
+                                &placement,
+                                &|path: &str, _host: &str| list_data(path),
+                            );
+                            let pids = backend
+                                .launch(
+                                    job,
+                                    self.jobs_dir.join(job.to_string()),
+                                    self.blobs.path(&meta.sha256),
+                                    meta.app.clone(),
+                                    specs,
+                                )
+                                .await;
+                            let db = self.bus.db().clone();
+                            let res = db
+                                .call(move |c| {
+                                    for (idx, pid) in pids {
+                                        crate::db::set_pid(c, job, idx, pid)?;
+                                    }
+                                    Ok(())
+                                })
+                                .await;
+                            if let Err(e) = res {
+                                tracing::error!(job, error = %e, "could not record peer pids");
                             }
-                            Ok(())
-                        })
-                        .await;
-                    if let Err(e) = res {
-                        tracing::error!(job, error = %e, "could not record peer pids");
+                        }
+                        Backend::Mesos(m) => {
+                            // Data files live on the agents; only explicit
+                            // paths are passed on (see docs/role-files.md).
+                            let specs = build_peers(
+                                &ctx,
+                                &roles,
+                                &placement,
+                                &|path: &str, _host: &str| vec![path.to_string()],
+                            );
+                            let url = format!("{}/api/blobs/{}", m.advertise, meta.sha256);
+                            let mut rows = Vec::new();
+                            let mut launches = Vec::new();
+                            for (spec, slot) in specs.iter().zip(&placement.peers) {
+                                let Some(offer) = m.fw.agent_of(slot.offer) else {
+                                    continue;
+                                };
+                                let agent = offer.agent_id.value.clone();
+                                let task = crate::mesos::task_info(
+                                    job,
+                                    spec,
+                                    &roles.roles()[slot.role],
+                                    &agent,
+                                    &url,
+                                    &meta.app,
+                                );
+                                rows.push(TaskRow {
+                                    idx: spec.index,
+                                    task_id: task.task_id.value.clone(),
+                                    agent_id: agent.clone(),
+                                    agent_url: agent_url(offer),
+                                });
+                                m.task_res.insert(
+                                    (job, spec.index),
+                                    (agent, spec.cpus_milli as u64, spec.mem_mb),
+                                );
+                                launches.push(Launch {
+                                    offer: slot.offer,
+                                    task,
+                                });
+                            }
+                            // Where each peer runs is durable before it is launched.
+                            let db = self.bus.db().clone();
+                            if let Err(e) = db
+                                .call(move |c| crate::db::insert_tasks(c, job, &rows))
+                                .await
+                            {
+                                tracing::error!(job, error = %e, "could not record the tasks");
+                            }
+                            m.pending.extend(launches);
+                        }
                     }
                 }
-                Action::Kill { job, peers } => self.backend.kill(job, &peers),
+                Action::Kill { job, peers } => match &mut self.backend {
+                    Backend::Local(b) => b.kill(job, &peers),
+                    Backend::Mesos(m) => {
+                        let calls = m.fw.kill(job, &peers);
+                        m.send(calls);
+                    }
+                },
                 Action::Ended { job, state } => {
                     let meta = self.meta.remove(&job);
                     tracing::info!(job, %state, "job ended");
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
+                    let fetch = match &self.backend {
+                        Backend::Local(_) => None,
+                        Backend::Mesos(m) => m.fw.id().map(|id| (m.files.clone(), id.to_string())),
+                    };
                     spawn_archive(
                         self.bus.clone(),
                         self.jobs_dir.clone(),
                         job,
                         binary,
                         self.archive_cap,
+                        fetch,
                     );
                 }
             }
@@ -275,7 +808,12 @@ impl Runner {
 
     /// Stops every peer and records why its job ended.
     async fn shutdown(&mut self) {
-        self.backend.kill_all_now().await;
+        let Backend::Local(b) = &mut self.backend else {
+            // Mesos tasks run on: a restarted dispatcher resubscribes with
+            // the same framework id and takes its jobs back.
+            return;
+        };
+        b.kill_all_now().await;
         for job in self.core.running() {
             self.record(
                 job,
@@ -289,10 +827,47 @@ impl Runner {
     }
 }
 
-/// Builds a job's archive off the queue, then records it.
-pub fn spawn_archive(bus: Bus, jobs_dir: PathBuf, job: u64, binary: String, cap: u64) {
+/// Builds a job's archive off the queue, then records it. On Mesos the
+/// sandboxes are first copied from the agents (files API) into the job's
+/// directory, where the local backend keeps them.
+pub fn spawn_archive(
+    bus: Bus,
+    jobs_dir: PathBuf,
+    job: u64,
+    binary: String,
+    cap: u64,
+    fetch: Option<(Files, String)>,
+) {
     let job_dir = jobs_dir.join(job.to_string());
     tokio::spawn(async move {
+        if let Some((files, framework_id)) = fetch {
+            let rows = match bus.db().call(move |c| crate::db::tasks_of(c, job)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(job, error = %e, "cannot read the job's tasks");
+                    vec![]
+                }
+            };
+            for r in rows {
+                let dest = job_dir.join(format!("peer-{}", r.idx));
+                if let Err(e) = tokio::fs::create_dir_all(&dest).await {
+                    tracing::error!(job, error = %e, "cannot create {}", dest.display());
+                    continue;
+                }
+                let sandbox = files::sandbox(&framework_id, &r.task_id);
+                match files
+                    .copy_sandbox(&r.agent_url, &sandbox, &dest, &binary, cap)
+                    .await
+                {
+                    Ok(n) => tracing::debug!(job, peer = r.idx, files = n, "sandbox copied"),
+                    Err(e) => {
+                        tracing::warn!(job, peer = r.idx, error = %e, "cannot copy the sandbox");
+                        let note = format!("The sandbox of this peer could not be fetched: {e}\n");
+                        let _ = tokio::fs::write(dest.join("SANDBOX-MISSING.txt"), note).await;
+                    }
+                }
+            }
+        }
         let built =
             tokio::task::spawn_blocking(move || crate::archive::build(&job_dir, &binary, cap))
                 .await;

@@ -115,6 +115,55 @@ impl Core {
             .collect()
     }
 
+    /// The live peers of a running job.
+    pub fn live(&self, job: u64) -> Vec<u32> {
+        self.jobs.get(&job).map(live_peers).unwrap_or_default()
+    }
+
+    /// Takes back a job that was running before the dispatcher restarted
+    /// (its peers kept running on the cluster). Peers that had ended keep
+    /// their state; a job with none left ends now.
+    pub fn adopt(
+        &mut self,
+        job: u64,
+        roles: Arc<RoleFile>,
+        time_limit: Option<u64>,
+        peers: Vec<(String, String, u16, PeerState)>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let failed = peers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.3.is_terminal() && p.3 != PeerState::Finished)
+            .map(|(i, p)| format!("peer {i} (role '{}') ended {}", p.0, p.3));
+        self.jobs.insert(
+            job,
+            JobRt {
+                roles,
+                state: JobState::Running,
+                wait_reason: String::new(),
+                time_limit,
+                deadline_ms: time_limit.map(|s| self.now_ms + s * 1000),
+                peers: peers
+                    .into_iter()
+                    .map(|(role, host, port, state)| PeerRt {
+                        role,
+                        host,
+                        port,
+                        state,
+                    })
+                    .collect(),
+                failure: None,
+                killed: None,
+            },
+        );
+        if let Some(f) = failed {
+            self.bring_down(job, f, &mut out);
+        }
+        self.finish_if_done(job, &mut out);
+        out
+    }
+
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
@@ -295,7 +344,14 @@ impl Core {
             };
             self.bring_down(id, format!("peer {index} (role '{role}') {what}"), out);
         }
-        let job = self.jobs.get(&id).expect("job");
+        self.finish_if_done(id, out);
+    }
+
+    /// Ends the job once none of its peers can run any more.
+    fn finish_if_done(&mut self, id: u64, out: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
         if job.peers.iter().all(|p| p.state.is_terminal()) {
             let (state, reason) = match (&job.killed, &job.failure) {
                 (Some(k), _) => (JobState::Killed, k.clone()),
@@ -596,6 +652,45 @@ mod tests {
                 reason: "time limit of 5s exceeded".into()
             }
         }));
+    }
+
+    #[test]
+    fn an_adopted_job_continues_and_one_with_a_failed_peer_is_brought_down() {
+        let mut c = Core::new();
+        let a = c.adopt(
+            4,
+            roles("name: a\npeers: 2\n"),
+            None,
+            vec![
+                ("a".into(), "h".into(), 1, PeerState::Running),
+                ("a".into(), "h".into(), 2, PeerState::Finished),
+            ],
+        );
+        assert!(a.is_empty());
+        assert_eq!(c.running(), vec![4]);
+        let a = c.handle(Input::Peer {
+            job: 4,
+            index: 0,
+            update: exit(0),
+        });
+        assert_eq!(job_states(&a), vec![(4, JobState::Finished)]);
+
+        let a = c.adopt(
+            5,
+            roles("name: a\npeers: 2\n"),
+            None,
+            vec![
+                ("a".into(), "h".into(), 1, PeerState::Running),
+                ("a".into(), "h".into(), 2, PeerState::Lost),
+            ],
+        );
+        assert_eq!(
+            a,
+            vec![Action::Kill {
+                job: 5,
+                peers: vec![0]
+            }]
+        );
     }
 
     #[test]

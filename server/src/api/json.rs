@@ -246,3 +246,55 @@ pub async fn cluster(State(st): State<AppState>) -> Result<Json<Value>, ApiError
     })?;
     Ok(Json(serde_json::to_value(view)?))
 }
+
+/// An app binary by its sha256, for the Mesos fetcher: the URL names the
+/// content, so agents may cache it.
+pub async fn blob(
+    State(st): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    if sha256.len() != 64
+        || !sha256
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(ApiError::bad_request(format!(
+            "{sha256:?} is not a sha256 (64 lowercase hex digits)"
+        )));
+    }
+    let file = match tokio::fs::File::open(st.blobs.path(&sha256)).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "no stored binary has sha256 {sha256}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata().await?.len();
+    let body = axum::body::Body::from_stream(super::k3::tokio_util_stream(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Unregisters the Mesos framework: the master kills every task and the
+/// running jobs end KILLED. The dispatcher then subscribes as a new framework.
+pub async fn teardown(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if st.settings.backend != "mesos" {
+        return Err(ApiError::conflict(
+            "teardown is for the Mesos backend (start the dispatcher with --master)",
+        ));
+    }
+    let id = st.runner.teardown().await.map_err(ApiError::conflict)?;
+    Ok(Json(json!({ "torn_down": id })))
+}

@@ -353,7 +353,7 @@ pub async fn send_archive(st: &AppState, id: u64) -> Result<Response, ApiError> 
         .into_response())
 }
 
-fn tokio_util_stream(
+pub fn tokio_util_stream(
     file: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
     futures_util::stream::unfold(file, |mut f| async move {

@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", post(json::submit))
         .route("/api/jobs/{id}/kill", post(json::kill))
         .route("/api/jobs/{id}/replay", post(json::replay))
+        .route("/api/framework/teardown", post(json::teardown))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
 
     let reads = Router::new()
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/archive", get(json::archive))
         .route("/api/validate", post(json::validate))
         .route("/api/cluster", get(json::cluster))
+        .route("/api/blobs/{sha256}", get(json::blob))
         .route("/api/events", get(sse::all_events))
         .route("/api/jobs/{id}/events", get(sse::job_events))
         .route("/api/jobs/{id}/peers/{peer}/logs", get(logs::peer_logs));

@@ -1,5 +1,4 @@
-//! The pure pieces of the Mesos backend that are ready (issue 3 is under
-//! way; nothing here is wired to a connection yet): offers as placement sees
+//! Mesos values as the dispatcher sees them: offers as placement sees
 //! them, peers as TaskInfos, task ids, and task states as peer states.
 
 use app::model::PeerState;

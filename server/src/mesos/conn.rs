@@ -1,0 +1,395 @@
+//! The connection to the leading master: SUBSCRIBE on a long-lived chunked
+//! response read as RecordIO, and every other call on its own request with
+//! the `Mesos-Stream-Id` the subscription returned.
+//!
+//! Redirects (307, including a `Location` without a scheme) lead to the
+//! leader; 503 means no leader yet; a stream silent for a few heartbeat
+//! intervals is dead. Every failure ends in a new subscription after a
+//! capped exponential backoff with jitter. Events go to the runner's queue
+//! in stream order; the runner decides what they mean.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use proto::calls::FrameworkSettings;
+use proto::recordio::Decoder;
+use proto::{Call, Event, Message};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::detect::Detector;
+
+const PROTOBUF: &str = "application/x-protobuf";
+/// Largest event accepted from the master (offers for thousands of agents
+/// fit well within it).
+const MAX_EVENT: usize = 64 << 20;
+
+#[derive(Debug)]
+pub enum ConnEvent {
+    Connected {
+        master: String,
+        stream_id: String,
+    },
+    Event(Box<Event>),
+    Disconnected {
+        why: String,
+    },
+    /// The master refused the framework (403): it no longer exists there.
+    Refused {
+        why: String,
+    },
+}
+
+/// Where calls go while subscribed.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub url: String,
+    pub stream_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnSettings {
+    pub framework: FrameworkSettings,
+    /// Missed heartbeats that mean the stream is dead.
+    pub missed_heartbeats: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+/// Capped exponential backoff with full jitter.
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+            seed,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The next delay: uniformly between half and all of min(cap, base·2ⁿ).
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        // xorshift: jitter only needs to spread reconnecting frameworks.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let frac = (self.seed % 1000) as f64 / 1000.0;
+        ceiling.mul_f64(0.5 + frac / 2.0)
+    }
+}
+
+/// `Location` of a redirect as a base URL: `//host:port/master/api/v1/scheduler`
+/// (Mesos' own form) or with a scheme.
+pub fn redirect_target(location: &str) -> Option<String> {
+    let rest = location
+        .strip_prefix("http://")
+        .or_else(|| location.strip_prefix("https://"))
+        .or_else(|| location.strip_prefix("//"))?;
+    let host = rest.split('/').next()?;
+    if host.is_empty() {
+        return None;
+    }
+    let path = &rest[host.len()..];
+    Some(format!(
+        "http://{host}{}",
+        if path.is_empty() {
+            "/api/v1/scheduler"
+        } else {
+            path
+        }
+    ))
+}
+
+fn scheduler_url(master: &str) -> String {
+    format!("http://{master}/api/v1/scheduler")
+}
+
+/// The subscription loop: runs until the runner's queue closes.
+pub async fn run(
+    settings: ConnSettings,
+    mut detector: Detector,
+    framework_id: watch::Receiver<Option<String>>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    session: watch::Sender<Option<Session>>,
+    reconnect: Arc<Notify>,
+) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client without TLS builds");
+    let mut backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
+    let mut redirected: Option<String> = None;
+    let mut redirects = 0u32;
+    loop {
+        if events.is_closed() {
+            return;
+        }
+        let (url, leader) = match redirected.take() {
+            Some(u) => {
+                let host = u
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                (u, host)
+            }
+            None => {
+                let m = detector.candidate().await;
+                (scheduler_url(&m), m)
+            }
+        };
+        let mut fw = settings.framework.clone();
+        fw.id = framework_id.borrow().clone();
+        let body = proto::calls::subscribe(&fw).encode_to_vec();
+        tracing::debug!(%url, framework_id = ?fw.id, "subscribing");
+        let sent = client
+            .post(&url)
+            .header("content-type", PROTOBUF)
+            .header("accept", PROTOBUF)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "cannot reach the master");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        match status {
+            200 => {}
+            307 => {
+                let loc = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(redirect_target);
+                redirects += 1;
+                match loc {
+                    Some(l) if redirects <= 5 => {
+                        tracing::info!(from = %url, to = %l, "redirected to the leading master");
+                        redirected = Some(l);
+                    }
+                    _ => {
+                        tracing::warn!(%url, "redirect without a usable Location, or a redirect loop");
+                        redirects = 0;
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+                continue;
+            }
+            503 => {
+                tracing::info!(%url, "the master has no leader yet");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            403 => {
+                let why = resp.text().await.unwrap_or_default();
+                tracing::error!(%url, %why, "the master refused the framework");
+                let _ = events.send(ConnEvent::Refused { why });
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            _ => {
+                let why = resp.text().await.unwrap_or_default();
+                tracing::error!(%url, status, %why, "SUBSCRIBE failed");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        }
+        redirects = 0;
+        let Some(stream_id) = resp
+            .headers()
+            .get("mesos-stream-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            tracing::error!(%url, "SUBSCRIBE answered without a Mesos-Stream-Id");
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
+        session.send_replace(Some(Session {
+            url: url.clone(),
+            stream_id: stream_id.clone(),
+        }));
+        let _ = events.send(ConnEvent::Connected {
+            master: leader.clone(),
+            stream_id,
+        });
+        let why = tokio::select! {
+            why = read_stream(resp, &settings, &events, &mut backoff) => why,
+            _ = detector.leader_changed(&leader) => "ZooKeeper names another leader".to_string(),
+            _ = reconnect.notified() => "a call found the master gone or no longer leading".to_string(),
+        };
+        session.send_replace(None);
+        tracing::warn!(master = %leader, %why, "subscription ended; subscribing again");
+        let _ = events.send(ConnEvent::Disconnected { why });
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Reads events until the stream ends, fails, or falls silent.
+async fn read_stream(
+    resp: reqwest::Response,
+    settings: &ConnSettings,
+    events: &mpsc::UnboundedSender<ConnEvent>,
+    backoff: &mut Backoff,
+) -> String {
+    let mut body = resp.bytes_stream();
+    let mut decoder = Decoder::new(MAX_EVENT);
+    // Until SUBSCRIBED names the interval, Mesos' default (15 s) applies.
+    let mut silence = Duration::from_secs(15) * settings.missed_heartbeats;
+    loop {
+        let chunk = match tokio::time::timeout(silence, body.next()).await {
+            Err(_) => {
+                return format!(
+                    "no heartbeat for {} s ({} intervals missed)",
+                    silence.as_secs_f64(),
+                    settings.missed_heartbeats
+                )
+            }
+            Ok(None) => return "the master closed the stream".into(),
+            Ok(Some(Err(e))) => return format!("the stream failed: {e}"),
+            Ok(Some(Ok(c))) => c,
+        };
+        decoder.feed(&chunk);
+        loop {
+            let record = match decoder.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return format!("the stream is not RecordIO: {e}"),
+            };
+            let ev = match Event::decode(record) {
+                Ok(ev) => ev,
+                Err(e) => return format!("an event does not decode: {e}"),
+            };
+            if let Some(s) = &ev.subscribed {
+                backoff.reset();
+                if let Some(secs) = s.heartbeat_interval_seconds.filter(|s| *s > 0.0) {
+                    silence = Duration::from_secs_f64(secs) * settings.missed_heartbeats;
+                }
+            }
+            if events.send(ConnEvent::Event(Box::new(ev))).is_err() {
+                return "the dispatcher is stopping".into();
+            }
+        }
+    }
+}
+
+/// Sends calls in order, each as its own request, while subscribed. A call
+/// that finds the master gone or not leading asks for a new subscription;
+/// what it carried is recovered by reconciliation.
+pub async fn send_calls(
+    mut calls: mpsc::UnboundedReceiver<Call>,
+    session: watch::Receiver<Option<Session>>,
+    reconnect: Arc<Notify>,
+) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client without TLS builds");
+    while let Some(call) = calls.recv().await {
+        let kind = call
+            .r#type
+            .and_then(|t| proto::mesos::scheduler::call::Type::try_from(t).ok())
+            .map(|t| t.as_str_name())
+            .unwrap_or("UNKNOWN");
+        let Some(s) = session.borrow().clone() else {
+            tracing::debug!(call = kind, "not subscribed; call dropped");
+            continue;
+        };
+        let started = Instant::now();
+        let res = client
+            .post(&s.url)
+            .header("content-type", PROTOBUF)
+            .header("accept", PROTOBUF)
+            .header("mesos-stream-id", &s.stream_id)
+            .body(call.encode_to_vec())
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                tracing::trace!(
+                    call = kind,
+                    ms = started.elapsed().as_millis() as u64,
+                    "call sent"
+                )
+            }
+            Ok(r) if matches!(r.status().as_u16(), 307 | 503) => {
+                tracing::warn!(
+                    call = kind,
+                    status = r.status().as_u16(),
+                    "the master no longer leads"
+                );
+                reconnect.notify_one();
+            }
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let why = r.text().await.unwrap_or_default();
+                tracing::error!(call = kind, status, %why, "the master rejected a call");
+            }
+            Err(e) => {
+                tracing::warn!(call = kind, error = %e, "call failed");
+                reconnect.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_locations_with_and_without_a_scheme_become_urls() {
+        assert_eq!(
+            redirect_target("//127.0.0.1:5050/master/api/v1/scheduler").as_deref(),
+            Some("http://127.0.0.1:5050/master/api/v1/scheduler")
+        );
+        assert_eq!(
+            redirect_target("http://m2:5050").as_deref(),
+            Some("http://m2:5050/api/v1/scheduler")
+        );
+        assert_eq!(redirect_target("/relative"), None);
+        assert_eq!(redirect_target("//"), None);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
+        assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800));
+        assert!(d[7] >= Duration::from_secs(1) && d[7] <= Duration::from_secs(2));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
