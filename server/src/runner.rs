@@ -570,6 +570,11 @@ impl Runner {
             tracing::error!(error = %e, "could not clear the framework id");
         }
         for job in self.core.running() {
+            let actions = self.core.handle(Input::Kill {
+                job,
+                reason: "the framework was torn down".into(),
+            });
+            self.carry_out(actions).await;
             for index in self.core.live(job) {
                 let actions = self.core.handle(Input::Peer {
                     job,

@@ -4,6 +4,9 @@
 //! the chunk as its id, so a client that reconnects with `Last-Event-ID`
 //! (or `?offset=`) continues where it stopped. `?follow=false` sends what is
 //! there now and ends.
+//!
+//! Local peers are read from their sandbox files; Mesos peers through their
+//! agent's files API (`/files/read` by offset), the same way for the client.
 
 use std::convert::Infallible;
 use std::io::SeekFrom;
@@ -64,19 +67,27 @@ pub async fn peer_logs(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     let offset = resume.or(q.offset).unwrap_or(0);
-    let path = st
-        .settings
-        .jobs_dir
-        .join(id.to_string())
-        .join(format!("peer-{peer}"))
-        .join(&stream);
+    let source = if st.settings.backend == "mesos" {
+        Source::Agent {
+            files: crate::mesos::files::Files::new(),
+            stream: stream.clone(),
+        }
+    } else {
+        Source::Local(
+            st.settings
+                .jobs_dir
+                .join(id.to_string())
+                .join(format!("peer-{peer}"))
+                .join(&stream),
+        )
+    };
     let follow = q.follow.unwrap_or(true);
     let (tx, rx) = mpsc::channel(16);
     let mut shutdown = st.shutdown.clone();
     tokio::spawn(async move {
         let closed = tx.clone();
         tokio::select! {
-            _ = tail(st, id, peer, path, offset, follow, tx) => {}
+            _ = tail(st, id, peer, source, offset, follow, tx) => {}
             _ = closed.closed() => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
@@ -98,11 +109,74 @@ async fn finished(st: &AppState, id: u64, peer: u32) -> bool {
     }
 }
 
+enum Source {
+    Local(std::path::PathBuf),
+    Agent {
+        files: crate::mesos::files::Files,
+        stream: String,
+    },
+}
+
+impl Source {
+    /// Up to `buf.len()` bytes at `offset`; empty at the end (or while the
+    /// file does not exist yet).
+    async fn read_at(
+        &self,
+        st: &AppState,
+        id: u64,
+        peer: u32,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Vec<u8> {
+        match self {
+            Source::Local(path) => {
+                let Ok(mut f) = tokio::fs::File::open(path).await else {
+                    return vec![];
+                };
+                if f.seek(SeekFrom::Start(offset)).await.is_err() {
+                    return vec![];
+                }
+                match f.read(buf).await {
+                    Ok(n) => buf[..n].to_vec(),
+                    Err(_) => vec![],
+                }
+            }
+            Source::Agent { files, stream } => {
+                let where_ = st
+                    .db
+                    .call(move |c| {
+                        let fw = db::get_kv(c, "framework_id")?;
+                        let task = db::tasks_of(c, id)?.into_iter().find(|t| t.idx == peer);
+                        Ok(fw.zip(task))
+                    })
+                    .await;
+                let Ok(Some((fw, task))) = where_ else {
+                    return vec![];
+                };
+                let path = format!(
+                    "{}/{stream}",
+                    crate::mesos::files::sandbox(&fw, &task.task_id)
+                );
+                match files
+                    .read(&task.agent_url, &path, offset, buf.len() as u64)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::debug!(job = id, peer, error = %e, "log read failed");
+                        vec![]
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn tail(
     st: AppState,
     id: u64,
     peer: u32,
-    path: std::path::PathBuf,
+    source: Source,
     mut offset: u64,
     follow: bool,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
@@ -111,23 +185,19 @@ async fn tail(
     loop {
         // Read whatever is there, then decide whether more can come.
         let done_before_read = !follow || finished(&st, id, peer).await;
-        if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            if f.seek(SeekFrom::Start(offset)).await.is_ok() {
-                loop {
-                    let n = match f.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    offset += n as u64;
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    let ev = SseEvent::default()
-                        .id(offset.to_string())
-                        .event("log")
-                        .data(json!({ "offset": offset, "text": text }).to_string());
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
-                }
+        loop {
+            let chunk = source.read_at(&st, id, peer, offset, &mut buf).await;
+            if chunk.is_empty() {
+                break;
+            }
+            offset += chunk.len() as u64;
+            let text = String::from_utf8_lossy(&chunk);
+            let ev = SseEvent::default()
+                .id(offset.to_string())
+                .event("log")
+                .data(json!({ "offset": offset, "text": text }).to_string());
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
             }
         }
         if done_before_read {

@@ -43,7 +43,7 @@ impl Default for Tunables {
     fn default() -> Tunables {
         Tunables {
             hold_ms: 10_000,
-            busy_refuse_secs: 5.0,
+            busy_refuse_secs: 2.0,
             idle_refuse_secs: 120.0,
             revive_min_ms: 1_000,
             reconcile_base_ms: 2_000,
@@ -450,9 +450,11 @@ impl Framework {
                 .into_iter()
                 .partition(|h| now_ms >= h.since_ms + self.t.hold_ms);
             self.held = keep;
+            // Declined offers must come back while others are still held,
+            // or offers from different agents never meet in one gang.
             (
                 old.into_iter().map(|h| h.offer.id.value).collect(),
-                self.t.busy_refuse_secs,
+                self.t.busy_refuse_secs.min(self.t.hold_ms as f64 / 2000.0),
             )
         } else {
             (

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+const OP_CREATE: i32 = 1;
+const OP_DELETE: i32 = 2;
 const OP_GET_DATA: i32 = 4;
 const OP_GET_CHILDREN: i32 = 8;
 const OP_PING: i32 = 11;
@@ -95,13 +97,64 @@ impl Client {
     }
 
     async fn request(&mut self, op: i32, path: &str, watch: bool) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        put_str(&mut body, path.as_bytes());
+        body.push(watch as u8);
+        self.call(op, path, &body).await
+    }
+
+    /// Creates a sequential node (`ephemeral`: it dies with the session);
+    /// returns its path.
+    pub async fn create_sequential(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        ephemeral: bool,
+    ) -> Result<String> {
+        let mut body = Vec::new();
+        put_str(&mut body, path.as_bytes());
+        put_str(&mut body, data);
+        body.extend_from_slice(&1i32.to_be_bytes()); // one ACL: world:anyone, all
+        body.extend_from_slice(&31i32.to_be_bytes());
+        put_str(&mut body, b"world");
+        put_str(&mut body, b"anyone");
+        let flags: i32 = if ephemeral { 3 } else { 2 };
+        body.extend_from_slice(&flags.to_be_bytes());
+        let resp = self.call(OP_CREATE, path, &body).await?;
+        Ok(String::from_utf8_lossy(&Reader(&resp).bytes()?).into_owned())
+    }
+
+    /// Creates a plain persistent node; an existing one is fine.
+    pub async fn ensure(&mut self, path: &str) -> Result<()> {
+        let mut body = Vec::new();
+        put_str(&mut body, path.as_bytes());
+        put_str(&mut body, b"");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&31i32.to_be_bytes());
+        put_str(&mut body, b"world");
+        put_str(&mut body, b"anyone");
+        body.extend_from_slice(&0i32.to_be_bytes());
+        match self.call(OP_CREATE, path, &body).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("(-110)") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete(&mut self, path: &str) -> Result<()> {
+        let mut body = Vec::new();
+        put_str(&mut body, path.as_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        self.call(OP_DELETE, path, &body).await.map(|_| ())
+    }
+
+    async fn call(&mut self, op: i32, path: &str, body: &[u8]) -> Result<Vec<u8>> {
         self.xid += 1;
         let xid = self.xid;
         let mut req = Vec::new();
         req.extend_from_slice(&xid.to_be_bytes());
         req.extend_from_slice(&op.to_be_bytes());
-        put_str(&mut req, path.as_bytes());
-        req.push(watch as u8);
+        req.extend_from_slice(body);
         send(&mut self.stream, &req).await?;
         loop {
             let resp = tokio::time::timeout(self.ping_every * 2, recv(&mut self.stream))

@@ -17,20 +17,21 @@ pub struct TestApp {
 }
 
 pub fn config(dir: &Path) -> Config {
-    Config {
-        master: None,
-        dir: dir.to_path_buf(),
-        port: 0,
-        ip: "127.0.0.1".parse().unwrap(),
-        token: None,
-        cpus: Some(8.0),
-        mem_mb: Some(8192),
-        ports: "0-0".into(),
-        peer_address: "127.0.0.1".into(),
-        kill_grace_secs: 2,
-        archive_file_cap_mb: 64,
-        max_upload_mb: 1024,
-    }
+    use clap::Parser;
+    let mut c = Config::parse_from(["dispatcher"]);
+    c.master = None;
+    c.dir = dir.to_path_buf();
+    c.port = 0;
+    c.ip = "127.0.0.1".parse().unwrap();
+    c.token = None;
+    c.cpus = Some(8.0);
+    c.mem_mb = Some(8192);
+    c.ports = "0-0".into();
+    c.peer_address = "127.0.0.1".into();
+    c.kill_grace_secs = 2;
+    c.archive_file_cap_mb = 64;
+    c.max_upload_mb = 1024;
+    c
 }
 
 /// A free block of ports for one test's peers, so tests in parallel do not collide.

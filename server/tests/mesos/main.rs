@@ -1,0 +1,490 @@
+//! The Mesos backend against a test master that speaks the real wire
+//! protocol (`master.rs`): real dispatcher, real HTTP, real task processes
+//! started by the test master's agents, real files API.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod master;
+mod zookeeper;
+
+use std::time::{Duration, Instant};
+
+use helpers::{file, spawn_app_with, TestApp};
+use master::TestMaster;
+use proto::mesos::scheduler::call::Type as C;
+use proto::mesos::TaskState;
+
+/// A peer: says who it is, checks its config, sleeps `$SLEEP`, and exits
+/// 3 when it is `$FAIL_PEER`.
+const PEER: &str = r#"#!/bin/sh
+echo "peer $DISPATCHER_PEER_INDEX of $DISPATCHER_PEER_COUNT role $DISPATCHER_ROLE on $DISPATCHER_HOST:$DISPATCHER_PORT"
+grep -q '^me:' peer.yaml && echo "config ok"
+i=0
+while [ $i -lt ${TICKS:-0} ]; do echo "tick $i"; i=$((i+1)); sleep 0.2; done
+sleep ${SLEEP:-0}
+echo "stderr of $DISPATCHER_PEER_INDEX" >&2
+if [ "$DISPATCHER_PEER_INDEX" = "${FAIL_PEER:-none}" ]; then exit 3; fi
+"#;
+
+async fn spawn(m: &TestMaster) -> TestApp {
+    let masters = format!("{},{}", m.addr(0), m.addr(1));
+    spawn_app_with(|c| {
+        c.master = Some(masters);
+        c.fast_timers = true;
+        c.offer_hold_secs = 1;
+    })
+    .await
+}
+
+async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!("never: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn roles(env: &str) -> String {
+    format!(
+        "---\nname: ctl\npeers: 1\ncpu: 0.5\nmem: 0.0625\nenvars: [{env}]\n---\nname: workers\npeers: 4\ncpu: 1\nmem: 0.25\nenvars: [{env}]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_two_role_job_over_three_agents_reaches_finished_with_its_sandboxes_archived() {
+    let m = TestMaster::start(1.0).await;
+    for _ in 0..3 {
+        m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    }
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit("peerprog", &roles("{name: SLEEP, value: '0.3'}"))
+        .await;
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    let peers = j["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 5);
+    let hosts: std::collections::BTreeSet<_> =
+        peers.iter().map(|p| p["host"].as_str().unwrap()).collect();
+    assert!(hosts.len() >= 2, "the gang spans agents: {hosts:?}");
+    assert!(peers.iter().all(|p| p["state"] == "FINISHED"));
+    // One launch per task, every uuid acknowledged, no ack without one.
+    m.record(|r| {
+        assert_eq!(r.launches.len(), 5);
+        assert!(r.launches.values().all(|n| *n == 1), "{:?}", r.launches);
+        assert_eq!(r.bad_acks, 0);
+    });
+    assert_eq!(m.unacked(), 0);
+    // Each peer's task: exactly its port and the binary by URI.
+    let accepts = m.calls_of(C::Accept);
+    let tasks: Vec<_> = accepts
+        .iter()
+        .flat_map(|c| {
+            c.accept.as_ref().unwrap().operations[0]
+                .launch
+                .as_ref()
+                .unwrap()
+                .task_infos
+                .clone()
+        })
+        .collect();
+    assert_eq!(tasks.len(), 5);
+    for t in &tasks {
+        let uri = &t.command.as_ref().unwrap().uris[0];
+        assert!(uri.value.starts_with(&app.addr) && uri.value.contains("/api/blobs/"));
+        assert_eq!((uri.executable, uri.cache), (Some(true), Some(true)));
+        let ports = t.resources.iter().find(|r| r.name == "ports").unwrap();
+        let r = &ports.ranges.as_ref().unwrap().range[0];
+        assert_eq!(r.begin, r.end);
+    }
+    // The archive holds every sandbox, fetched through the agents' files API.
+    let entries = app.archive(id).await;
+    for n in 0..5 {
+        let out = String::from_utf8_lossy(file(&entries, &format!("peer-{n}/stdout"))).to_string();
+        assert!(out.contains(&format!("peer {n} of 5")), "{out}");
+        assert!(out.contains("config ok"), "{out}");
+        assert!(
+            String::from_utf8_lossy(file(&entries, &format!("peer-{n}/stderr")))
+                .contains("stderr of")
+        );
+        assert!(file(&entries, &format!("peer-{n}/peer.yaml")).starts_with(b"me:"));
+    }
+    assert!(
+        !entries.iter().any(|(n, _)| n.ends_with("/peerprog")),
+        "the binary is left out"
+    );
+    // Nothing waits: offers are suppressed.
+    eventually("offers suppressed", 10, || m.suppressed().then_some(())).await;
+}
+
+#[tokio::test]
+async fn a_gang_that_does_not_fit_waits_without_launching_then_launches_when_an_agent_joins() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit("peerprog", "name: workers\npeers: 4\ncpu: 1\nmem: 0.25\n")
+        .await;
+    let j = app.wait_state(id, "WAITING").await;
+    assert_eq!(
+        j["reason"],
+        "role 'workers' needs 4 peers, offers fit 2 (1 host short of cpus (1 per peer))",
+        "{j:#}"
+    );
+    // Held for the hold time, then declined with a filter; nothing launched.
+    eventually("a DECLINE", 10, || {
+        (!m.calls_of(C::Decline).is_empty()).then_some(())
+    })
+    .await;
+    let d = &m.calls_of(C::Decline)[0];
+    assert!(
+        d.decline
+            .as_ref()
+            .unwrap()
+            .filters
+            .as_ref()
+            .unwrap()
+            .refuse_seconds
+            .unwrap()
+            > 0.0
+    );
+    assert!(m.calls_of(C::Accept).is_empty());
+    let cluster = app.get_json("/api/cluster").await;
+    assert_eq!(cluster["backend"], "mesos");
+    assert_eq!(cluster["waiting"][0]["job"], id);
+    assert_eq!(cluster["mesos"]["state"], "subscribed");
+    assert_eq!(
+        cluster["mesos"]["framework_id"],
+        m.framework_id().unwrap().as_str()
+    );
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    m.record(|r| assert!(r.launches.values().all(|n| *n == 1)));
+}
+
+#[tokio::test]
+async fn one_failing_peer_kills_the_rest_and_fails_the_job_with_the_reason() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(4.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 3\ncpu: 1\nmem: 0.25\nenvars: [{name: FAIL_PEER, value: '1'}, {name: SLEEP, value: '30'}]\ncommand: 'if [ $DISPATCHER_PEER_INDEX = 1 ]; then SLEEP=0 ./peerprog; else ./peerprog; fi'\n",
+        )
+        .await;
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FAILED");
+    assert_eq!(j["reason"], "peer 1 (role 'w') exited with code 3", "{j:#}");
+    assert_eq!(j["peers"][0]["state"], "KILLED");
+    assert_eq!(j["peers"][2]["state"], "KILLED");
+    let kills: Vec<String> = m
+        .calls_of(C::Kill)
+        .iter()
+        .map(|c| c.kill.as_ref().unwrap().task_id.value.clone())
+        .collect();
+    assert!(kills.contains(&format!("job{id}.peer0")) && kills.contains(&format!("job{id}.peer2")));
+    assert_eq!(
+        m.task_state(&format!("job{id}.peer0")),
+        Some(TaskState::TaskKilled)
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_and_a_leader_change_mid_job_cause_no_duplicate_launch() {
+    let m = TestMaster::start(1.0).await;
+    for _ in 0..2 {
+        m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    }
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 3\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '4'}]\n",
+        )
+        .await;
+    app.wait_for(id, "every peer running", |j| {
+        j["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["state"] == "RUNNING"))
+    })
+    .await;
+    let fw = m.framework_id().unwrap();
+
+    let dropped = Instant::now();
+    m.drop_stream();
+    eventually("a second subscription", 10, || {
+        m.record(|r| (r.subscribes.len() >= 2).then_some(()))
+    })
+    .await;
+    println!(
+        "resubscribed {} ms after the stream dropped",
+        dropped.elapsed().as_millis()
+    );
+
+    m.fail_over();
+    eventually("a subscription to the new leader", 10, || {
+        m.record(|r| (r.subscribes.len() >= 3).then_some(()))
+    })
+    .await;
+    m.record(|r| {
+        assert!(
+            r.subscribes[1..]
+                .iter()
+                .all(|s| s.as_deref() == Some(fw.as_str())),
+            "{:?}",
+            r.subscribes
+        )
+    });
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    m.record(|r| {
+        assert_eq!(r.launches.len(), 3);
+        assert!(r.launches.values().all(|n| *n == 1), "{:?}", r.launches);
+    });
+    // Every subscription reconciled the running tasks.
+    assert!(m.calls_of(C::Reconcile).len() >= 2);
+}
+
+#[tokio::test]
+async fn lost_heartbeats_end_the_subscription_and_the_dispatcher_subscribes_again() {
+    let m = TestMaster::start(0.2).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    eventually("subscribed", 10, || m.is_subscribed().then_some(())).await;
+    m.set_heartbeats(false);
+    let stopped = Instant::now();
+    eventually("a new subscription", 10, || {
+        m.record(|r| (r.subscribes.len() >= 2).then_some(()))
+    })
+    .await;
+    let after = stopped.elapsed();
+    // Three intervals of 0.2 s missed, then a short backoff.
+    assert!(after >= Duration::from_millis(500), "{after:?}");
+    m.set_heartbeats(true);
+    let c = app.get_json("/api/cluster").await;
+    assert!(
+        c["mesos"]["heartbeat_interval_secs"].as_f64().unwrap() > 0.0,
+        "{c:#}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_fails_the_job_and_the_other_peers_are_killed() {
+    let m = TestMaster::start(1.0).await;
+    let a0 = m.add_agent(1.0, 1024.0, (31000, 31100)).await;
+    m.add_agent(1.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
+        )
+        .await;
+    app.wait_for(id, "running", |j| {
+        j["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "RUNNING"))
+    })
+    .await;
+    m.lose_agent(&a0);
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FAILED");
+    let reason = j["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("TASK_UNREACHABLE") && reason.contains("REASON_AGENT_DISCONNECTED"),
+        "{reason}"
+    );
+    let lost = j["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "LOST")
+        .count();
+    let killed = j["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "KILLED")
+        .count();
+    assert_eq!((lost, killed), (1, 1), "{j:#}");
+}
+
+#[tokio::test]
+async fn duplicate_and_out_of_order_updates_change_nothing() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 1\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '2'}]\n",
+        )
+        .await;
+    app.wait_for(id, "running", |j| j["peers"][0]["state"] == "RUNNING")
+        .await;
+    let task = format!("job{id}.peer0");
+    let events_before = app.get_json(&format!("/api/jobs/{id}")).await;
+    assert!(m.duplicate_last(&task));
+    m.inject_update(&task, TaskState::TaskStarting, true);
+    m.inject_update(&task, TaskState::TaskStaging, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.job(id).await["peers"][0]["state"], "RUNNING");
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#} (before: {events_before:#})");
+    assert_eq!(m.record(|r| r.bad_acks), 0);
+    eventually("every update acknowledged", 5, || {
+        (m.unacked() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn live_logs_stream_through_the_agents_files_api() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 1\ncpu: 1\nmem: 0.25\nenvars: [{name: TICKS, value: '10'}]\n",
+        )
+        .await;
+    app.wait_for(id, "running", |j| j["peers"][0]["state"] == "RUNNING")
+        .await;
+    // While it runs: an SSE stream that ends when the peer does.
+    let body = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.client
+            .get(app.url(&format!("/api/jobs/{id}/peers/0/logs")))
+            .send()
+            .await
+            .unwrap()
+            .text(),
+    )
+    .await
+    .expect("the log stream ends with the peer")
+    .unwrap();
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_string))
+        .collect();
+    for i in 0..10 {
+        assert!(text.contains(&format!("tick {i}\n")), "{text}");
+    }
+    assert!(body.contains("event: end"));
+    // Resuming from an offset gives the rest only.
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED");
+    let rest = app
+        .client
+        .get(app.url(&format!(
+            "/api/jobs/{id}/peers/0/logs?offset=10&follow=false"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!rest.contains("peer 0 of 1"), "{rest}");
+    assert!(rest.contains("tick 9"), "{rest}");
+}
+
+#[tokio::test]
+async fn teardown_unregisters_the_framework_and_kills_the_running_job() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
+        )
+        .await;
+    app.wait_for(id, "running", |j| {
+        j["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "RUNNING"))
+    })
+    .await;
+    let fw = m.framework_id().unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/framework/teardown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["torn_down"], fw.as_str());
+    let j = app.wait_state(id, "KILLED").await;
+    assert_eq!(j["reason"], "the framework was torn down");
+    assert_eq!(m.calls_of(C::Teardown).len(), 1);
+    // A new framework takes its place, with a new id.
+    eventually("a new framework", 10, || {
+        m.framework_id().filter(|f| *f != fw)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_subscription_waits_out_a_master_without_a_leader() {
+    let m = TestMaster::start(1.0).await;
+    m.set_leader(None);
+    let app = spawn(&m).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!m.is_subscribed());
+    assert_eq!(
+        app.get_json("/api/cluster").await["mesos"]["state"],
+        "connecting"
+    );
+    m.set_leader(Some(1));
+    eventually("subscribed through the redirect", 10, || {
+        m.is_subscribed().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rescinded_offer_is_never_accepted() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(1.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    // Two peers need two agents; the first agent's offer is held...
+    let id = app
+        .submit("peerprog", "name: w\npeers: 2\ncpu: 1\nmem: 0.25\n")
+        .await;
+    app.wait_state(id, "WAITING").await;
+    eventually("an offer outstanding", 10, || {
+        (m.outstanding_offers() == 1).then_some(())
+    })
+    .await;
+    // ...then rescinded (the agent is offered again later), and a second
+    // agent completes the gang.
+    assert_eq!(m.rescind_all(), 1);
+    m.add_agent(1.0, 1024.0, (31000, 31100)).await;
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    // No ACCEPT named an offer after it was rescinded.
+    m.record(|r| {
+        assert_eq!(r.invalid_accepts, 0);
+    });
+}
