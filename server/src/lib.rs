@@ -88,12 +88,18 @@ impl Application {
         let grace = Duration::from_secs(cfg.kill_grace_secs);
         let archive_cap = cfg.archive_file_cap_mb.saturating_mul(1 << 20);
         let framework_id = db.call(|c| db::get_kv(c, "framework_id")).await?;
+        let mut go = None;
         let backend_for = {
             let cfg = cfg.clone();
             let framework_id = framework_id.clone();
+            let go = &mut go;
             move |tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>| match masters {
                 None => runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace)),
-                Some(masters) => start_mesos(&cfg, bound, masters, framework_id, tx),
+                Some(masters) => {
+                    let (b, g) = start_mesos(&cfg, bound, masters, framework_id, tx);
+                    *go = g;
+                    b
+                }
             }
         };
         let (runner, handle) = Runner::new(
@@ -117,6 +123,9 @@ impl Application {
         };
         tokio::spawn(runner.run());
         settle_unfinished(&bus, &handle, backend == "mesos").await?;
+        if let Some(go) = go {
+            let _ = go.send(());
+        }
         // Archives a stop interrupted (or that a restart just ended) are built now.
         let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
         for (job, app) in unarchived {
@@ -189,7 +198,7 @@ fn start_mesos(
     masters: mesos::detect::Masters,
     framework_id: Option<String>,
     tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>,
-) -> runner::Backend {
+) -> (runner::Backend, Option<tokio::sync::oneshot::Sender<()>>) {
     use mesos::conn;
     use mesos::framework::{Framework, Tunables};
     use tokio::sync::{mpsc, watch, Notify};
@@ -263,20 +272,27 @@ fn start_mesos(
         reconnect.clone(),
     ));
     tokio::spawn(conn::send_calls(calls_rx, session_rx, reconnect));
+    // Events wait until the jobs of before a restart are taken back, so
+    // that the first SUBSCRIBED finds their tasks to reconcile.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
+        if go_rx.await.is_err() {
+            return;
+        }
         while let Some(ev) = events_rx.recv().await {
             if tx.send(runner::Msg::Mesos(ev)).is_err() {
                 break;
             }
         }
     });
-    runner::Backend::Mesos(Box::new(runner::MesosBackend::new(
+    let backend = runner::Backend::Mesos(Box::new(runner::MesosBackend::new(
         Framework::new(framework_id, t),
         calls_tx,
         id_tx,
         advertise,
         masters_text,
-    )))
+    )));
+    (backend, Some(go_tx))
 }
 
 /// After a restart. Local backend: jobs that were running lost their

@@ -141,7 +141,7 @@ impl RunnerHandle {
 /// What the Mesos side of the runner keeps besides the framework core.
 pub struct MesosBackend {
     pub fw: Framework,
-    pub calls: mpsc::UnboundedSender<Call>,
+    pub calls: mpsc::UnboundedSender<crate::mesos::conn::Outgoing>,
     /// The framework id the connection subscribes with.
     pub fw_id: watch::Sender<Option<String>>,
     /// Base URL agents fetch app binaries from.
@@ -168,7 +168,7 @@ struct AgentRec {
 impl MesosBackend {
     pub fn new(
         fw: Framework,
-        calls: mpsc::UnboundedSender<Call>,
+        calls: mpsc::UnboundedSender<crate::mesos::conn::Outgoing>,
         fw_id: watch::Sender<Option<String>>,
         advertise: String,
         masters: String,
@@ -193,7 +193,7 @@ impl MesosBackend {
 
     fn send(&self, calls: Vec<Call>) {
         for c in calls {
-            let _ = self.calls.send(c);
+            let _ = self.calls.send((c, None));
         }
     }
 }
@@ -341,7 +341,8 @@ impl Runner {
                                 .get(t.idx as usize)
                                 .is_some_and(|p| !p.3.is_terminal());
                             if live {
-                                m.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
+                                let calls = m.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
+                                m.send(calls);
                             }
                         }
                     }
@@ -535,9 +536,19 @@ impl Runner {
         let id = m.fw.id().map(str::to_string);
         match m.fw.teardown() {
             Some(call) => {
-                let _ = m.calls.send(call);
+                // The answer waits until the master has the call.
+                let (done, delivered) = oneshot::channel();
+                let _ = m.calls.send((call, Some(done)));
                 m.fw_id.send_replace(None);
-                let _ = reply.send(Ok(id.unwrap_or_default()));
+                let id = id.unwrap_or_default();
+                tokio::spawn(async move {
+                    let r = match delivered.await {
+                        Ok(Ok(())) => Ok(id),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err("the dispatcher is stopping".into()),
+                    };
+                    let _ = reply.send(r);
+                });
             }
             None => {
                 let _ = reply.send(Err("the framework is not registered".into()));

@@ -305,8 +305,14 @@ async fn read_stream(
 /// Sends calls in order, each as its own request, while subscribed. A call
 /// that finds the master gone or not leading asks for a new subscription;
 /// what it carried is recovered by reconciliation.
+/// A call to send, and who wants to know it was delivered.
+pub type Outgoing = (
+    Call,
+    Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+);
+
 pub async fn send_calls(
-    mut calls: mpsc::UnboundedReceiver<Call>,
+    mut calls: mpsc::UnboundedReceiver<Outgoing>,
     session: watch::Receiver<Option<Session>>,
     reconnect: Arc<Notify>,
 ) {
@@ -316,7 +322,7 @@ pub async fn send_calls(
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client without TLS builds");
-    while let Some(call) = calls.recv().await {
+    while let Some((call, done)) = calls.recv().await {
         let kind = call
             .r#type
             .and_then(|t| proto::mesos::scheduler::call::Type::try_from(t).ok())
@@ -324,6 +330,9 @@ pub async fn send_calls(
             .unwrap_or("UNKNOWN");
         let Some(s) = session.borrow().clone() else {
             tracing::debug!(call = kind, "not subscribed; call dropped");
+            if let Some(d) = done {
+                let _ = d.send(Err("not subscribed".into()));
+            }
             continue;
         };
         let started = Instant::now();
@@ -335,13 +344,14 @@ pub async fn send_calls(
             .body(call.encode_to_vec())
             .send()
             .await;
-        match res {
+        let outcome = match res {
             Ok(r) if r.status().is_success() => {
                 tracing::trace!(
                     call = kind,
                     ms = started.elapsed().as_millis() as u64,
                     "call sent"
-                )
+                );
+                Ok(())
             }
             Ok(r) if matches!(r.status().as_u16(), 307 | 503) => {
                 tracing::warn!(
@@ -350,16 +360,22 @@ pub async fn send_calls(
                     "the master no longer leads"
                 );
                 reconnect.notify_one();
+                Err(format!("the master answered {}", r.status()))
             }
             Ok(r) => {
                 let status = r.status().as_u16();
                 let why = r.text().await.unwrap_or_default();
                 tracing::error!(call = kind, status, %why, "the master rejected a call");
+                Err(format!("the master rejected {kind} ({status}): {why}"))
             }
             Err(e) => {
                 tracing::warn!(call = kind, error = %e, "call failed");
                 reconnect.notify_one();
+                Err(format!("{kind} failed: {e}"))
             }
+        };
+        if let Some(d) = done {
+            let _ = d.send(outcome);
         }
     }
 }

@@ -191,10 +191,18 @@ impl Framework {
         self.held.iter().map(|h| (&h.offer, &h.view)).collect()
     }
 
-    /// A task launched before a restart: reconciled once subscribed.
-    pub fn adopt(&mut self, job: u64, peer: u32, agent_id: Option<String>, now_ms: u64) {
+    /// A task launched before a restart: reconciled once subscribed (or at
+    /// once, when already subscribed).
+    pub fn adopt(
+        &mut self,
+        job: u64,
+        peer: u32,
+        agent_id: Option<String>,
+        now_ms: u64,
+    ) -> Vec<Call> {
+        let tid = task_id(job, peer);
         self.tasks.insert(
-            task_id(job, peer),
+            tid.clone(),
             Task {
                 job,
                 peer,
@@ -204,6 +212,14 @@ impl Framework {
                 killing: false,
             },
         );
+        let mut out = Out::default();
+        match &mut self.recon {
+            Some(r) => {
+                r.pending.insert(tid);
+            }
+            None => self.start_reconcile(now_ms, [tid].into(), &mut out),
+        }
+        out.calls
     }
 
     /// Held offers as placement sees them, in a stable order (launches

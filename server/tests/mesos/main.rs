@@ -5,6 +5,7 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod master;
+mod restart;
 mod zookeeper;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,183 @@
+//! The real `dispatcher` binary on the Mesos backend, killed with SIGKILL
+//! in the middle of a job and started again: it resubscribes with the
+//! framework id it stored, reconciles, and the job finishes; `--teardown`
+//! then unregisters the framework from the command line.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use proto::mesos::scheduler::call::Type as C;
+
+use super::master::TestMaster;
+use super::{eventually, PEER};
+
+fn start(dir: &std::path::Path, port: u16, master: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args([
+            "-d",
+            dir.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "--master",
+            master,
+            "--fast-timers",
+            "--offer-hold-secs",
+            "1",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dispatcher starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+async fn wait_job(
+    client: &reqwest::Client,
+    base: &str,
+    id: u64,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..600 {
+        if let Some(j) = get(client, &format!("{base}/api/jobs/{id}")).await {
+            if f(&j) {
+                return j;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} never reached {what}");
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_mid_job_resubscribes_with_its_framework_id_reconciles_and_the_job_finishes(
+) {
+    let m = TestMaster::start(1.0).await;
+    for _ in 0..2 {
+        m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), port, &m.addr(0), &[]);
+    eventually("subscribed", 20, || m.is_subscribed().then_some(())).await;
+    let fw = m.framework_id().unwrap();
+
+    let part = reqwest::multipart::Part::bytes(PEER.as_bytes().to_vec()).file_name("peerprog");
+    let r = client
+        .post(format!("{base}/apps"))
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r: serde_json::Value = client
+        .post(format!("{base}/api/jobs"))
+        .json(&serde_json::json!({"app": "peerprog", "role_file": "name: w\npeers: 3\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '4'}]\n"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_u64().unwrap();
+    wait_job(&client, &base, id, "running", |j| {
+        j["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["state"] == "RUNNING"))
+    })
+    .await;
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let reconciles_before = m.calls_of(C::Reconcile).len();
+    let mut server = start(dir.path(), port, &m.addr(0), &[]);
+    eventually("a resubscription", 20, || {
+        m.record(|r| (r.subscribes.len() >= 2).then_some(()))
+    })
+    .await;
+    m.record(|r| {
+        assert_eq!(
+            r.subscribes[1].as_deref(),
+            Some(fw.as_str()),
+            "the stored framework id"
+        )
+    });
+    // The restarted dispatcher asked about exactly the job's tasks.
+    let rec = eventually("an explicit reconciliation", 10, || {
+        m.calls_of(C::Reconcile)
+            .into_iter()
+            .skip(reconciles_before)
+            .find(|c| !c.reconcile.as_ref().unwrap().tasks.is_empty())
+    })
+    .await;
+    let mut asked: Vec<String> = rec
+        .reconcile
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.task_id.value)
+        .collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        (0..3)
+            .map(|i| format!("job{id}.peer{i}"))
+            .collect::<Vec<_>>()
+    );
+
+    let j = wait_job(&client, &base, id, "an archive", |j| {
+        !j["archive_size"].is_null()
+    })
+    .await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    m.record(|r| {
+        assert_eq!(r.launches.len(), 3);
+        assert!(
+            r.launches.values().all(|n| *n == 1),
+            "no task launched twice: {:?}",
+            r.launches
+        );
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // `--teardown` from the command line unregisters the stored framework.
+    // (tokio's Command: the test master runs on this test's runtime.)
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args([
+            "-d",
+            dir.path().to_str().unwrap(),
+            "-p",
+            "0",
+            "--master",
+            &m.addr(0),
+            "--fast-timers",
+            "--teardown",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("framework {fw} torn down")));
+    assert_eq!(m.calls_of(C::Teardown).len(), 1);
+    assert_eq!(m.framework_id(), None);
+}
