@@ -256,8 +256,29 @@ pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
 
 /// Applies an event to the job and peer tables and appends it to the log.
 pub fn record(c: &mut Connection, job: u64, kind: &EventKind) -> Result<Event, Internal> {
-    let t = now();
     let tx = c.transaction()?;
+    let ev = record_in(&tx, job, kind)?;
+    tx.commit()?;
+    Ok(ev)
+}
+
+/// Several events in one transaction (one fsync): a launch records the
+/// job's state and every peer's at once.
+pub fn record_many(
+    c: &mut Connection,
+    events: &[(u64, EventKind)],
+) -> Result<Vec<Event>, Internal> {
+    let tx = c.transaction()?;
+    let out = events
+        .iter()
+        .map(|(job, kind)| record_in(&tx, *job, kind))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<Event, Internal> {
+    let t = now();
     match kind {
         EventKind::Job { state, reason } => {
             tx.execute(
@@ -314,7 +335,6 @@ pub fn record(c: &mut Connection, job: u64, kind: &EventKind) -> Result<Event, I
         params![job as i64, t, serde_json::to_string(kind)?],
     )?;
     let seq = tx.last_insert_rowid() as u64;
-    tx.commit()?;
     Ok(Event {
         seq,
         job,

@@ -41,6 +41,19 @@ impl Bus {
         Ok(ev)
     }
 
+    /// Records several events in one transaction, then announces them in order.
+    pub async fn record_many(&self, events: Vec<(u64, EventKind)>) -> Result<Vec<Event>, Internal> {
+        let _in_order = self.order.lock().await;
+        let evs = self
+            .db
+            .call(move |c| crate::db::record_many(c, &events))
+            .await?;
+        for ev in &evs {
+            let _ = self.tx.send(ev.clone());
+        }
+        Ok(evs)
+    }
+
     /// Records a new job (state SUBMITTED) and announces it.
     pub async fn insert_job(&self, job: crate::db::NewJob) -> Result<Event, Internal> {
         let _in_order = self.order.lock().await;

@@ -694,9 +694,16 @@ impl Runner {
     }
 
     async fn carry_out(&mut self, actions: Vec<Action>) {
+        let mut records = Vec::new();
         for a in actions {
+            // Consecutive records go to the database together.
+            if let Action::Record { job, kind } = a {
+                records.push((job, kind));
+                continue;
+            }
+            self.flush_records(&mut records).await;
             match a {
-                Action::Record { job, kind } => self.record(job, kind).await,
+                Action::Record { .. } => unreachable!("records are batched"),
                 Action::Launch { job, placement } => {
                     let Some((roles, meta)) = self.meta.get(&job).cloned() else {
                         continue;
@@ -811,6 +818,22 @@ impl Runner {
                         self.archive_cap,
                         fetch,
                     );
+                }
+            }
+        }
+        self.flush_records(&mut records).await;
+    }
+
+    async fn flush_records(&self, records: &mut Vec<(u64, EventKind)>) {
+        match records.len() {
+            0 => {}
+            1 => {
+                let (job, kind) = records.pop().expect("one record");
+                self.record(job, kind).await;
+            }
+            _ => {
+                if let Err(e) = self.bus.record_many(std::mem::take(records)).await {
+                    tracing::error!(error = %e, "could not record events");
                 }
             }
         }

@@ -322,60 +322,105 @@ pub async fn send_calls(
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client without TLS builds");
-    while let Some((call, done)) = calls.recv().await {
-        let kind = call
-            .r#type
-            .and_then(|t| proto::mesos::scheduler::call::Type::try_from(t).ok())
-            .map(|t| t.as_str_name())
-            .unwrap_or("UNKNOWN");
+    let mut queue: Vec<Outgoing> = Vec::new();
+    loop {
+        if queue.is_empty() {
+            match calls.recv().await {
+                Some(c) => queue.push(c),
+                None => return,
+            }
+        }
+        while let Ok(c) = calls.try_recv() {
+            queue.push(c);
+        }
+        // A run of ACCEPTs (one per offer, from one placement) or of
+        // ACKNOWLEDGEs is independent: sent concurrently, and all done
+        // before the next call, so order across kinds is kept.
+        let kind = call_kind(&queue[0].0);
+        let run = if kind == "ACCEPT" || kind == "ACKNOWLEDGE" {
+            queue.iter().take_while(|c| call_kind(&c.0) == kind).count()
+        } else {
+            1
+        };
+        let batch: Vec<Outgoing> = queue.drain(..run).collect();
         let Some(s) = session.borrow().clone() else {
-            tracing::debug!(call = kind, "not subscribed; call dropped");
-            if let Some(d) = done {
-                let _ = d.send(Err("not subscribed".into()));
+            tracing::debug!(
+                call = kind,
+                calls = batch.len(),
+                "not subscribed; calls dropped"
+            );
+            for (_, done) in batch {
+                if let Some(d) = done {
+                    let _ = d.send(Err("not subscribed".into()));
+                }
             }
             continue;
         };
-        let started = Instant::now();
-        let res = client
-            .post(&s.url)
-            .header("content-type", PROTOBUF)
-            .header("accept", PROTOBUF)
-            .header("mesos-stream-id", &s.stream_id)
-            .body(call.encode_to_vec())
-            .send()
+        futures_util::stream::iter(batch)
+            .for_each_concurrent(16, |(call, done)| {
+                let (client, s, reconnect) = (&client, &s, &reconnect);
+                async move {
+                    let outcome = send_one(client, s, &call, reconnect).await;
+                    if let Some(d) = done {
+                        let _ = d.send(outcome);
+                    }
+                }
+            })
             .await;
-        let outcome = match res {
-            Ok(r) if r.status().is_success() => {
-                tracing::trace!(
-                    call = kind,
-                    ms = started.elapsed().as_millis() as u64,
-                    "call sent"
-                );
-                Ok(())
-            }
-            Ok(r) if matches!(r.status().as_u16(), 307 | 503) => {
-                tracing::warn!(
-                    call = kind,
-                    status = r.status().as_u16(),
-                    "the master no longer leads"
-                );
-                reconnect.notify_one();
-                Err(format!("the master answered {}", r.status()))
-            }
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let why = r.text().await.unwrap_or_default();
-                tracing::error!(call = kind, status, %why, "the master rejected a call");
-                Err(format!("the master rejected {kind} ({status}): {why}"))
-            }
-            Err(e) => {
-                tracing::warn!(call = kind, error = %e, "call failed");
-                reconnect.notify_one();
-                Err(format!("{kind} failed: {e}"))
-            }
-        };
-        if let Some(d) = done {
-            let _ = d.send(outcome);
+    }
+}
+
+fn call_kind(call: &Call) -> &'static str {
+    call.r#type
+        .and_then(|t| proto::mesos::scheduler::call::Type::try_from(t).ok())
+        .map(|t| t.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+async fn send_one(
+    client: &reqwest::Client,
+    s: &Session,
+    call: &Call,
+    reconnect: &Notify,
+) -> Result<(), String> {
+    let kind = call_kind(call);
+    let started = Instant::now();
+    let res = client
+        .post(&s.url)
+        .header("content-type", PROTOBUF)
+        .header("accept", PROTOBUF)
+        .header("mesos-stream-id", &s.stream_id)
+        .body(call.encode_to_vec())
+        .send()
+        .await;
+    match res {
+        Ok(r) if r.status().is_success() => {
+            tracing::trace!(
+                call = kind,
+                ms = started.elapsed().as_millis() as u64,
+                "call sent"
+            );
+            Ok(())
+        }
+        Ok(r) if matches!(r.status().as_u16(), 307 | 503) => {
+            tracing::warn!(
+                call = kind,
+                status = r.status().as_u16(),
+                "the master no longer leads"
+            );
+            reconnect.notify_one();
+            Err(format!("the master answered {}", r.status()))
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let why = r.text().await.unwrap_or_default();
+            tracing::error!(call = kind, status, %why, "the master rejected a call");
+            Err(format!("the master rejected {kind} ({status}): {why}"))
+        }
+        Err(e) => {
+            tracing::warn!(call = kind, error = %e, "call failed");
+            reconnect.notify_one();
+            Err(format!("{kind} failed: {e}"))
         }
     }
 }

@@ -175,8 +175,8 @@ pub struct Record {
     pub launches: BTreeMap<String, usize>,
     /// Framework ids SUBSCRIBE named (None for a first subscription).
     pub subscribes: Vec<Option<String>>,
-    /// When the last OFFERS event went out, and the ACCEPTs after it.
-    pub offers_sent_at: Option<Instant>,
+    /// Every OFFERS event sent (when, how many offers) and every ACCEPT received.
+    pub offer_events: Vec<(Instant, usize)>,
     /// ACCEPTs naming an offer that was rescinded or never made.
     pub invalid_accepts: usize,
     pub accepts_at: Vec<Instant>,
@@ -537,8 +537,7 @@ impl Cluster {
         if list.is_empty() {
             return;
         }
-        self.record.offers_sent_at = Some(Instant::now());
-        self.record.accepts_at.clear();
+        self.record.offer_events.push((Instant::now(), list.len()));
         self.send(Event {
             r#type: Some(event::Type::Offers as i32),
             offers: Some(event::Offers { offers: list }),

@@ -1,0 +1,157 @@
+//! Mesos framework figures, against the test master (`tests/mesos/master.rs`):
+//!
+//! - offers in → ACCEPT out: a 100-peer gang (one peer per agent) over 100
+//!   agents. The job is submitted while offers are suppressed; the REVIVE
+//!   brings all 100 offers in one OFFERS event; the time is measured at the
+//!   master from sending that event to receiving the first and the last of
+//!   the 100 ACCEPTs.
+//! - reconnect: the master drops the subscription stream; time until the
+//!   dispatcher's next SUBSCRIBE arrives and until it is subscribed again
+//!   (default backoff: 0.5 s base with jitter).
+//!
+//! `cargo bench -p dispatcher --bench mesos` (5 rounds); `BENCH_SHORT=1`
+//! (or CI=true) runs 2.
+
+#[path = "../tests/mesos/master.rs"]
+#[allow(dead_code)]
+mod master;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dispatcher::{Application, Config};
+
+const PEER: &str = "#!/bin/sh\necho \"peer $DISPATCHER_PEER_INDEX\"\n";
+
+async fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let short =
+        std::env::var("BENCH_SHORT").is_ok() || std::env::var("CI").is_ok_and(|v| v == "true");
+    let rounds = if short { 2 } else { 5 };
+    let m = master::TestMaster::start(1.0).await;
+    for _ in 0..100 {
+        m.add_agent(1.0, 256.0, (31000, 31009)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::parse_from(["dispatcher", "-p", "0"]);
+    cfg.dir = dir.path().to_path_buf();
+    cfg.master = Some(m.addr(0));
+    let app = Application::build(cfg).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    let client = reqwest::Client::new();
+    wait("subscribed", || m.is_subscribed().then_some(())).await;
+    let part = reqwest::multipart::Part::bytes(PEER.as_bytes().to_vec()).file_name("peer");
+    client
+        .post(format!("{base}/apps"))
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+
+    let (mut first, mut last) = (vec![], vec![]);
+    for round in 0..rounds {
+        wait("offers suppressed", || {
+            (m.suppressed() && m.outstanding_offers() == 0).then_some(())
+        })
+        .await;
+        let submitted = Instant::now();
+        let r: serde_json::Value = client
+            .post(format!("{base}/api/jobs"))
+            .json(&serde_json::json!({"app": "peer", "role_file": "name: gang\npeers: 100\npeers_per_host: 1\ncpu: 1\nmem: 0.125\n"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["id"].as_u64().expect("submitted");
+        let (sent, accepts) = wait("100 ACCEPTs", || {
+            m.record(|r| {
+                let (at, _) = *r
+                    .offer_events
+                    .iter()
+                    .rev()
+                    .find(|(t, n)| *t >= submitted && *n == 100)?;
+                let after: Vec<Instant> =
+                    r.accepts_at.iter().copied().filter(|t| *t >= at).collect();
+                (after.len() >= 100).then_some((at, after))
+            })
+        })
+        .await;
+        let a = accepts[0].duration_since(sent).as_secs_f64() * 1000.0;
+        let b = accepts[99].duration_since(sent).as_secs_f64() * 1000.0;
+        println!("mesos: round {round}: offers in → first ACCEPT {a:.1} ms, last (100th) ACCEPT {b:.1} ms");
+        first.push(a);
+        last.push(b);
+        loop {
+            let j: serde_json::Value = client
+                .get(format!("{base}/api/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !j["archive_size"].is_null() {
+                assert_eq!(j["state"], "FINISHED", "{j:#}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "mesos: 100-peer gang over 100 agents, offers in → ACCEPT out: first {:.1} ms, all 100 {:.1} ms (median of {rounds})",
+        median(first),
+        median(last)
+    );
+
+    let mut resub = vec![];
+    let mut ready = vec![];
+    for _ in 0..rounds {
+        let before = m.record(|r| r.subscribes.len());
+        let dropped = Instant::now();
+        m.drop_stream();
+        wait("a new SUBSCRIBE", || {
+            m.record(|r| (r.subscribes.len() > before).then_some(()))
+        })
+        .await;
+        resub.push(dropped.elapsed().as_secs_f64() * 1000.0);
+        loop {
+            let c: serde_json::Value = client
+                .get(format!("{base}/api/cluster"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if c["mesos"]["state"] == "subscribed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        ready.push(dropped.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "mesos: reconnect after a dropped stream: SUBSCRIBE sent after {:.0} ms, subscribed after {:.0} ms (median of {rounds}; backoff 0.5 s with jitter)",
+        median(resub),
+        median(ready)
+    );
+}
