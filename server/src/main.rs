@@ -10,6 +10,7 @@ async fn main() -> std::process::ExitCode {
     let cfg = Config::parse();
     let teardown = cfg.teardown;
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")),

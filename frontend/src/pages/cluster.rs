@@ -1,4 +1,5 @@
-//! The cluster: backend, hosts with resource bars, waiting jobs and why.
+//! The cluster: backend (on Mesos: the framework's subscription), hosts
+//! with resource bars, waiting jobs and why.
 
 use app::model::ClusterView;
 use leptos::prelude::*;
@@ -49,12 +50,27 @@ pub fn ClusterPage() -> impl IntoView {
                 <dl class="facts">
                     <dt>"Backend"</dt><dd data-testid="backend">{c.backend.clone()}</dd>
                     <dt>"Running jobs"</dt><dd>{c.running.len()}</dd>
+                    {c.mesos.clone().map(|m| view! {
+                        <dt>"Masters"</dt><dd>{m.masters.clone()}</dd>
+                        <dt>"Leading master"</dt><dd data-testid="leader">{m.leader.clone().unwrap_or_else(|| "none yet".into())}</dd>
+                        <dt>"Subscription"</dt><dd data-testid="subscription" class=format!("sub-{}", m.state)>{m.state.clone()}</dd>
+                        <dt>"Framework id"</dt><dd><code>{m.framework_id.clone().unwrap_or_else(|| "not registered".into())}</code></dd>
+                        <dt>"Last heartbeat"</dt><dd>{match m.last_heartbeat_secs_ago {
+                            Some(s) => format!("{s:.0} s ago (every {:.0} s)", m.heartbeat_interval_secs),
+                            None => "none yet".into(),
+                        }}</dd>
+                        <dt>"Offers held"</dt><dd>{format!("{}{}", m.offers_held, if m.suppressed { " (suppressed: nothing waits)" } else { "" })}</dd>
+                        <dt>"Tasks"</dt><dd>{format!("{} tracked, {} being reconciled", m.tasks, m.reconciling)}</dd>
+                    })}
                 </dl>
                 <h2>"Hosts"</h2>
                 <div class="table-wrap">
                 <table data-testid="hosts">
                     <thead><tr><th>"Host"</th><th>"CPUs"</th><th>"Memory"</th><th>"Ports"</th><th>"Peers"</th></tr></thead>
                     <tbody>
+                    {c.hosts.is_empty().then(|| view! {
+                        <tr><td colspan="5" class="muted">"No agent has offered resources yet."</td></tr>
+                    })}
                     {c.hosts.iter().map(|h| view! {
                         <tr>
                             <td>{h.host.clone()}" "<span class="muted">{h.address.clone()}</span></td>

@@ -489,3 +489,66 @@ async fn a_rescinded_offer_is_never_accepted() {
         assert_eq!(r.invalid_accepts, 0);
     });
 }
+
+#[tokio::test]
+async fn a_live_task_the_dispatcher_does_not_own_is_killed_and_implicit_reconciliation_runs_on_its_period(
+) {
+    let m = TestMaster::start(1.0).await;
+    let masters = m.addr(0);
+    let _app = spawn_app_with(|c| {
+        c.master = Some(masters);
+        c.fast_timers = true;
+        c.reconcile_every_secs = 1;
+    })
+    .await;
+    eventually("subscribed", 10, || m.is_subscribed().then_some(())).await;
+    m.inject_update("job77.peer0", TaskState::TaskRunning, false);
+    let kill = eventually("a KILL of the stranger", 10, || {
+        m.calls_of(C::Kill).into_iter().next()
+    })
+    .await;
+    assert_eq!(kill.kill.unwrap().task_id.value, "job77.peer0");
+    // Periodic implicit reconciliation: RECONCILE with an empty task list.
+    eventually("an implicit RECONCILE", 10, || {
+        m.calls_of(C::Reconcile)
+            .into_iter()
+            .find(|c| c.reconcile.as_ref().unwrap().tasks.is_empty())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_framework_the_master_removed_fails_its_jobs_and_registers_anew() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
+        )
+        .await;
+    app.wait_for(id, "running", |j| {
+        j["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "RUNNING"))
+    })
+    .await;
+    let old = m.framework_id().unwrap();
+    m.remove_framework();
+    let j = app.wait_state(id, "FAILED").await;
+    assert!(
+        j["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Framework has been removed"),
+        "{j:#}"
+    );
+    let new = eventually("a new framework id", 10, || {
+        m.framework_id().filter(|f| *f != old)
+    })
+    .await;
+    let c = app.get_json("/api/cluster").await;
+    assert_eq!(c["mesos"]["framework_id"], new.as_str());
+}

@@ -411,6 +411,24 @@ impl TestMaster {
         }
     }
 
+    /// The master forgets the framework (as when its failover timeout
+    /// passed): tasks killed, stream closed; resubscribing with the old id
+    /// gets an ERROR.
+    pub fn remove_framework(&self) {
+        let mut c = self.c.lock().unwrap();
+        if let Some(fw) = c.framework_id.take() {
+            c.removed.insert(fw);
+        }
+        for t in c.tasks.values_mut() {
+            if let Some(pg) = t.pgid.take() {
+                unsafe { libc::kill(-pg, libc::SIGKILL) };
+            }
+            t.state = TaskState::TaskKilled;
+        }
+        c.unacked.clear();
+        c.stream = None;
+    }
+
     pub fn rescind_all(&self) -> usize {
         let mut c = self.c.lock().unwrap();
         let ids: Vec<String> = c.offers.keys().cloned().collect();
