@@ -37,6 +37,28 @@ async fn spawn(m: &TestMaster) -> TestApp {
     .await
 }
 
+/// A test master with agents of these many cpus (1 GB, ports 31000-31100
+/// each), a dispatcher subscribed to it, and the `peerprog` app uploaded.
+async fn cluster(agents: &[f64]) -> (TestMaster, TestApp) {
+    let m = TestMaster::start(1.0).await;
+    for cpus in agents {
+        m.add_agent(*cpus, 1024.0, (31000, 31100)).await;
+    }
+    let app = spawn(&m).await;
+    app.upload("peerprog", PEER).await;
+    (m, app)
+}
+
+/// Waits until the job's `n` peers all run.
+async fn all_running(app: &TestApp, id: u64, n: usize) {
+    app.wait_for(id, "every peer running", |j| {
+        j["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == n && p.iter().all(|p| p["state"] == "RUNNING"))
+    })
+    .await;
+}
+
 async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -58,12 +80,7 @@ fn roles(env: &str) -> String {
 
 #[tokio::test]
 async fn a_two_role_job_over_three_agents_reaches_finished_with_its_sandboxes_archived() {
-    let m = TestMaster::start(1.0).await;
-    for _ in 0..3 {
-        m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    }
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[2.0, 2.0, 2.0]).await;
     let id = app
         .submit("peerprog", &roles("{name: SLEEP, value: '0.3'}"))
         .await;
@@ -126,10 +143,7 @@ async fn a_two_role_job_over_three_agents_reaches_finished_with_its_sandboxes_ar
 
 #[tokio::test]
 async fn a_gang_that_does_not_fit_waits_without_launching_then_launches_when_an_agent_joins() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[2.0]).await;
     let id = app
         .submit("peerprog", "name: workers\npeers: 4\ncpu: 1\nmem: 0.25\n")
         .await;
@@ -173,10 +187,7 @@ async fn a_gang_that_does_not_fit_waits_without_launching_then_launches_when_an_
 
 #[tokio::test]
 async fn one_failing_peer_kills_the_rest_and_fails_the_job_with_the_reason() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(4.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[4.0]).await;
     let id = app
         .submit(
             "peerprog",
@@ -202,24 +213,14 @@ async fn one_failing_peer_kills_the_rest_and_fails_the_job_with_the_reason() {
 
 #[tokio::test]
 async fn a_dropped_stream_and_a_leader_change_mid_job_cause_no_duplicate_launch() {
-    let m = TestMaster::start(1.0).await;
-    for _ in 0..2 {
-        m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    }
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[2.0, 2.0]).await;
     let id = app
         .submit(
             "peerprog",
             "name: w\npeers: 3\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '4'}]\n",
         )
         .await;
-    app.wait_for(id, "every peer running", |j| {
-        j["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["state"] == "RUNNING"))
-    })
-    .await;
+    all_running(&app, id, 3).await;
     let fw = m.framework_id().unwrap();
 
     let dropped = Instant::now();
@@ -282,24 +283,16 @@ async fn lost_heartbeats_end_the_subscription_and_the_dispatcher_subscribes_agai
 
 #[tokio::test]
 async fn an_unreachable_agent_fails_the_job_and_the_other_peers_are_killed() {
-    let m = TestMaster::start(1.0).await;
-    let a0 = m.add_agent(1.0, 1024.0, (31000, 31100)).await;
-    m.add_agent(1.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[1.0, 1.0]).await;
+    let a0 = "agent-S0";
     let id = app
         .submit(
             "peerprog",
             "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
         )
         .await;
-    app.wait_for(id, "running", |j| {
-        j["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "RUNNING"))
-    })
-    .await;
-    m.lose_agent(&a0);
+    all_running(&app, id, 2).await;
+    m.lose_agent(a0);
     let j = app.wait_archived(id).await;
     assert_eq!(j["state"], "FAILED");
     let reason = j["reason"].as_str().unwrap();
@@ -324,10 +317,7 @@ async fn an_unreachable_agent_fails_the_job_and_the_other_peers_are_killed() {
 
 #[tokio::test]
 async fn duplicate_and_out_of_order_updates_change_nothing() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[2.0]).await;
     let id = app
         .submit(
             "peerprog",
@@ -354,10 +344,7 @@ async fn duplicate_and_out_of_order_updates_change_nothing() {
 
 #[tokio::test]
 async fn live_logs_stream_through_the_agents_files_api() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (_m, app) = cluster(&[2.0]).await;
     let id = app
         .submit(
             "peerprog",
@@ -409,22 +396,14 @@ async fn live_logs_stream_through_the_agents_files_api() {
 
 #[tokio::test]
 async fn teardown_unregisters_the_framework_and_kills_the_running_job() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[2.0]).await;
     let id = app
         .submit(
             "peerprog",
             "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
         )
         .await;
-    app.wait_for(id, "running", |j| {
-        j["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "RUNNING"))
-    })
-    .await;
+    all_running(&app, id, 2).await;
     let fw = m.framework_id().unwrap();
     let r = app
         .client
@@ -465,10 +444,7 @@ async fn a_subscription_waits_out_a_master_without_a_leader() {
 
 #[tokio::test]
 async fn a_rescinded_offer_is_never_accepted() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(1.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[1.0]).await;
     // Two peers need two agents; the first agent's offer is held...
     let id = app
         .submit("peerprog", "name: w\npeers: 2\ncpu: 1\nmem: 0.25\n")
@@ -519,22 +495,14 @@ async fn a_live_task_the_dispatcher_does_not_own_is_killed_and_implicit_reconcil
 
 #[tokio::test]
 async fn a_framework_the_master_removed_fails_its_jobs_and_registers_anew() {
-    let m = TestMaster::start(1.0).await;
-    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
-    let app = spawn(&m).await;
-    app.upload("peerprog", PEER).await;
+    let (m, app) = cluster(&[2.0]).await;
     let id = app
         .submit(
             "peerprog",
             "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
         )
         .await;
-    app.wait_for(id, "running", |j| {
-        j["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "RUNNING"))
-    })
-    .await;
+    all_running(&app, id, 2).await;
     let old = m.framework_id().unwrap();
     m.remove_framework();
     let j = app.wait_state(id, "FAILED").await;
