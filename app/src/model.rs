@@ -268,8 +268,11 @@ pub struct MesosView {
     /// The master the subscription is (or was last) open with.
     pub leader: Option<String>,
     pub framework_id: Option<String>,
-    /// `connecting`, `subscribing`, `subscribed` or `disconnected`.
+    /// `connecting`, `subscribing`, `subscribed`, `disconnected` or `refused`.
     pub state: String,
+    /// Why the last subscription ended or was refused.
+    #[serde(default)]
+    pub last_error: Option<String>,
     pub heartbeat_interval_secs: f64,
     pub last_heartbeat_secs_ago: Option<f64>,
     pub offers_held: usize,

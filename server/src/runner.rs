@@ -151,6 +151,7 @@ pub struct MesosBackend {
     master: Option<String>,
     heartbeat_secs: f64,
     state: &'static str,
+    last_error: Option<String>,
     disconnected_at: Option<Instant>,
     agents: BTreeMap<String, AgentRec>,
     /// Resources our live tasks hold, per agent.
@@ -183,6 +184,7 @@ impl MesosBackend {
             master: None,
             heartbeat_secs: 0.0,
             state: "connecting",
+            last_error: None,
             disconnected_at: None,
             agents: BTreeMap::new(),
             task_res: HashMap::new(),
@@ -427,6 +429,7 @@ impl Runner {
                 return None;
             }
             ConnEvent::Disconnected { why } => {
+                m.last_error = Some(why.clone());
                 m.fw.disconnected();
                 m.state = "disconnected";
                 m.disconnected_at = Some(Instant::now());
@@ -434,14 +437,12 @@ impl Runner {
                 return None;
             }
             ConnEvent::Refused { why } => {
-                if m.fw.id().is_none() {
-                    return None;
-                }
-                m.fw.forget_everything();
-                crate::mesos::framework::Out {
-                    removed: Some(format!("the master refused the framework: {why}")),
-                    ..Default::default()
-                }
+                // Not a removal (that comes as an ERROR event): the tasks
+                // still run, and the subscription is retried with the same
+                // id until the master's authorization lets it in.
+                m.state = "refused";
+                m.last_error = Some(format!("SUBSCRIBE refused (403): {why}"));
+                return None;
             }
             ConnEvent::Event(ev) => {
                 if let Some(o) = ev.offers.as_ref() {
@@ -502,6 +503,7 @@ impl Runner {
             .collect();
         if let Some(why) = out.removed {
             tracing::error!(%why, "the master ended the framework; its tasks are gone");
+            m.last_error = Some(format!("the master ended the framework: {why}"));
             m.fw_id.send_replace(None);
             m.task_res.clear();
             let db = self.bus.db().clone();
@@ -678,6 +680,7 @@ impl Runner {
                         leader: m.master.clone(),
                         framework_id: m.fw.id().map(str::to_string),
                         state: m.state.into(),
+                        last_error: m.last_error.clone(),
                         heartbeat_interval_secs: m.heartbeat_secs,
                         last_heartbeat_secs_ago: m
                             .fw

@@ -54,6 +54,7 @@ pub fn ClusterPage() -> impl IntoView {
                         <dt>"Masters"</dt><dd>{m.masters.clone()}</dd>
                         <dt>"Leading master"</dt><dd data-testid="leader">{m.leader.clone().unwrap_or_else(|| "none yet".into())}</dd>
                         <dt>"Subscription"</dt><dd data-testid="subscription" class=format!("sub-{}", m.state)>{m.state.clone()}</dd>
+                        {m.last_error.clone().map(|e| view! { <dt>"Last problem"</dt><dd class="muted">{e}</dd> })}
                         <dt>"Framework id"</dt><dd><code>{m.framework_id.clone().unwrap_or_else(|| "not registered".into())}</code></dd>
                         <dt>"Last heartbeat"</dt><dd>{match m.last_heartbeat_secs_ago {
                             Some(s) => format!("{s:.0} s ago (every {:.0} s)", m.heartbeat_interval_secs),

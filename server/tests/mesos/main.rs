@@ -520,3 +520,35 @@ async fn a_framework_the_master_removed_fails_its_jobs_and_registers_anew() {
     let c = app.get_json("/api/cluster").await;
     assert_eq!(c["mesos"]["framework_id"], new.as_str());
 }
+
+#[tokio::test]
+async fn a_refused_subscription_is_shown_and_retried_and_the_running_job_survives_it() {
+    let (m, app) = cluster(&[2.0]).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: w\npeers: 1\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '3'}]\n",
+        )
+        .await;
+    all_running(&app, id, 1).await;
+    let fw = m.framework_id().unwrap();
+    m.set_forbid(true);
+    m.drop_stream();
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..200 {
+        seen = app.get_json("/api/cluster").await;
+        if seen["mesos"]["state"] == "refused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen["mesos"]["state"], "refused", "{seen:#}");
+    assert!(seen["mesos"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("Not authorized"));
+    m.set_forbid(false);
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    m.record(|r| assert_eq!(r.subscribes.last().unwrap().as_deref(), Some(fw.as_str())));
+}

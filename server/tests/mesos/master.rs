@@ -195,6 +195,8 @@ struct Cluster {
     offers: BTreeMap<String, (String, Res)>,
     tasks: BTreeMap<String, TaskRec>,
     suppressed: bool,
+    /// SUBSCRIBE answers 403 (authorization refused).
+    forbid: bool,
     unacked: BTreeMap<Vec<u8>, mesos::TaskStatus>,
     record: Record,
     root: PathBuf,
@@ -233,6 +235,7 @@ impl TestMaster {
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
             suppressed: false,
+            forbid: false,
             unacked: BTreeMap::new(),
             record: Record::default(),
             root: root.path().to_path_buf(),
@@ -351,6 +354,10 @@ impl TestMaster {
     /// Closes the subscription stream (as a network fault would).
     pub fn drop_stream(&self) {
         self.c.lock().unwrap().stream = None;
+    }
+
+    pub fn set_forbid(&self, on: bool) {
+        self.c.lock().unwrap().forbid = on;
     }
 
     pub fn set_heartbeats(&self, on: bool) {
@@ -641,6 +648,12 @@ async fn scheduler(
         .calls
         .push((kind.as_str_name().to_string(), call.clone()));
     if kind == call::Type::Subscribe {
+        if g.forbid {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Not authorized to subscribe with role '*'",
+            );
+        }
         return subscribe(&mut g, me, call);
     }
     let sid = headers
