@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     job_id INTEGER NOT NULL REFERENCES jobs (id),
     idx INTEGER NOT NULL,
     task_id TEXT NOT NULL,
+    framework_id TEXT NOT NULL,
     agent_id TEXT NOT NULL,
     agent_url TEXT NOT NULL,
     PRIMARY KEY (job_id, idx)
@@ -556,6 +557,8 @@ pub fn set_kv(c: &Connection, key: &str, value: Option<&str>) -> Result<(), Inte
 pub struct TaskRow {
     pub idx: u32,
     pub task_id: String,
+    /// The framework it was launched under: its sandbox path names it.
+    pub framework_id: String,
     pub agent_id: String,
     pub agent_url: String,
 }
@@ -565,8 +568,8 @@ pub fn insert_tasks(c: &mut Connection, job: u64, rows: &[TaskRow]) -> Result<()
     let tx = c.transaction()?;
     for r in rows {
         tx.execute(
-            "INSERT OR REPLACE INTO tasks (job_id, idx, task_id, agent_id, agent_url) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job as i64, r.idx, r.task_id, r.agent_id, r.agent_url],
+            "INSERT OR REPLACE INTO tasks (job_id, idx, task_id, framework_id, agent_id, agent_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![job as i64, r.idx, r.task_id, r.framework_id, r.agent_id, r.agent_url],
         )?;
     }
     tx.commit()?;
@@ -575,15 +578,16 @@ pub fn insert_tasks(c: &mut Connection, job: u64, rows: &[TaskRow]) -> Result<()
 
 pub fn tasks_of(c: &Connection, job: u64) -> Result<Vec<TaskRow>, Internal> {
     let mut st = c.prepare(
-        "SELECT idx, task_id, agent_id, agent_url FROM tasks WHERE job_id = ?1 ORDER BY idx",
+        "SELECT idx, task_id, framework_id, agent_id, agent_url FROM tasks WHERE job_id = ?1 ORDER BY idx",
     )?;
     let rows = st
         .query_map(params![job as i64], |r| {
             Ok(TaskRow {
                 idx: r.get(0)?,
                 task_id: r.get(1)?,
-                agent_id: r.get(2)?,
-                agent_url: r.get(3)?,
+                framework_id: r.get(2)?,
+                agent_id: r.get(3)?,
+                agent_url: r.get(4)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -129,10 +129,7 @@ impl Application {
         // Archives a stop interrupted (or that a restart just ended) are built now.
         let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
         for (job, app) in unarchived {
-            let fetch = framework_id
-                .clone()
-                .filter(|_| backend == "mesos")
-                .map(|id| (mesos::files::Files::new(), id));
+            let fetch = (backend == "mesos").then(mesos::files::Files::new);
             runner::spawn_archive(bus.clone(), jobs_dir.clone(), job, app, archive_cap, fetch);
         }
 

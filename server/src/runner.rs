@@ -774,6 +774,7 @@ impl Runner {
                                 rows.push(TaskRow {
                                     idx: spec.index,
                                     task_id: task.task_id.value.clone(),
+                                    framework_id: m.fw.id().unwrap_or_default().to_string(),
                                     agent_id: agent.clone(),
                                     agent_url: agent_url(offer),
                                 });
@@ -811,7 +812,7 @@ impl Runner {
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
                     let fetch = match &self.backend {
                         Backend::Local(_) => None,
-                        Backend::Mesos(m) => m.fw.id().map(|id| (m.files.clone(), id.to_string())),
+                        Backend::Mesos(m) => Some(m.files.clone()),
                     };
                     spawn_archive(
                         self.bus.clone(),
@@ -878,11 +879,11 @@ pub fn spawn_archive(
     job: u64,
     binary: String,
     cap: u64,
-    fetch: Option<(Files, String)>,
+    fetch: Option<Files>,
 ) {
     let job_dir = jobs_dir.join(job.to_string());
     tokio::spawn(async move {
-        if let Some((files, framework_id)) = fetch {
+        if let Some(files) = fetch {
             let rows = match bus.db().call(move |c| crate::db::tasks_of(c, job)).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -896,7 +897,7 @@ pub fn spawn_archive(
                     tracing::error!(job, error = %e, "cannot create {}", dest.display());
                     continue;
                 }
-                let sandbox = files::sandbox(&framework_id, &r.task_id);
+                let sandbox = files::sandbox(&r.framework_id, &r.task_id);
                 match files
                     .copy_sandbox(&r.agent_url, &sandbox, &dest, &binary, cap)
                     .await

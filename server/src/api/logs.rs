@@ -142,20 +142,16 @@ impl Source {
                 }
             }
             Source::Agent { files, stream } => {
-                let where_ = st
+                let task = st
                     .db
-                    .call(move |c| {
-                        let fw = db::get_kv(c, "framework_id")?;
-                        let task = db::tasks_of(c, id)?.into_iter().find(|t| t.idx == peer);
-                        Ok(fw.zip(task))
-                    })
+                    .call(move |c| Ok(db::tasks_of(c, id)?.into_iter().find(|t| t.idx == peer)))
                     .await;
-                let Ok(Some((fw, task))) = where_ else {
+                let Ok(Some(task)) = task else {
                     return vec![];
                 };
                 let path = format!(
                     "{}/{stream}",
-                    crate::mesos::files::sandbox(&fw, &task.task_id)
+                    crate::mesos::files::sandbox(&task.framework_id, &task.task_id)
                 );
                 match files
                     .read(&task.agent_url, &path, offset, buf.len() as u64)

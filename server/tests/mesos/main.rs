@@ -422,6 +422,24 @@ async fn teardown_unregisters_the_framework_and_kills_the_running_job() {
         m.framework_id().filter(|f| *f != fw)
     })
     .await;
+    // The old framework's sandboxes stay readable: the archive and the logs
+    // name the framework each task ran under.
+    let j = app.wait_archived(id).await;
+    let entries = app.archive(id).await;
+    assert!(
+        String::from_utf8_lossy(file(&entries, "peer-1/stdout")).contains("peer 1 of 2"),
+        "{j:#}"
+    );
+    let log = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/peers/0/logs?follow=false")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("peer 0 of 2"), "{log}");
 }
 
 #[tokio::test]
