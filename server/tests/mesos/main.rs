@@ -137,6 +137,21 @@ async fn a_two_role_job_over_three_agents_reaches_finished_with_its_sandboxes_ar
         !entries.iter().any(|(n, _)| n.ends_with("/peerprog")),
         "the binary is left out"
     );
+    // Who the framework said it is.
+    let sub = m.calls_of(C::Subscribe)[0]
+        .subscribe
+        .clone()
+        .unwrap()
+        .framework_info;
+    assert_eq!(sub.name, "dispatcher");
+    assert_eq!(sub.failover_timeout, Some(604800.0));
+    assert_eq!(
+        sub.webui_url.as_deref(),
+        Some(format!("{}/", app.addr).as_str())
+    );
+    assert!(sub.hostname.is_some() && !sub.user.is_empty());
+    let caps: Vec<i32> = sub.capabilities.iter().filter_map(|c| c.r#type).collect();
+    assert!(caps.contains(&(proto::mesos::framework_info::capability::Type::PartitionAware as i32)));
     // Nothing waits: offers are suppressed.
     eventually("offers suppressed", 10, || m.suppressed().then_some(())).await;
 }
