@@ -13,7 +13,6 @@
 //! (or CI=true) runs 2.
 
 #[path = "../tests/mesos/master.rs"]
-#[allow(dead_code)]
 mod master;
 
 use std::time::{Duration, Instant};

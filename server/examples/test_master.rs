@@ -6,7 +6,6 @@
 //! leading master's `host:port` on its first line, then serves until killed.
 
 #[path = "../tests/mesos/master.rs"]
-#[allow(dead_code)]
 mod master;
 
 use std::io::Write;

@@ -126,10 +126,6 @@ impl RunnerHandle {
             .unwrap_or_else(|_| Err("the dispatcher is stopping".into()))
     }
 
-    pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
-        self.tx.clone()
-    }
-
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(tx)).is_ok() {
@@ -343,8 +339,7 @@ impl Runner {
                                 .get(t.idx as usize)
                                 .is_some_and(|p| !p.3.is_terminal());
                             if live {
-                                let calls = m.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
-                                m.send(calls);
+                                m.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
                             }
                         }
                     }
@@ -531,34 +526,6 @@ impl Runner {
         Some(inputs)
     }
 
-    fn rx_teardown_now(&mut self, reply: oneshot::Sender<Result<String, String>>) -> Option<()> {
-        let Backend::Mesos(m) = &mut self.backend else {
-            return None;
-        };
-        let id = m.fw.id().map(str::to_string);
-        match m.fw.teardown() {
-            Some(call) => {
-                // The answer waits until the master has the call.
-                let (done, delivered) = oneshot::channel();
-                let _ = m.calls.send((call, Some(done)));
-                m.fw_id.send_replace(None);
-                let id = id.unwrap_or_default();
-                tokio::spawn(async move {
-                    let r = match delivered.await {
-                        Ok(Ok(())) => Ok(id),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err("the dispatcher is stopping".into()),
-                    };
-                    let _ = reply.send(r);
-                });
-            }
-            None => {
-                let _ = reply.send(Err("the framework is not registered".into()));
-            }
-        }
-        Some(())
-    }
-
     /// TEARDOWN: the master kills every task; jobs end KILLED.
     async fn teardown(&mut self, reply: oneshot::Sender<Result<String, String>>) {
         let Backend::Mesos(m) = &mut self.backend else {
@@ -574,7 +541,27 @@ impl Runner {
             }
             return;
         }
-        self.rx_teardown_now(reply);
+        let Some(call) = m.fw.teardown() else {
+            let _ = reply.send(Err("the framework is not registered".into()));
+            return;
+        };
+        let id = call
+            .framework_id
+            .clone()
+            .map(|f| f.value)
+            .unwrap_or_default();
+        // The answer waits until the master has the call.
+        let (done, delivered) = oneshot::channel();
+        let _ = m.calls.send((call, Some(done)));
+        m.fw_id.send_replace(None);
+        tokio::spawn(async move {
+            let r = match delivered.await {
+                Ok(Ok(())) => Ok(id),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the dispatcher is stopping".into()),
+            };
+            let _ = reply.send(r);
+        });
         let db = self.bus.db().clone();
         if let Err(e) = db
             .call(|c| crate::db::set_kv(c, "framework_id", None))
@@ -689,7 +676,7 @@ impl Runner {
                         offers_held: m.fw.placeable().len(),
                         suppressed: m.fw.is_suppressed(),
                         reconciling: m.fw.reconciling(),
-                        tasks: m.fw.tasks().count(),
+                        tasks: m.fw.task_count(),
                     }),
                 }
             }

@@ -71,6 +71,7 @@ pub async fn peer_logs(
         Source::Agent {
             files: crate::mesos::files::Files::new(),
             stream: stream.clone(),
+            at: None,
         }
     } else {
         Source::Local(
@@ -114,6 +115,8 @@ enum Source {
     Agent {
         files: crate::mesos::files::Files,
         stream: String,
+        /// The agent's URL and the file's path there, once the task is recorded.
+        at: Option<(String, String)>,
     },
 }
 
@@ -121,7 +124,7 @@ impl Source {
     /// Up to `buf.len()` bytes at `offset`; empty at the end (or while the
     /// file does not exist yet).
     async fn read_at(
-        &self,
+        &mut self,
         st: &AppState,
         id: u64,
         peer: u32,
@@ -141,22 +144,23 @@ impl Source {
                     Err(_) => vec![],
                 }
             }
-            Source::Agent { files, stream } => {
-                let task = st
-                    .db
-                    .call(move |c| Ok(db::tasks_of(c, id)?.into_iter().find(|t| t.idx == peer)))
-                    .await;
-                let Ok(Some(task)) = task else {
-                    return vec![];
-                };
-                let path = format!(
-                    "{}/{stream}",
-                    crate::mesos::files::sandbox(&task.framework_id, &task.task_id)
-                );
-                match files
-                    .read(&task.agent_url, &path, offset, buf.len() as u64)
-                    .await
-                {
+            Source::Agent { files, stream, at } => {
+                if at.is_none() {
+                    let task = st
+                        .db
+                        .call(move |c| Ok(db::tasks_of(c, id)?.into_iter().find(|t| t.idx == peer)))
+                        .await;
+                    let Ok(Some(task)) = task else {
+                        return vec![];
+                    };
+                    let path = format!(
+                        "{}/{stream}",
+                        crate::mesos::files::sandbox(&task.framework_id, &task.task_id)
+                    );
+                    *at = Some((task.agent_url, path));
+                }
+                let (agent, path) = at.as_ref().expect("located above");
+                match files.read(agent, path, offset, buf.len() as u64).await {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::debug!(job = id, peer, error = %e, "log read failed");
@@ -172,7 +176,7 @@ async fn tail(
     st: AppState,
     id: u64,
     peer: u32,
-    source: Source,
+    mut source: Source,
     mut offset: u64,
     follow: bool,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,

@@ -106,71 +106,70 @@ pub fn master_address(data: &[u8]) -> Result<String, String> {
 }
 
 /// Where to subscribe next.
-pub struct Detector {
-    masters: Masters,
-    next: usize,
-    leader: Option<watch::Receiver<Option<String>>>,
+pub enum Detector {
+    /// Tried in turn.
+    List { masters: Vec<String>, next: usize },
+    /// The leader as ZooKeeper names it (followed by a background task).
+    Zk {
+        describe: String,
+        leader: watch::Receiver<Option<String>>,
+    },
 }
 
 impl Detector {
     pub fn new(masters: Masters) -> Detector {
-        let leader = match &masters {
+        match masters {
+            Masters::List(masters) => Detector::List { masters, next: 0 },
             Masters::Zk { servers, path } => {
-                let (tx, rx) = watch::channel(None);
-                tokio::spawn(follow_zk(servers.clone(), path.clone(), tx));
-                Some(rx)
+                let describe = format!("zk://{}{}", servers.join(","), path);
+                let (tx, leader) = watch::channel(None);
+                tokio::spawn(follow_zk(servers, path, tx));
+                Detector::Zk { describe, leader }
             }
-            Masters::List(_) => None,
-        };
-        Detector {
-            masters,
-            next: 0,
-            leader,
         }
     }
 
     /// The master to try now: the ZooKeeper leader once there is one, or
     /// the next of the list.
     pub async fn candidate(&mut self) -> String {
-        match (&self.masters, &mut self.leader) {
-            (_, Some(rx)) => loop {
-                if let Some(l) = rx.borrow_and_update().clone() {
+        match self {
+            Detector::List { masters, next } => {
+                let m = masters[*next % masters.len()].clone();
+                *next = next.wrapping_add(1);
+                m
+            }
+            Detector::Zk { leader, .. } => loop {
+                if let Some(l) = leader.borrow_and_update().clone() {
                     return l;
                 }
-                if rx.changed().await.is_err() {
+                if leader.changed().await.is_err() {
                     // The follower ended; nothing more will come.
                     std::future::pending::<()>().await;
                 }
             },
-            (Masters::List(l), None) => {
-                let m = l[self.next % l.len()].clone();
-                self.next = self.next.wrapping_add(1);
-                m
-            }
-            (Masters::Zk { .. }, None) => unreachable!("a zk detector follows a leader"),
         }
     }
 
     /// Resolves when ZooKeeper names a leader other than `current`; never
     /// for a list (a non-leader there answers with a redirect instead).
     pub async fn leader_changed(&mut self, current: &str) {
-        let Some(rx) = &mut self.leader else {
+        let Detector::Zk { leader, .. } = self else {
             return std::future::pending().await;
         };
         loop {
-            if rx.borrow_and_update().as_deref() != Some(current) {
+            if leader.borrow_and_update().as_deref() != Some(current) {
                 return;
             }
-            if rx.changed().await.is_err() {
+            if leader.changed().await.is_err() {
                 return std::future::pending().await;
             }
         }
     }
 
     pub fn describe(&self) -> String {
-        match &self.masters {
-            Masters::List(l) => l.join(","),
-            Masters::Zk { servers, path } => format!("zk://{}{}", servers.join(","), path),
+        match self {
+            Detector::List { masters, .. } => masters.join(","),
+            Detector::Zk { describe, .. } => describe.clone(),
         }
     }
 }

@@ -62,12 +62,12 @@ struct Held {
 }
 
 #[derive(Clone, Debug)]
-pub struct Task {
-    pub job: u64,
-    pub peer: u32,
-    pub agent_id: Option<String>,
+struct Task {
+    job: u64,
+    peer: u32,
+    agent_id: Option<String>,
     /// None until the first update (a task adopted after a restart).
-    pub state: Option<TaskState>,
+    state: Option<TaskState>,
     last_ms: u64,
     killing: bool,
 }
@@ -183,26 +183,17 @@ impl Framework {
         self.recon.as_ref().map_or(0, |r| r.pending.len())
     }
 
-    pub fn tasks(&self) -> impl Iterator<Item = (&String, &Task)> {
-        self.tasks.iter()
+    /// Tasks the framework tracks (launched, not known to have ended).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
     }
 
-    pub fn held_offers(&self) -> Vec<(&mesos::Offer, &Offer)> {
-        self.held.iter().map(|h| (&h.offer, &h.view)).collect()
-    }
-
-    /// A task launched before a restart: reconciled once subscribed (or at
-    /// once, when already subscribed).
-    pub fn adopt(
-        &mut self,
-        job: u64,
-        peer: u32,
-        agent_id: Option<String>,
-        now_ms: u64,
-    ) -> Vec<Call> {
-        let tid = task_id(job, peer);
+    /// A task launched before a restart. The runner adopts before the
+    /// first SUBSCRIBED is read, which reconciles every task; one adopted
+    /// later is caught by the silent-task reconciliation of `tick`.
+    pub fn adopt(&mut self, job: u64, peer: u32, agent_id: Option<String>, now_ms: u64) {
         self.tasks.insert(
-            tid.clone(),
+            task_id(job, peer),
             Task {
                 job,
                 peer,
@@ -212,14 +203,6 @@ impl Framework {
                 killing: false,
             },
         );
-        let mut out = Out::default();
-        match &mut self.recon {
-            Some(r) => {
-                r.pending.insert(tid);
-            }
-            None => self.start_reconcile(now_ms, [tid].into(), &mut out),
-        }
-        out.calls
     }
 
     /// Held offers as placement sees them, in a stable order (launches
@@ -314,7 +297,7 @@ impl Framework {
     }
 
     /// The framework no longer exists at the master.
-    pub fn forget_everything(&mut self) {
+    fn forget_everything(&mut self) {
         self.id = None;
         self.subscribed = false;
         self.held.clear();
@@ -587,7 +570,6 @@ fn accept_call(framework_id: &str, offer_id: &str, tasks: Vec<mesos::TaskInfo>) 
             operations: vec![mesos::offer::Operation {
                 r#type: Some(operation::Type::Launch as i32),
                 launch: Some(operation::Launch { task_infos: tasks }),
-                ..Default::default()
             }],
             filters: Some(mesos::Filters {
                 refuse_seconds: Some(0.0),
@@ -989,7 +971,7 @@ mod tests {
         );
         assert_eq!(out.removed.as_deref(), Some("Framework has been removed"));
         assert_eq!(f.id(), None);
-        assert_eq!(f.tasks().count(), 0);
+        assert_eq!(f.task_count(), 0);
     }
 
     #[test]

@@ -140,6 +140,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GETs a path and reads its body as text (event streams that end).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn job(&self, id: u64) -> Value {
         self.get_json(&format!("/api/jobs/{id}")).await
     }

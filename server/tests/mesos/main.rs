@@ -49,6 +49,13 @@ async fn cluster(agents: &[f64]) -> (TestMaster, TestApp) {
     (m, app)
 }
 
+/// A role file: `peers` peers of role `w`, one cpu each, sleeping `secs`.
+fn sleepers(peers: u32, secs: u32) -> String {
+    format!(
+        "name: w\npeers: {peers}\ncpu: 1\nmem: 0.25\nenvars: [{{name: SLEEP, value: '{secs}'}}]\n"
+    )
+}
+
 /// Waits until the job's `n` peers all run.
 async fn all_running(app: &TestApp, id: u64, n: usize) {
     app.wait_for(id, "every peer running", |j| {
@@ -229,12 +236,7 @@ async fn one_failing_peer_kills_the_rest_and_fails_the_job_with_the_reason() {
 #[tokio::test]
 async fn a_dropped_stream_and_a_leader_change_mid_job_cause_no_duplicate_launch() {
     let (m, app) = cluster(&[2.0, 2.0]).await;
-    let id = app
-        .submit(
-            "peerprog",
-            "name: w\npeers: 3\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '4'}]\n",
-        )
-        .await;
+    let id = app.submit("peerprog", &sleepers(3, 4)).await;
     all_running(&app, id, 3).await;
     let fw = m.framework_id().unwrap();
 
@@ -300,12 +302,7 @@ async fn lost_heartbeats_end_the_subscription_and_the_dispatcher_subscribes_agai
 async fn an_unreachable_agent_fails_the_job_and_the_other_peers_are_killed() {
     let (m, app) = cluster(&[1.0, 1.0]).await;
     let a0 = "agent-S0";
-    let id = app
-        .submit(
-            "peerprog",
-            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
-        )
-        .await;
+    let id = app.submit("peerprog", &sleepers(2, 30)).await;
     all_running(&app, id, 2).await;
     m.lose_agent(a0);
     let j = app.wait_archived(id).await;
@@ -333,12 +330,7 @@ async fn an_unreachable_agent_fails_the_job_and_the_other_peers_are_killed() {
 #[tokio::test]
 async fn duplicate_and_out_of_order_updates_change_nothing() {
     let (m, app) = cluster(&[2.0]).await;
-    let id = app
-        .submit(
-            "peerprog",
-            "name: w\npeers: 1\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '2'}]\n",
-        )
-        .await;
+    let id = app.submit("peerprog", &sleepers(1, 2)).await;
     app.wait_for(id, "running", |j| j["peers"][0]["state"] == "RUNNING")
         .await;
     let task = format!("job{id}.peer0");
@@ -395,16 +387,10 @@ async fn live_logs_stream_through_the_agents_files_api() {
     let j = app.wait_archived(id).await;
     assert_eq!(j["state"], "FINISHED");
     let rest = app
-        .client
-        .get(app.url(&format!(
+        .get_text(&format!(
             "/api/jobs/{id}/peers/0/logs?offset=10&follow=false"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert!(!rest.contains("peer 0 of 1"), "{rest}");
     assert!(rest.contains("tick 9"), "{rest}");
 }
@@ -412,12 +398,7 @@ async fn live_logs_stream_through_the_agents_files_api() {
 #[tokio::test]
 async fn teardown_unregisters_the_framework_and_kills_the_running_job() {
     let (m, app) = cluster(&[2.0]).await;
-    let id = app
-        .submit(
-            "peerprog",
-            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
-        )
-        .await;
+    let id = app.submit("peerprog", &sleepers(2, 30)).await;
     all_running(&app, id, 2).await;
     let fw = m.framework_id().unwrap();
     let r = app
@@ -446,14 +427,8 @@ async fn teardown_unregisters_the_framework_and_kills_the_running_job() {
         "{j:#}"
     );
     let log = app
-        .client
-        .get(app.url(&format!("/api/jobs/{id}/peers/0/logs?follow=false")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(&format!("/api/jobs/{id}/peers/0/logs?follow=false"))
+        .await;
     assert!(log.contains("peer 0 of 2"), "{log}");
 }
 
@@ -529,12 +504,7 @@ async fn a_live_task_the_dispatcher_does_not_own_is_killed_and_implicit_reconcil
 #[tokio::test]
 async fn a_framework_the_master_removed_fails_its_jobs_and_registers_anew() {
     let (m, app) = cluster(&[2.0]).await;
-    let id = app
-        .submit(
-            "peerprog",
-            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '30'}]\n",
-        )
-        .await;
+    let id = app.submit("peerprog", &sleepers(2, 30)).await;
     all_running(&app, id, 2).await;
     let old = m.framework_id().unwrap();
     m.remove_framework();
@@ -557,12 +527,7 @@ async fn a_framework_the_master_removed_fails_its_jobs_and_registers_anew() {
 #[tokio::test]
 async fn a_refused_subscription_is_shown_and_retried_and_the_running_job_survives_it() {
     let (m, app) = cluster(&[2.0]).await;
-    let id = app
-        .submit(
-            "peerprog",
-            "name: w\npeers: 1\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '3'}]\n",
-        )
-        .await;
+    let id = app.submit("peerprog", &sleepers(1, 3)).await;
     all_running(&app, id, 1).await;
     let fw = m.framework_id().unwrap();
     m.set_forbid(true);

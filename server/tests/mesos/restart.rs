@@ -9,7 +9,7 @@ use std::time::Duration;
 use proto::mesos::scheduler::call::Type as C;
 
 use super::master::TestMaster;
-use super::{eventually, PEER};
+use super::{eventually, sleepers, PEER};
 
 fn start(dir: &std::path::Path, port: u16, master: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dispatcher"))
@@ -86,7 +86,7 @@ async fn a_dispatcher_killed_mid_job_resubscribes_with_its_framework_id_reconcil
     assert_eq!(r.status(), 200);
     let r: serde_json::Value = client
         .post(format!("{base}/api/jobs"))
-        .json(&serde_json::json!({"app": "peerprog", "role_file": "name: w\npeers: 3\ncpu: 1\nmem: 0.25\nenvars: [{name: SLEEP, value: '4'}]\n"}))
+        .json(&serde_json::json!({"app": "peerprog", "role_file": sleepers(3, 4)}))
         .send()
         .await
         .unwrap()
