@@ -22,7 +22,37 @@ pub struct FrameworkSettings {
     pub hostname: Option<String>,
     pub webui_url: Option<String>,
     pub failover_timeout: f64,
+    /// The role offers come for. With `multi_role` it goes in `roles` (and
+    /// the MULTI_ROLE capability), else in the deprecated `role`.
     pub role: Option<String>,
+    pub multi_role: bool,
+    /// Agents checkpoint the tasks, so that they survive an agent restart.
+    /// Mesos keeps the value of the first subscription.
+    pub checkpoint: bool,
+    /// The principal the framework authenticates as (also checked by ACLs).
+    pub principal: Option<String>,
+    /// GPU_RESOURCES: without it a master with `--filter_gpu_resources`
+    /// (the default) offers no agent that has GPUs.
+    pub gpus: bool,
+}
+
+impl FrameworkSettings {
+    /// A framework with these names and no options set.
+    pub fn new(user: &str, name: &str) -> FrameworkSettings {
+        FrameworkSettings {
+            id: None,
+            user: user.into(),
+            name: name.into(),
+            hostname: None,
+            webui_url: None,
+            failover_timeout: 0.0,
+            role: None,
+            multi_role: false,
+            checkpoint: false,
+            principal: None,
+            gpus: false,
+        }
+    }
 }
 
 fn fw(id: &str) -> Option<FrameworkId> {
@@ -40,22 +70,35 @@ fn base(framework_id: Option<&str>, kind: call::Type) -> Call {
 }
 
 pub fn subscribe(s: &FrameworkSettings) -> Call {
-    let capabilities = [
-        framework_info::capability::Type::PartitionAware,
-        framework_info::capability::Type::TaskKillingState,
-    ]
-    .into_iter()
-    .map(|t| framework_info::Capability {
-        r#type: Some(t as i32),
-    })
-    .collect();
+    use framework_info::capability::Type as Cap;
+    let mut caps = vec![Cap::PartitionAware, Cap::TaskKillingState];
+    if s.multi_role {
+        caps.push(Cap::MultiRole);
+    }
+    if s.gpus {
+        caps.push(Cap::GpuResources);
+    }
+    let capabilities = caps
+        .into_iter()
+        .map(|t| framework_info::Capability {
+            r#type: Some(t as i32),
+        })
+        .collect();
+    let (role, roles) = match (&s.role, s.multi_role) {
+        (Some(r), true) => (None, vec![r.clone()]),
+        (None, true) => (None, vec!["*".to_string()]),
+        (r, false) => (r.clone(), vec![]),
+    };
     let info = FrameworkInfo {
         user: s.user.clone(),
         name: s.name.clone(),
         id: s.id.as_deref().and_then(fw),
         failover_timeout: Some(s.failover_timeout),
-        role: s.role.clone(),
+        checkpoint: s.checkpoint.then_some(true),
+        role,
+        roles,
         hostname: s.hostname.clone(),
+        principal: s.principal.clone(),
         webui_url: s.webui_url.clone(),
         capabilities,
         ..Default::default()

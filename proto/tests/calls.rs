@@ -17,13 +17,25 @@ fn read(name: &str) -> Vec<u8> {
 fn settings(id: Option<&str>) -> FrameworkSettings {
     FrameworkSettings {
         id: id.map(str::to_string),
-        user: "root".into(),
-        name: "fixture-recorder".into(),
         hostname: Some("127.0.0.1".into()),
         webui_url: Some("http://127.0.0.1:5000/".into()),
         failover_timeout: 3600.0,
-        role: None,
+        ..FrameworkSettings::new("root", "fixture-recorder")
     }
+}
+
+#[test]
+fn a_checkpointing_subscribe_matches_the_recording_of_the_agent_restart() {
+    let s = FrameworkSettings {
+        hostname: Some("127.0.0.1".into()),
+        failover_timeout: 3600.0,
+        checkpoint: true,
+        ..FrameworkSettings::new("root", "fixture-recorder")
+    };
+    assert_eq!(
+        calls::subscribe(&s).encode_to_vec(),
+        read("scenarios/agent-restart-checkpoint/call-subscribe-subscribe.pb")
+    );
 }
 
 #[test]
@@ -120,4 +132,18 @@ fn terminal_states_are_mesos_terminal_ones() {
     assert!(!calls::is_terminal(TaskState::TaskUnreachable));
     assert!(!calls::is_terminal(TaskState::TaskLost));
     assert!(!calls::is_terminal(TaskState::TaskKilling));
+}
+
+#[test]
+fn a_subscribe_with_a_principal_matches_the_recording_of_http_authentication() {
+    let s = FrameworkSettings {
+        hostname: Some("127.0.0.1".into()),
+        failover_timeout: 3600.0,
+        principal: Some("dispatch".into()),
+        ..FrameworkSettings::new("root", "fixture-recorder")
+    };
+    assert_eq!(
+        calls::subscribe(&s).encode_to_vec(),
+        read("scenarios/http-auth/call-subscribe-good-principal.pb")
+    );
 }

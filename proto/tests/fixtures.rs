@@ -167,3 +167,44 @@ fn serde_json_lite(text: &str) -> Vec<(String, String)> {
         .map(|p| (p[0].clone(), p[1].clone()))
         .collect()
 }
+
+/// Every scenario's streams (`<stream>.recordio`) decode record by record,
+/// as many events as its `events.json` lists for that stream, and every
+/// call it sent (`call-*.pb`) decodes as a `Call`.
+#[test]
+fn every_event_and_call_of_every_recorded_scenario_decodes() {
+    let root = format!("{DIR}/scenarios");
+    let mut scenarios: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    scenarios.sort();
+    assert!(scenarios.len() >= 10, "{scenarios:?}");
+    let (mut streams, mut calls, mut evs) = (0, 0, 0);
+    for s in &scenarios {
+        let listed = std::fs::read_to_string(format!("{root}/{s}/events.json")).unwrap_or_default();
+        for e in std::fs::read_dir(format!("{root}/{s}")).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let rel = format!("scenarios/{s}/{name}");
+            if let Some(stream) = name.strip_suffix(".recordio") {
+                let got = events(&rel);
+                let want = listed.matches(&format!("\"stream\": \"{stream}\"")).count();
+                assert_eq!(got.len(), want, "{rel}: events.json lists {want}");
+                assert!(got.iter().all(|e| e.r#type.is_some()), "{rel}");
+                streams += 1;
+                evs += got.len();
+            } else if name.starts_with("call-") && name.ends_with(".pb") {
+                let c = Call::decode(&read(&rel)[..]).unwrap_or_else(|e| panic!("{rel}: {e}"));
+                assert!(c.r#type.is_some(), "{rel}");
+                calls += 1;
+            }
+        }
+    }
+    println!("{streams} streams, {evs} events, {calls} calls decoded");
+    assert!(
+        streams >= 20 && calls >= 100,
+        "{streams} streams, {calls} calls"
+    );
+}

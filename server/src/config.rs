@@ -83,9 +83,21 @@ pub struct Config {
     #[arg(long)]
     pub mesos_user: Option<String>,
 
-    /// Mesos: the role the framework subscribes with.
+    /// Mesos: the role the framework subscribes with (MULTI_ROLE). Resources statically or dynamically reserved for this role are used first, then unreserved ones; reservations for other roles are never counted.
     #[arg(long, default_value = "*")]
     pub mesos_role: String,
+
+    /// Mesos: the principal to authenticate as (HTTP Basic, for masters started with --authenticate_http_frameworks; also sent to agents' files API) and to name in FrameworkInfo.
+    #[arg(long, requires = "mesos_secret_file")]
+    pub mesos_principal: Option<String>,
+
+    /// Mesos: a file holding the principal's secret (its first line). Kept in a file so that it shows neither in the process list nor in logs.
+    #[arg(long, requires = "mesos_principal")]
+    pub mesos_secret_file: Option<PathBuf>,
+
+    /// Mesos: do not ask agents to checkpoint tasks. Without checkpointing an agent restart loses every task on it (TASK_LOST at once); only for agents run without a work directory that survives.
+    #[arg(long)]
+    pub mesos_no_checkpoint: bool,
 
     /// Mesos: how long the master keeps the framework's tasks running while the dispatcher is away (restart, upgrade).
     #[arg(long, default_value_t = 604800)]

@@ -48,6 +48,14 @@ impl Application {
             None => None,
         };
         let (first, last) = cfg.port_range().map_err(Internal)?;
+        let creds = match (&cfg.mesos_principal, &cfg.mesos_secret_file) {
+            (Some(p), Some(f)) => Some(mesos::Credentials::from_file(p, f).map_err(Internal)?),
+            _ => None,
+        };
+        // One client for the agents' files API: archives and live logs.
+        let files = masters
+            .is_some()
+            .then(|| mesos::files::Files::new(creds.clone()));
         std::fs::create_dir_all(&cfg.dir).map_err(|e| {
             Internal(format!(
                 "cannot create the data directory {}: {e}",
@@ -93,10 +101,12 @@ impl Application {
             let cfg = cfg.clone();
             let framework_id = framework_id.clone();
             let go = &mut go;
+            let (creds, files) = (creds.clone(), files.clone());
             move |tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>| match masters {
                 None => runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace)),
                 Some(masters) => {
-                    let (b, g) = start_mesos(&cfg, bound, masters, framework_id, tx);
+                    let files = files.expect("made with the masters");
+                    let (b, g) = start_mesos(&cfg, bound, masters, framework_id, creds, files, tx);
                     *go = g;
                     b
                 }
@@ -120,6 +130,7 @@ impl Application {
             max_upload: cfg.max_upload_mb.saturating_mul(1 << 20),
             total_offer: runner.total_offer(),
             backend,
+            files: files.clone(),
         };
         tokio::spawn(runner.run());
         settle_unfinished(&bus, &handle, backend == "mesos").await?;
@@ -129,7 +140,7 @@ impl Application {
         // Archives a stop interrupted (or that a restart just ended) are built now.
         let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
         for (job, app) in unarchived {
-            let fetch = (backend == "mesos").then(mesos::files::Files::new);
+            let fetch = files.clone();
             runner::spawn_archive(bus.clone(), jobs_dir.clone(), job, app, archive_cap, fetch);
         }
 
@@ -194,11 +205,13 @@ fn start_mesos(
     bound: SocketAddr,
     masters: mesos::detect::Masters,
     framework_id: Option<String>,
+    creds: Option<mesos::Credentials>,
+    files: mesos::files::Files,
     tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>,
 ) -> (runner::Backend, Option<tokio::sync::oneshot::Sender<()>>) {
     use mesos::conn;
     use mesos::framework::{Framework, Tunables};
-    use tokio::sync::{mpsc, watch, Notify};
+    use tokio::sync::{mpsc, watch};
 
     let host = local::machine_hostname();
     let advertise = cfg
@@ -225,12 +238,15 @@ fn start_mesos(
     });
     let fw_settings = proto::calls::FrameworkSettings {
         id: framework_id.clone(),
-        user,
-        name: cfg.framework_name.clone(),
         hostname: Some(host),
         webui_url: Some(format!("{advertise}/")),
         failover_timeout: cfg.failover_timeout_secs as f64,
-        role: (cfg.mesos_role != "*").then(|| cfg.mesos_role.clone()),
+        role: Some(cfg.mesos_role.clone()),
+        multi_role: true,
+        checkpoint: !cfg.mesos_no_checkpoint,
+        principal: creds.as_ref().map(|c| c.principal.clone()),
+        gpus: false,
+        ..proto::calls::FrameworkSettings::new(&user, &cfg.framework_name)
     };
     let mut t = Tunables {
         hold_ms: cfg.offer_hold_secs * 1000,
@@ -249,26 +265,36 @@ fn start_mesos(
     let (id_tx, id_rx) = watch::channel(framework_id.clone());
     let (calls_tx, calls_rx) = mpsc::unbounded_channel();
     let (session_tx, session_rx) = watch::channel(None);
-    let reconnect = Arc::new(Notify::new());
+    // Calls that find the subscription gone name the stream they were sent
+    // on, so that a stale report never ends a newer subscription.
+    let (reconnect_tx, reconnect_rx) = mpsc::unbounded_channel();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let detector = mesos::detect::Detector::new(masters);
     let masters_text = detector.describe();
     tracing::info!(masters = %masters_text, framework_id = ?framework_id, %advertise, "Mesos backend");
     let settings = conn::ConnSettings {
         framework: fw_settings,
+        creds,
+        subscribe_timeout: Duration::from_secs(if cfg.fast_timers { 5 } else { 75 }),
         missed_heartbeats: cfg.missed_heartbeats.max(1),
         backoff_base: base,
         backoff_cap: cap,
     };
+    let call_creds = settings.creds.clone();
     tokio::spawn(conn::run(
         settings,
         detector,
         id_rx,
         events_tx,
         session_tx,
-        reconnect.clone(),
+        reconnect_rx,
     ));
-    tokio::spawn(conn::send_calls(calls_rx, session_rx, reconnect));
+    tokio::spawn(conn::send_calls(
+        calls_rx,
+        session_rx,
+        reconnect_tx,
+        call_creds,
+    ));
     // Events wait until the jobs of before a restart are taken back, so
     // that the first SUBSCRIBED finds their tasks to reconcile.
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
@@ -282,13 +308,16 @@ fn start_mesos(
             }
         }
     });
-    let backend = runner::Backend::Mesos(Box::new(runner::MesosBackend::new(
-        Framework::new(framework_id, t),
+    let mut mesos = runner::MesosBackend::new(
+        Framework::new(framework_id, t).for_role(&cfg.mesos_role),
         calls_tx,
         id_tx,
         advertise,
         masters_text,
-    )));
+        files,
+    );
+    mesos.kill_grace = Duration::from_secs(cfg.kill_grace_secs);
+    let backend = runner::Backend::Mesos(Box::new(mesos));
     (backend, Some(go_tx))
 }
 

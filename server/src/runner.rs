@@ -67,6 +67,12 @@ pub enum Msg {
     Mesos(ConnEvent),
     /// Unregister the framework: the master kills every task.
     Teardown(oneshot::Sender<Result<String, String>>),
+    /// The master's answer to a TEARDOWN call.
+    TornDown {
+        id: String,
+        result: Result<(), String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// What a job needs besides its roles to start its peers.
@@ -154,6 +160,12 @@ pub struct MesosBackend {
     task_res: HashMap<(u64, u32), (String, u64, u64)>,
     pending: Vec<Launch>,
     teardown: Vec<oneshot::Sender<Result<String, String>>>,
+    /// A TEARDOWN is on its way to the master.
+    tearing_down: bool,
+    /// Given to each task's kill policy.
+    pub kill_grace: Duration,
+    /// The runner's own queue (answers of calls come back through it).
+    queue: Option<mpsc::UnboundedSender<Msg>>,
 }
 
 struct AgentRec {
@@ -169,13 +181,14 @@ impl MesosBackend {
         fw_id: watch::Sender<Option<String>>,
         advertise: String,
         masters: String,
+        files: Files,
     ) -> MesosBackend {
         MesosBackend {
             fw,
             calls,
             fw_id,
             advertise,
-            files: Files::new(),
+            files,
             masters,
             master: None,
             heartbeat_secs: 0.0,
@@ -186,6 +199,9 @@ impl MesosBackend {
             task_res: HashMap::new(),
             pending: vec![],
             teardown: vec![],
+            tearing_down: false,
+            kill_grace: Duration::from_secs(5),
+            queue: None,
         }
     }
 
@@ -237,7 +253,10 @@ impl Runner {
         archive_cap: u64,
     ) -> (Runner, RunnerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let backend = backend_for(tx.clone());
+        let mut backend = backend_for(tx.clone());
+        if let Backend::Mesos(m) = &mut backend {
+            m.queue = Some(tx.clone());
+        }
         let ticker = tx.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(250));
@@ -348,17 +367,22 @@ impl Runner {
                     continue;
                 }
                 Msg::Mesos(ev) => {
-                    let Some(inputs) = self.mesos_event(now, ev).await else {
+                    let Some((inputs, acks)) = self.mesos_event(now, ev).await else {
                         continue;
                     };
                     for input in inputs {
                         let actions = self.core.handle(input);
                         self.carry_out(actions).await;
                     }
+                    // The updates are recorded (or changed nothing): only
+                    // now may the agent forget them.
+                    if let Backend::Mesos(m) = &self.backend {
+                        m.send(acks);
+                    }
                     self.place_and_settle(now, true).await;
                     // A teardown asked while disconnected is done once subscribed.
                     if let Backend::Mesos(m) = &mut self.backend {
-                        if m.fw.is_subscribed() && !m.teardown.is_empty() {
+                        if m.fw.is_subscribed() && !m.tearing_down && !m.teardown.is_empty() {
                             for reply in std::mem::take(&mut m.teardown) {
                                 self.teardown(reply).await;
                             }
@@ -368,6 +392,10 @@ impl Runner {
                 }
                 Msg::Teardown(reply) => {
                     self.teardown(reply).await;
+                    continue;
+                }
+                Msg::TornDown { id, result, reply } => {
+                    self.torn_down(id, result, reply).await;
                     continue;
                 }
             };
@@ -411,7 +439,7 @@ impl Runner {
 
     /// A Mesos connection event: the framework core's view changes, calls
     /// go out, and peer updates come back as core inputs.
-    async fn mesos_event(&mut self, now: u64, ev: ConnEvent) -> Option<Vec<Input>> {
+    async fn mesos_event(&mut self, now: u64, ev: ConnEvent) -> Option<(Vec<Input>, Vec<Call>)> {
         let waiting = self.core.waiting() > 0;
         let Backend::Mesos(m) = &mut self.backend else {
             return None;
@@ -424,25 +452,29 @@ impl Runner {
                 return None;
             }
             ConnEvent::Disconnected { why } => {
-                m.last_error = Some(why.clone());
                 m.fw.disconnected();
-                m.state = "disconnected";
+                // A refusal ends its stream: the refusal is what to show.
+                if m.state != "refused" {
+                    m.last_error = Some(why.clone());
+                    m.state = "disconnected";
+                }
                 m.disconnected_at = Some(Instant::now());
                 tracing::warn!(%why, "disconnected from the master");
                 return None;
             }
             ConnEvent::Refused { why } => {
-                // Not a removal (that comes as an ERROR event): the tasks
-                // still run, and the subscription is retried with the same
-                // id until the master's authorization lets it in.
+                // The master answered SUBSCRIBE with an HTTP error (401 and
+                // 400 for credentials and principals): nothing was decided
+                // about the framework; it is retried with the same id.
+                tracing::error!(%why, "the master refused the subscription");
                 m.state = "refused";
-                m.last_error = Some(format!("SUBSCRIBE refused (403): {why}"));
+                m.last_error = Some(why);
                 return None;
             }
             ConnEvent::Event(ev) => {
                 if let Some(o) = ev.offers.as_ref() {
                     for o in &o.offers {
-                        let view = crate::mesos::offer_from(o);
+                        let view = crate::mesos::offer_from(o, m.fw.role());
                         m.agents.insert(
                             o.agent_id.value.clone(),
                             AgentRec {
@@ -496,6 +528,14 @@ impl Runner {
                 Input::Peer { job, index, update }
             })
             .collect();
+        if let Some(why) = out.refused {
+            // Not a removal: the tasks still run and the id is still ours;
+            // the subscription is retried (with backoff) until the master
+            // lets it in.
+            tracing::error!(%why, "the master refused the subscription (ERROR event)");
+            m.state = "refused";
+            m.last_error = Some(format!("the master refused the subscription: {why}"));
+        }
         if let Some(why) = out.removed {
             tracing::error!(%why, "the master ended the framework; its tasks are gone");
             m.last_error = Some(format!("the master ended the framework: {why}"));
@@ -523,45 +563,68 @@ impl Runner {
                 }
             }
         }
-        Some(inputs)
+        Some((inputs, out.acks))
     }
 
-    /// TEARDOWN: the master kills every task; jobs end KILLED.
+    /// TEARDOWN: the master kills every task; jobs end KILLED. The
+    /// framework id is forgotten only once the master has the call; a call
+    /// that does not arrive is sent again after the next subscription.
     async fn teardown(&mut self, reply: oneshot::Sender<Result<String, String>>) {
         let Backend::Mesos(m) = &mut self.backend else {
             let _ = reply.send(Err("teardown is for the Mesos backend".into()));
             return;
         };
-        if !m.fw.is_subscribed() {
-            if m.fw.id().is_none() {
-                let _ = reply.send(Err("the framework is not registered".into()));
-            } else {
-                // Done as soon as the subscription is back.
-                m.teardown.push(reply);
-            }
+        if m.fw.id().is_none() {
+            let _ = reply.send(Err("the framework is not registered".into()));
+            return;
+        }
+        if !m.fw.is_subscribed() || m.tearing_down {
+            // Done as soon as the subscription is back (or the call under
+            // way is answered).
+            m.teardown.push(reply);
             return;
         }
         let Some(call) = m.fw.teardown() else {
             let _ = reply.send(Err("the framework is not registered".into()));
             return;
         };
-        let id = call
-            .framework_id
-            .clone()
-            .map(|f| f.value)
-            .unwrap_or_default();
-        // The answer waits until the master has the call.
+        let id = m.fw.id().unwrap_or_default().to_string();
+        m.tearing_down = true;
         let (done, delivered) = oneshot::channel();
         let _ = m.calls.send((call, Some(done)));
-        m.fw_id.send_replace(None);
+        let queue = m.queue.clone();
         tokio::spawn(async move {
-            let r = match delivered.await {
-                Ok(Ok(())) => Ok(id),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err("the dispatcher is stopping".into()),
-            };
-            let _ = reply.send(r);
+            let result = delivered
+                .await
+                .unwrap_or_else(|_| Err("the dispatcher is stopping".into()));
+            if let Some(q) = queue {
+                let _ = q.send(Msg::TornDown { id, result, reply });
+            }
         });
+    }
+
+    async fn torn_down(
+        &mut self,
+        id: String,
+        result: Result<(), String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    ) {
+        let Backend::Mesos(m) = &mut self.backend else {
+            return;
+        };
+        m.tearing_down = false;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "TEARDOWN did not reach the master; sent again once subscribed");
+            m.teardown.push(reply);
+            return;
+        }
+        tracing::info!(framework_id = %id, "framework torn down");
+        m.fw.torn_down();
+        m.fw_id.send_replace(None);
+        m.task_res.clear();
+        for r in std::mem::take(&mut m.teardown).into_iter().chain([reply]) {
+            let _ = r.send(Ok(id.clone()));
+        }
         let db = self.bus.db().clone();
         if let Err(e) = db
             .call(|c| crate::db::set_kv(c, "framework_id", None))
@@ -757,6 +820,7 @@ impl Runner {
                                     &agent,
                                     &url,
                                     &meta.app,
+                                    m.kill_grace,
                                 );
                                 rows.push(TaskRow {
                                     idx: spec.index,

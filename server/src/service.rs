@@ -37,6 +37,8 @@ pub struct Settings {
     /// this can never run here and is refused at submission.
     pub total_offer: Option<Offer>,
     pub backend: &'static str,
+    /// Mesos: the agents' files API (sandboxes of live and finished peers).
+    pub files: Option<crate::mesos::files::Files>,
 }
 
 pub const MAX_ROLE_FILE: usize = 1 << 20;

@@ -67,11 +67,12 @@ pub async fn peer_logs(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     let offset = resume.or(q.offset).unwrap_or(0);
-    let source = if st.settings.backend == "mesos" {
+    let source = if let Some(files) = st.settings.files.clone() {
         Source::Agent {
-            files: crate::mesos::files::Files::new(),
+            files,
             stream: stream.clone(),
             at: None,
+            failing: false,
         }
     } else {
         Source::Local(
@@ -117,6 +118,8 @@ enum Source {
         stream: String,
         /// The agent's URL and the file's path there, once the task is recorded.
         at: Option<(String, String)>,
+        /// The last read failed (logged once, not on every poll).
+        failing: bool,
     },
 }
 
@@ -144,7 +147,12 @@ impl Source {
                     Err(_) => vec![],
                 }
             }
-            Source::Agent { files, stream, at } => {
+            Source::Agent {
+                files,
+                stream,
+                at,
+                failing,
+            } => {
                 if at.is_none() {
                     let task = st
                         .db
@@ -161,9 +169,15 @@ impl Source {
                 }
                 let (agent, path) = at.as_ref().expect("located above");
                 match files.read(agent, path, offset, buf.len() as u64).await {
-                    Ok(b) => b,
+                    Ok(b) => {
+                        *failing = false;
+                        b
+                    }
                     Err(e) => {
-                        tracing::debug!(job = id, peer, error = %e, "log read failed");
+                        if !*failing {
+                            tracing::warn!(job = id, peer, error = %e, "live log read failed");
+                        }
+                        *failing = true;
                         vec![]
                     }
                 }
@@ -182,25 +196,47 @@ async fn tail(
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let mut buf = vec![0u8; CHUNK];
+    // Bytes read but not sent: the start of a UTF-8 character the read
+    // window cut. `offset` counts what was sent, so a client resuming there
+    // reads the whole character.
+    let mut held: Vec<u8> = Vec::new();
+    let send = |offset: u64, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        SseEvent::default()
+            .id(offset.to_string())
+            .event("log")
+            .data(json!({ "offset": offset, "text": text }).to_string())
+    };
     loop {
         // Read whatever is there, then decide whether more can come.
         let done_before_read = !follow || finished(&st, id, peer).await;
         loop {
-            let chunk = source.read_at(&st, id, peer, offset, &mut buf).await;
+            let at = offset + held.len() as u64;
+            let chunk = source.read_at(&st, id, peer, at, &mut buf).await;
             if chunk.is_empty() {
                 break;
             }
-            offset += chunk.len() as u64;
-            let text = String::from_utf8_lossy(&chunk);
-            let ev = SseEvent::default()
-                .id(offset.to_string())
-                .event("log")
-                .data(json!({ "offset": offset, "text": text }).to_string());
+            held.extend_from_slice(&chunk);
+            let whole = held.len() - incomplete_tail(&held);
+            if whole == 0 {
+                continue;
+            }
+            offset += whole as u64;
+            let ev = send(offset, &held[..whole]);
+            held.drain(..whole);
             if tx.send(Ok(ev)).await.is_err() {
                 return;
             }
         }
         if done_before_read {
+            // Nothing more will come: a cut character stays cut.
+            if !held.is_empty() {
+                offset += held.len() as u64;
+                if tx.send(Ok(send(offset, &held))).await.is_err() {
+                    return;
+                }
+                held.clear();
+            }
             let _ = tx
                 .send(Ok(SseEvent::default()
                     .event("end")
@@ -209,5 +245,42 @@ async fn tail(
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How many bytes at the end of `b` are the start of a UTF-8 character
+/// whose remaining bytes have not been read yet (0 to 3). Invalid bytes are
+/// not held back: they can never become valid.
+pub fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let tail = &b[b.len() - back..];
+        if tail[0] & 0xC0 == 0x80 {
+            continue; // a continuation byte: its lead is further back
+        }
+        return match std::str::from_utf8(tail) {
+            Err(e) if e.valid_up_to() == 0 && e.error_len().is_none() => back,
+            _ => 0,
+        };
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incomplete_tail;
+
+    #[test]
+    fn a_character_cut_by_the_read_window_is_held_back_and_nothing_else() {
+        assert_eq!(incomplete_tail(b"abc"), 0);
+        assert_eq!(incomplete_tail(b""), 0);
+        assert_eq!(incomplete_tail("é".as_bytes()), 0);
+        assert_eq!(incomplete_tail(b"a\xC3"), 1);
+        assert_eq!(incomplete_tail(b"a\xF0\x9F"), 2);
+        assert_eq!(incomplete_tail(b"a\xF0\x9F\x98"), 3);
+        assert_eq!(incomplete_tail("a😀".as_bytes()), 0);
+        // Bytes that can never be valid are not held.
+        assert_eq!(incomplete_tail(b"a\xFF"), 0);
+        assert_eq!(incomplete_tail(b"a\xA9"), 0);
+        assert_eq!(incomplete_tail(b"\xC3\x28"), 0);
     }
 }

@@ -8,16 +8,16 @@
 //! capped exponential backoff with jitter. Events go to the runner's queue
 //! in stream order; the runner decides what they mean.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use proto::calls::FrameworkSettings;
 use proto::recordio::Decoder;
 use proto::{Call, Event, Message};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use super::detect::Detector;
+use super::{authorized, Credentials};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// Largest event accepted from the master (offers for thousands of agents
@@ -34,7 +34,9 @@ pub enum ConnEvent {
     Disconnected {
         why: String,
     },
-    /// The master refused the framework (403): it no longer exists there.
+    /// SUBSCRIBE was answered with an HTTP error (401 credentials, 400 a
+    /// principal mismatch or an invalid call, 403): shown to the user and
+    /// retried with backoff. (A refusal by policy comes as an ERROR event.)
     Refused {
         why: String,
     },
@@ -50,6 +52,10 @@ pub struct Session {
 #[derive(Clone, Debug)]
 pub struct ConnSettings {
     pub framework: FrameworkSettings,
+    /// HTTP Basic credentials sent with SUBSCRIBE and every call.
+    pub creds: Option<Credentials>,
+    /// How long SUBSCRIBE may take to answer with its headers.
+    pub subscribe_timeout: Duration,
     /// Missed heartbeats that mean the stream is dead.
     pub missed_heartbeats: u32,
     pub backoff_base: Duration,
@@ -125,6 +131,33 @@ fn scheduler_url(master: &str) -> String {
     format!("http://{master}/api/v1/scheduler")
 }
 
+/// What an HTTP error answer to SUBSCRIBE means, for the user.
+pub fn refusal(status: u16, body: &str, creds: Option<&Credentials>) -> String {
+    let body = body.trim();
+    match (status, creds) {
+        (401, None) => format!(
+            "the master requires authentication (401 {body}): start the dispatcher with --mesos-principal and --mesos-secret-file"
+        ),
+        (401, Some(c)) => format!(
+            "the master rejected the credentials of principal '{}' (401 {body}): check --mesos-secret-file",
+            c.principal
+        ),
+        (s, _) => format!("SUBSCRIBE answered {s}: {body}"),
+    }
+}
+
+/// Drops reports about streams other than `current`; resolves on one
+/// about `current` (a call found that subscription gone).
+async fn lost(reconnect: &mut mpsc::UnboundedReceiver<String>, current: &str) {
+    loop {
+        match reconnect.recv().await {
+            Some(s) if s == current => return,
+            Some(_) => continue,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// The subscription loop: runs until the runner's queue closes.
 pub async fn run(
     settings: ConnSettings,
@@ -132,7 +165,7 @@ pub async fn run(
     framework_id: watch::Receiver<Option<String>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     session: watch::Sender<Option<Session>>,
-    reconnect: Arc<Notify>,
+    mut reconnect: mpsc::UnboundedReceiver<String>,
 ) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -143,6 +176,9 @@ pub async fn run(
     let mut backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
     let mut redirected: Option<String> = None;
     let mut redirects = 0u32;
+    // The master the detector named: ZooKeeper names masters by address,
+    // a redirect by hostname, so a leader change is judged against this.
+    let mut named = String::new();
     loop {
         if events.is_closed() {
             return;
@@ -158,25 +194,38 @@ pub async fn run(
                 (u, host)
             }
             None => {
-                let m = detector.candidate().await;
-                (scheduler_url(&m), m)
+                named = detector.candidate().await;
+                (scheduler_url(&named), named.clone())
             }
         };
         let mut fw = settings.framework.clone();
         fw.id = framework_id.borrow().clone();
         let body = proto::calls::subscribe(&fw).encode_to_vec();
         tracing::debug!(%url, framework_id = ?fw.id, "subscribing");
-        let sent = client
+        let req = client
             .post(&url)
             .header("content-type", PROTOBUF)
             .header("accept", PROTOBUF)
-            .body(body)
-            .send()
-            .await;
+            .body(body);
+        let sent = tokio::time::timeout(
+            settings.subscribe_timeout,
+            authorized(req, settings.creds.as_ref()).send(),
+        )
+        .await;
         let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 tracing::warn!(%url, error = %e, "cannot reach the master");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            Err(_) => {
+                let why = format!(
+                    "SUBSCRIBE to {url} got no answer in {} s",
+                    settings.subscribe_timeout.as_secs_f64()
+                );
+                tracing::warn!(%url, "{why}");
+                let _ = events.send(ConnEvent::Disconnected { why });
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -205,13 +254,16 @@ pub async fn run(
                 continue;
             }
             503 => {
-                tracing::info!(%url, "the master has no leader yet");
+                // "No leader elected", or "Master has not finished recovery".
+                let why = resp.text().await.unwrap_or_default();
+                tracing::info!(%url, why = why.trim(), "the master cannot take subscriptions yet");
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
-            403 => {
-                let why = resp.text().await.unwrap_or_default();
-                tracing::error!(%url, %why, "the master refused the framework");
+            400..=499 => {
+                let body = resp.text().await.unwrap_or_default();
+                let why = refusal(status, &body, settings.creds.as_ref());
+                tracing::error!(%url, status, "{why}");
                 let _ = events.send(ConnEvent::Refused { why });
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
@@ -234,18 +286,20 @@ pub async fn run(
             tokio::time::sleep(backoff.next_delay()).await;
             continue;
         };
+        // Reports about earlier streams are stale now.
+        while reconnect.try_recv().is_ok() {}
         session.send_replace(Some(Session {
             url: url.clone(),
             stream_id: stream_id.clone(),
         }));
         let _ = events.send(ConnEvent::Connected {
             master: leader.clone(),
-            stream_id,
+            stream_id: stream_id.clone(),
         });
         let why = tokio::select! {
             why = read_stream(resp, &settings, &events, &mut backoff) => why,
-            _ = detector.leader_changed(&leader) => "ZooKeeper names another leader".to_string(),
-            _ = reconnect.notified() => "a call found the master gone or no longer leading".to_string(),
+            _ = detector.leader_changed(&named) => "ZooKeeper names another leader".to_string(),
+            _ = lost(&mut reconnect, &stream_id) => "a call found the subscription gone or the master no longer leading".to_string(),
         };
         session.send_replace(None);
         tracing::warn!(master = %leader, %why, "subscription ended; subscribing again");
@@ -314,7 +368,8 @@ pub type Outgoing = (
 pub async fn send_calls(
     mut calls: mpsc::UnboundedReceiver<Outgoing>,
     session: watch::Receiver<Option<Session>>,
-    reconnect: Arc<Notify>,
+    reconnect: mpsc::UnboundedSender<String>,
+    creds: Option<Credentials>,
 ) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -358,9 +413,9 @@ pub async fn send_calls(
         };
         futures_util::stream::iter(batch)
             .for_each_concurrent(16, |(call, done)| {
-                let (client, s, reconnect) = (&client, &s, &reconnect);
+                let (client, s, reconnect, creds) = (&client, &s, &reconnect, creds.as_ref());
                 async move {
-                    let outcome = send_one(client, s, &call, reconnect).await;
+                    let outcome = send_one(client, s, &call, reconnect, creds).await;
                     if let Some(d) = done {
                         let _ = d.send(outcome);
                     }
@@ -377,22 +432,33 @@ fn call_kind(call: &Call) -> &'static str {
         .unwrap_or("UNKNOWN")
 }
 
+/// True when a call's error answer means the subscription is gone
+/// (`http.cpp`, `Master::Http::scheduler`; mesos-go's
+/// `CodesIndicatingSubscriptionLoss`): 403 "Framework is not subscribed",
+/// 400 "Framework cannot be found", or a stream id the master no longer
+/// associates with the framework (another connection took over).
+pub fn subscription_lost(status: u16, body: &str) -> bool {
+    status == 403
+        || (status == 400
+            && (body.contains("Framework cannot be found") || body.contains("The stream ID")))
+}
+
 async fn send_one(
     client: &reqwest::Client,
     s: &Session,
     call: &Call,
-    reconnect: &Notify,
+    reconnect: &mpsc::UnboundedSender<String>,
+    creds: Option<&Credentials>,
 ) -> Result<(), String> {
     let kind = call_kind(call);
     let started = Instant::now();
-    let res = client
+    let req = client
         .post(&s.url)
         .header("content-type", PROTOBUF)
         .header("accept", PROTOBUF)
         .header("mesos-stream-id", &s.stream_id)
-        .body(call.encode_to_vec())
-        .send()
-        .await;
+        .body(call.encode_to_vec());
+    let res = authorized(req, creds).send().await;
     match res {
         Ok(r) if r.status().is_success() => {
             tracing::trace!(
@@ -408,18 +474,38 @@ async fn send_one(
                 status = r.status().as_u16(),
                 "the master no longer leads"
             );
-            reconnect.notify_one();
+            let _ = reconnect.send(s.stream_id.clone());
             Err(format!("the master answered {}", r.status()))
         }
         Ok(r) => {
             let status = r.status().as_u16();
             let why = r.text().await.unwrap_or_default();
-            tracing::error!(call = kind, status, %why, "the master rejected a call");
-            Err(format!("the master rejected {kind} ({status}): {why}"))
+            if subscription_lost(status, &why) {
+                tracing::warn!(
+                    call = kind,
+                    status,
+                    why = why.trim(),
+                    "the subscription is gone; subscribing again"
+                );
+                let _ = reconnect.send(s.stream_id.clone());
+            } else if status == 401 {
+                tracing::error!(call = kind, "{}", refusal(status, &why, creds));
+            } else {
+                tracing::error!(
+                    call = kind,
+                    status,
+                    why = why.trim(),
+                    "the master rejected a call"
+                );
+            }
+            Err(format!(
+                "the master rejected {kind} ({status}): {}",
+                why.trim()
+            ))
         }
         Err(e) => {
             tracing::warn!(call = kind, error = %e, "call failed");
-            reconnect.notify_one();
+            let _ = reconnect.send(s.stream_id.clone());
             Err(format!("{kind} failed: {e}"))
         }
     }

@@ -87,12 +87,24 @@ pub struct Out {
     pub updates: Vec<(u64, u32, PeerUpdate)>,
     /// New offers arrived: waiting jobs may now fit.
     pub offers_changed: bool,
+    /// ACKNOWLEDGEs for the updates in `updates`: sent only once those are
+    /// recorded, so that a crash in between makes the agent send them again.
+    pub acks: Vec<Call>,
     /// The master gave a (new) framework id: persist it.
     pub new_id: Option<String>,
     pub heartbeat_secs: Option<f64>,
-    /// The master ended the framework (ERROR): its tasks are gone.
+    /// The master removed the framework (ERROR "Framework has been
+    /// removed"): its id is dead and its tasks are gone.
     pub removed: Option<String>,
+    /// The master refused the subscription (any other ERROR: an ACL, the
+    /// root user, a role, a failover by another scheduler). The id and the
+    /// tasks stay ours; the subscription is retried.
+    pub refused: Option<String>,
 }
+
+/// The one ERROR message that means the framework id is dead
+/// (`master.cpp`, `Master::subscribe`); every other ERROR is a refusal.
+pub const REMOVED: &str = "Framework has been removed";
 
 /// A task to launch on a held offer (by its index in `placeable()`).
 pub struct Launch {
@@ -103,6 +115,9 @@ pub struct Launch {
 #[derive(Debug)]
 pub struct Framework {
     id: Option<String>,
+    /// The role offers are allocated to: resources reserved for it and
+    /// unreserved ones are ours to use.
+    role: String,
     subscribed: bool,
     held: Vec<Held>,
     tasks: BTreeMap<String, Task>,
@@ -150,6 +165,7 @@ impl Framework {
     pub fn new(id: Option<String>, t: Tunables) -> Framework {
         Framework {
             id,
+            role: "*".into(),
             subscribed: false,
             held: vec![],
             tasks: BTreeMap::new(),
@@ -161,6 +177,16 @@ impl Framework {
             last_heartbeat_ms: None,
             t,
         }
+    }
+
+    /// The framework subscribes with this role.
+    pub fn for_role(mut self, role: &str) -> Framework {
+        self.role = role.to_string();
+        self
+    }
+
+    pub fn role(&self) -> &str {
+        &self.role
     }
 
     pub fn id(&self) -> Option<&str> {
@@ -263,7 +289,7 @@ impl Framework {
             }
             Some(event::Type::Offers) => {
                 for o in ev.offers.map(|o| o.offers).unwrap_or_default() {
-                    let view = super::task::offer_from(&o);
+                    let view = super::task::offer_from(&o, &self.role);
                     self.held.push(Held {
                         offer: o,
                         view,
@@ -285,8 +311,14 @@ impl Framework {
             Some(event::Type::Heartbeat) => self.last_heartbeat_ms = Some(now_ms),
             Some(event::Type::Error) => {
                 let message = ev.error.map(|e| e.message).unwrap_or_default();
-                out.removed = Some(message);
-                self.forget_everything();
+                if message == REMOVED {
+                    out.removed = Some(message);
+                    self.forget_everything();
+                } else {
+                    // The master ends the stream after it; offers die with it.
+                    self.disconnected();
+                    out.refused = Some(message);
+                }
             }
             // FAILURE (an agent or executor is gone) is followed by task
             // updates for a partition-aware framework; MESSAGE and inverse
@@ -307,7 +339,7 @@ impl Framework {
 
     fn update(&mut self, now_ms: u64, status: mesos::TaskStatus, out: &mut Out) {
         if let Some(ack) = calls::acknowledge(self.fw(), &status) {
-            out.calls.push(ack);
+            out.acks.push(ack);
         }
         let tid = status.task_id.value.clone();
         let state = TaskState::try_from(status.state).unwrap_or(TaskState::TaskUnknown);
@@ -410,7 +442,9 @@ impl Framework {
             let Some(h) = self.held.get(*idx) else {
                 continue;
             };
-            for t in infos {
+            let mut infos = infos.clone();
+            super::task::take_from_pools(&h.offer, &self.role, &mut infos);
+            for t in &infos {
                 if let Some((job, peer)) = parse_task_id(&t.task_id.value) {
                     self.tasks.insert(
                         t.task_id.value.clone(),
@@ -425,7 +459,7 @@ impl Framework {
                     );
                 }
             }
-            out.push(accept_call(self.fw(), &h.offer.id.value, infos.clone()));
+            out.push(accept_call(self.fw(), &h.offer.id.value, infos));
         }
         let used: BTreeSet<usize> = per_offer.keys().copied().collect();
         let mut i = 0;
@@ -548,11 +582,16 @@ impl Framework {
         out
     }
 
-    /// Unregisters: the master kills every task and forgets the framework.
-    pub fn teardown(&mut self) -> Option<Call> {
-        let id = self.id.clone()?;
+    /// The TEARDOWN call. Nothing is forgotten until the master has it
+    /// (`torn_down`): if it is lost, the framework still exists there.
+    pub fn teardown(&self) -> Option<Call> {
+        self.id.as_deref().map(calls::teardown)
+    }
+
+    /// The master answered the TEARDOWN: it kills every task and forgets
+    /// the framework.
+    pub fn torn_down(&mut self) {
         self.forget_everything();
-        Some(calls::teardown(&id))
     }
 }
 
@@ -793,7 +832,8 @@ mod tests {
             update("job3.peer0", TaskState::TaskRunning, Some(b"u1"), ""),
             true,
         );
-        assert_eq!(kinds(&out.calls), [C::Acknowledge]);
+        assert_eq!(kinds(&out.acks), [C::Acknowledge]);
+        assert!(out.calls.is_empty());
         assert_eq!(out.updates[0].2.state, PeerState::Running);
         // A reconciliation answer (no uuid) is not acknowledged, and a
         // repeat of the same state is not news.
@@ -802,14 +842,15 @@ mod tests {
             update("job3.peer0", TaskState::TaskRunning, None, ""),
             true,
         );
-        assert!(out.calls.is_empty() && out.updates.is_empty());
+        assert!(out.calls.is_empty() && out.acks.is_empty() && out.updates.is_empty());
         // Out of order: STARTING after RUNNING is ignored (but acknowledged).
         let out = f.event(
             3,
             update("job3.peer0", TaskState::TaskStarting, Some(b"u0"), ""),
             true,
         );
-        assert_eq!(kinds(&out.calls), [C::Acknowledge]);
+        assert_eq!(kinds(&out.acks), [C::Acknowledge]);
+        assert!(out.calls.is_empty());
         assert!(out.updates.is_empty());
         let out = f.event(
             4,
@@ -835,7 +876,8 @@ mod tests {
             ),
             true,
         );
-        assert_eq!(kinds(&out.calls), [C::Acknowledge]);
+        assert_eq!(kinds(&out.acks), [C::Acknowledge]);
+        assert!(out.calls.is_empty());
         assert!(out.updates.is_empty());
     }
 
@@ -951,6 +993,38 @@ mod tests {
         assert!(f.kill(1, &[0]).is_empty());
         let out = f.event(1, subscribed("fw"), true);
         assert_eq!(kinds(&out.calls), [C::Kill, C::Reconcile]);
+    }
+
+    fn error(message: &str) -> Event {
+        Event {
+            r#type: Some(event::Type::Error as i32),
+            error: Some(event::Error {
+                message: message.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_framework_id_and_its_tasks() {
+        // The ERROR messages a real master sends for a refused SUBSCRIBE
+        // (scenarios/refused-subscription).
+        for why in [
+            "User 'root' is not allowed to run frameworks without --root_submissions set",
+            "Not authorized to register framework  with roles { forbidden }",
+            "Framework failed over",
+        ] {
+            let mut f = Framework::new(Some("fw".into()), t());
+            f.adopt(1, 0, Some("a1".into()), 0);
+            f.event(0, subscribed("fw"), true);
+            f.event(0, offers(vec![offer("o1", "a1")]), true);
+            let out = f.event(1, error(why), true);
+            assert_eq!(out.refused.as_deref(), Some(why));
+            assert!(out.removed.is_none() && out.updates.is_empty());
+            assert_eq!(f.id(), Some("fw"));
+            assert_eq!(f.task_count(), 1);
+            assert!(!f.is_subscribed() && f.placeable().is_empty());
+        }
     }
 
     #[test]

@@ -7,11 +7,29 @@ use app::placement::{Offer, PortRange};
 use app::role::{Role, Volume};
 use proto::mesos::{self, command_info, container_info, environment, value, TaskState};
 
-/// An offer as placement sees it: unreserved cpus, mem and ports, and the
+/// The pool a resource belongs to: the role it is reserved for (the last
+/// reservation in the refinement format, else `role`), or `*` unreserved.
+pub fn pool_of(r: &mesos::Resource) -> &str {
+    if let Some(last) = r.reservations.last() {
+        return last.role.as_deref().unwrap_or("*");
+    }
+    r.role.as_deref().unwrap_or("*")
+}
+
+/// True for the resources a framework of `role` may use: unreserved ones
+/// and those reserved for its role. Others cannot be launched on (Mesos
+/// answers TASK_ERROR), so placement must not count them.
+fn usable(r: &mesos::Resource, role: &str) -> bool {
+    let pool = pool_of(r);
+    pool == "*" || pool == role
+}
+
+/// An offer as placement sees it: the cpus, mem and ports a framework of
+/// `role` may use (unreserved and reserved for it together), and the
 /// address peers should use (the agent's IP when the offer has its URL).
-pub fn offer_from(o: &mesos::Offer) -> Offer {
+pub fn offer_from(o: &mesos::Offer, role: &str) -> Offer {
     let (mut cpus, mut mem, mut ports) = (0.0f64, 0.0f64, Vec::new());
-    for r in &o.resources {
+    for r in o.resources.iter().filter(|r| usable(r, role)) {
         match (r.name.as_str(), &r.scalar, &r.ranges) {
             ("cpus", Some(s), _) => cpus += s.value,
             ("mem", Some(s), _) => mem += s.value,
@@ -32,6 +50,7 @@ pub fn offer_from(o: &mesos::Offer) -> Offer {
         .as_ref()
         .and_then(|u| u.address.ip.clone().or_else(|| u.address.hostname.clone()))
         .unwrap_or_else(|| o.hostname.clone());
+    ports.sort_by_key(|p| p.begin);
     Offer {
         id: o.id.value.clone(),
         host: o.hostname.clone(),
@@ -39,6 +58,81 @@ pub fn offer_from(o: &mesos::Offer) -> Offer {
         cpus_milli: (cpus * 1000.0).round() as u64,
         mem_mb: mem.floor() as u64,
         ports,
+    }
+}
+
+/// Rewrites the tasks launched on one offer so that each resource names the
+/// pool it is taken from: Mesos serves an unreserved request from
+/// unreserved resources only, and a request for a role's reservation from
+/// that reservation only (scenarios/reserved-resources: asking one pool
+/// for more than it offered is TASK_ERROR). Reserved resources are used
+/// first; `allocation_info` is left out (the master fills it in).
+pub fn take_from_pools(o: &mesos::Offer, role: &str, tasks: &mut [mesos::TaskInfo]) {
+    // What each pool offers, in thousandths (Mesos' own fixed point).
+    let milli = |v: f64| (v * 1000.0).round() as u64;
+    let mut left: Vec<(String, &'static str, u64)> = vec![];
+    let mut port_pools: Vec<(u64, u64, String)> = vec![];
+    for r in o.resources.iter().filter(|r| usable(r, role)) {
+        let pool = pool_of(r).to_string();
+        match (r.name.as_str(), &r.scalar, &r.ranges) {
+            ("cpus", Some(s), _) => left.push((pool, "cpus", milli(s.value))),
+            ("mem", Some(s), _) => left.push((pool, "mem", milli(s.value))),
+            ("ports", _, Some(rs)) => {
+                port_pools.extend(rs.range.iter().map(|x| (x.begin, x.end, pool.clone())))
+            }
+            _ => {}
+        }
+    }
+    // Reservations before the unreserved pool.
+    left.sort_by_key(|(pool, _, _)| pool == "*");
+    let reserved = |pool: &str| (pool != "*").then(|| pool.to_string());
+    for t in tasks {
+        let mut out = Vec::new();
+        for r in std::mem::take(&mut t.resources) {
+            match (r.name.as_str(), &r.scalar, &r.ranges) {
+                (name @ ("cpus" | "mem"), Some(s), _) => {
+                    let mut need = milli(s.value);
+                    for (pool, kind, have) in left.iter_mut().filter(|x| x.1 == name) {
+                        let take = need.min(*have);
+                        if take == 0 {
+                            continue;
+                        }
+                        *have -= take;
+                        need -= take;
+                        out.push(mesos::Resource {
+                            role: reserved(pool),
+                            ..scalar(kind, take as f64 / 1000.0)
+                        });
+                        if need == 0 {
+                            break;
+                        }
+                    }
+                    if need > 0 {
+                        // More than offered: asked as unreserved, so that
+                        // the master's answer names the shortfall.
+                        out.push(scalar(name, need as f64 / 1000.0));
+                    }
+                }
+                ("ports", _, Some(rs)) => {
+                    for p in &rs.range {
+                        let pool = port_pools
+                            .iter()
+                            .find(|(b, e, _)| *b <= p.begin && p.end <= *e)
+                            .map(|(_, _, pool)| pool.as_str())
+                            .unwrap_or("*");
+                        out.push(mesos::Resource {
+                            role: reserved(pool),
+                            ranges: Some(value::Ranges {
+                                range: vec![p.clone()],
+                            }),
+                            ..r.clone()
+                        });
+                    }
+                }
+                _ => out.push(r),
+            }
+        }
+        t.resources = out;
     }
 }
 
@@ -103,6 +197,7 @@ pub fn task_info(
     agent_id: &str,
     binary_url: &str,
     binary: &str,
+    kill_grace: std::time::Duration,
 ) -> mesos::TaskInfo {
     let mut resources = vec![scalar("cpus", spec.cpus_milli as f64 / 1000.0)];
     if spec.mem_mb > 0 {
@@ -167,6 +262,12 @@ pub fn task_info(
         resources,
         command: Some(command),
         container,
+        // The executor's SIGTERM → SIGKILL grace, as the local backend's.
+        kill_policy: Some(mesos::KillPolicy {
+            grace_period: Some(mesos::DurationInfo {
+                nanoseconds: kill_grace.as_nanos() as i64,
+            }),
+        }),
         labels: Some(mesos::Labels {
             labels: vec![
                 label("dispatcher.job", job.to_string()),
@@ -202,7 +303,7 @@ mod tests {
         let o =
             mesos::Offer::decode(&std::fs::read(format!("{FIXTURES}/offer-first.pb")).unwrap()[..])
                 .unwrap();
-        let offer = offer_from(&o);
+        let offer = offer_from(&o, "*");
         assert_eq!((offer.cpus_milli, offer.mem_mb), (4000, 4096));
         assert_eq!(
             offer.ports,
@@ -214,6 +315,104 @@ mod tests {
         assert_eq!(offer.host, "127.0.0.1");
         assert_eq!(offer.address, "127.0.0.1");
         assert!(offer.id.ends_with("-O0"));
+    }
+
+    fn scenario_offer(name: &str) -> mesos::Offer {
+        let path = format!("{FIXTURES}/scenarios/reserved-resources/{name}");
+        mesos::Offer::decode(&std::fs::read(path).unwrap()[..]).unwrap()
+    }
+
+    #[test]
+    fn offers_count_what_the_role_may_use_in_all_three_recorded_formats() {
+        // The agent: cpus(dispatch):2; mem(dispatch):1024; cpus:2; mem:2048.
+        for name in [
+            "multirole-offer.pb",
+            "singlerole-offer.pb",
+            "refinement-offer.pb",
+        ] {
+            let o = scenario_offer(name);
+            let mine = offer_from(&o, "dispatch");
+            assert_eq!((mine.cpus_milli, mine.mem_mb), (4000, 3072), "{name}");
+            // Another role may use only the unreserved part.
+            let other = offer_from(&o, "other");
+            assert_eq!((other.cpus_milli, other.mem_mb), (2000, 2048), "{name}");
+            assert_eq!(other.ports[0].begin, 31000, "{name}");
+        }
+    }
+
+    fn plain_task(cpus: f64, mem: f64, port: u64) -> mesos::TaskInfo {
+        mesos::TaskInfo {
+            resources: vec![
+                scalar("cpus", cpus),
+                scalar("mem", mem),
+                mesos::Resource {
+                    name: "ports".into(),
+                    r#type: value::Type::Ranges as i32,
+                    ranges: Some(value::Ranges {
+                        range: vec![value::Range {
+                            begin: port,
+                            end: port,
+                        }],
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// (pool, name, amount) of each scalar resource.
+    fn asked(t: &mesos::TaskInfo) -> Vec<(String, String, f64)> {
+        t.resources
+            .iter()
+            .filter_map(|r| {
+                let v = r.scalar.as_ref()?.value;
+                Some((pool_of(r).to_string(), r.name.clone(), v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn launches_take_the_reservation_first_then_unreserved_and_never_more_of_a_pool() {
+        let o = scenario_offer("multirole-offer.pb");
+        // 1.5 + 1.5 cpus: the first from the 2 reserved, the second from
+        // what is left of them (0.5) and then the unreserved pool.
+        let mut tasks = vec![
+            plain_task(1.5, 512.0, 31000),
+            plain_task(1.5, 1024.0, 31001),
+        ];
+        take_from_pools(&o, "dispatch", &mut tasks);
+        let s = |p: &str, n: &str, v: f64| (p.to_string(), n.to_string(), v);
+        assert_eq!(
+            asked(&tasks[0]),
+            [s("dispatch", "cpus", 1.5), s("dispatch", "mem", 512.0)]
+        );
+        assert_eq!(
+            asked(&tasks[1]),
+            [
+                s("dispatch", "cpus", 0.5),
+                s("*", "cpus", 1.0),
+                s("dispatch", "mem", 512.0),
+                s("*", "mem", 512.0)
+            ]
+        );
+        // Reserved resources are asked for in the format every framework
+        // may use (`role`), and with no allocation_info (the master adds it).
+        let r = &tasks[0].resources[0];
+        assert_eq!(r.role.as_deref(), Some("dispatch"));
+        assert!(r.allocation_info.is_none() && r.reservations.is_empty());
+        // Ports come from the pool that holds them (here unreserved).
+        let ports: Vec<_> = tasks[1]
+            .resources
+            .iter()
+            .filter(|r| r.name == "ports")
+            .collect();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(pool_of(ports[0]), "*");
+        // A role with no reservation asks for unreserved resources only.
+        let mut t = vec![plain_task(1.0, 64.0, 31002)];
+        take_from_pools(&o, "*", &mut t);
+        assert!(asked(&t[0]).iter().all(|(p, _, _)| p == "*"));
     }
 
     #[test]
@@ -259,8 +458,17 @@ mod tests {
             "agent-1",
             "http://d:5000/api/blobs/abc",
             "prog",
+            std::time::Duration::from_secs(5),
         );
         assert_eq!(t.task_id.value, "job7.peer1");
+        let grace = t
+            .kill_policy
+            .as_ref()
+            .unwrap()
+            .grace_period
+            .as_ref()
+            .unwrap();
+        assert_eq!(grace.nanoseconds, 5_000_000_000);
         let cpus = t
             .resources
             .iter()

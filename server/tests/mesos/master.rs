@@ -1,19 +1,41 @@
-//! A Mesos master for tests, speaking the real wire protocol: SUBSCRIBE
-//! answered with protobuf RecordIO over a chunked response and a
-//! `Mesos-Stream-Id`, calls checked against that id, 307 redirects from a
-//! non-leader (with Mesos' scheme-less `Location`), 503 without a leader,
-//! heartbeats, and agents whose free resources are sent as offers.
+//! A Mesos master for tests, speaking the real wire protocol and behaving
+//! as the recordings of a real Mesos 1.12 master show
+//! (`../shared/fixtures/mesos/scenarios/`; `conformance.rs` replays each
+//! one against this master and compares). Where a recording is silent it
+//! follows Mesos' `src/master/http.cpp` and `master.cpp`.
 //!
-//! Agents run tasks for real: the command's URIs are fetched over HTTP
-//! (from the dispatcher), the command runs under `sh -c` in a sandbox with
-//! its environment, and its exit becomes TASK_FINISHED / TASK_FAILED /
-//! TASK_KILLED. Each agent serves the files API (`/files/read`,
-//! `/files/browse`, `/files/download`) over its sandboxes.
+//! - SUBSCRIBE: protobuf RecordIO over a chunked response with a
+//!   `Mesos-Stream-Id`. A refusal (root user without `--root_submissions`,
+//!   a role an ACL forbids, a removed framework id) is `200` with one ERROR
+//!   event and the terminating chunk. A second connection for the same
+//!   framework takes over, and the first gets ERROR "Framework failed over".
+//! - Calls are checked in Mesos' order: HTTP Basic authentication (401),
+//!   leader (307 with a scheme-less `Location`, 503), recovery (503),
+//!   method (405), Content-Type (415), body (400), validation (400), the
+//!   framework (400 "cannot be found", 403 "not subscribed"), the stream id
+//!   (400). Errors are plain text; success is an empty 202.
+//! - Agents offer their resources by reservation (unreserved `*` and static
+//!   reservations for a role) in the format the framework's capabilities
+//!   ask for (`role`, `allocation_info` with MULTI_ROLE, `reservations` with
+//!   RESERVATION_REFINEMENT). A launch asking one pool for more than it
+//!   offered gets TASK_ERROR.
+//! - Agents run tasks for real: URIs fetched over HTTP, the command under
+//!   `sh -c` in a sandbox, TASK_STARTING, TASK_RUNNING, then FINISHED /
+//!   FAILED / KILLED, each from the executor with a uuid and retried on
+//!   resubscription until acknowledged. Updates the master makes itself
+//!   (agent lost, invalid launch, reconciliation) carry no uuid and are never
+//!   retried.
+//! - Each agent serves the files API with Mesos' quirks: `/files/read` puts
+//!   raw file bytes in its JSON (invalid UTF-8 where a window splits a
+//!   character), at most 64 KiB a read.
 //!
-//! Faults on demand: drop the stream, stop heartbeats, fail over to the
-//! other master, no leader, lose an agent, rescind offers, duplicate or
-//! out-of-order updates. It records every call for assertions. A test
-//! tool only: never a backend users run.
+//! Faults on demand: drop or break the stream, stop heartbeats, fail over
+//! to the other master, no leader, restart the master (recovery, agents not
+//! yet re-registered), kill and restart an agent (with or without
+//! checkpointing), an agent removed after ping timeouts and then marked
+//! gone, rescinded offers, duplicate or out-of-order updates, a removed
+//! framework. It records every call for assertions. A test tool only:
+//! never a backend users run.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,73 +50,36 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use dispatcher_proto_reexport::*;
+use axum::Router;
+use proto_reexport::*;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-/// The proto crate, under the name the server exposes it.
-mod dispatcher_proto_reexport {
+mod proto_reexport {
+    pub use proto::mesos::framework_info::capability::Type as Cap;
     pub use proto::mesos::scheduler::{call, event};
+    pub use proto::mesos::task_status::{Reason, Source};
     pub use proto::mesos::{self, TaskState};
     pub use proto::recordio;
     pub use proto::{Call, Event, Message};
 }
 
-#[derive(Clone, Debug)]
+/// The unreserved pool's key; any other key is the role a reservation is for.
+pub const UNRESERVED: &str = "*";
+
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Res {
     pub cpus: f64,
     pub mem: f64,
     pub ports: Vec<(u64, u64)>,
 }
 
-impl Res {
-    fn to_proto(&self) -> Vec<mesos::Resource> {
-        let scalar = |n: &str, v: f64| mesos::Resource {
-            name: n.into(),
-            r#type: mesos::value::Type::Scalar as i32,
-            scalar: Some(mesos::value::Scalar { value: v }),
-            role: Some("*".into()),
-            ..Default::default()
-        };
-        let mut v = vec![scalar("cpus", self.cpus), scalar("mem", self.mem)];
-        if !self.ports.is_empty() {
-            v.push(mesos::Resource {
-                name: "ports".into(),
-                r#type: mesos::value::Type::Ranges as i32,
-                ranges: Some(mesos::value::Ranges {
-                    range: self
-                        .ports
-                        .iter()
-                        .map(|(b, e)| mesos::value::Range { begin: *b, end: *e })
-                        .collect(),
-                }),
-                role: Some("*".into()),
-                ..Default::default()
-            });
-        }
-        v
-    }
+/// An agent's resources by reservation.
+pub type Pools = BTreeMap<String, Res>;
 
-    fn of(resources: &[mesos::Resource]) -> Res {
-        let mut r = Res {
-            cpus: 0.0,
-            mem: 0.0,
-            ports: vec![],
-        };
-        for x in resources {
-            match x.name.as_str() {
-                "cpus" => r.cpus += x.scalar.as_ref().map_or(0.0, |s| s.value),
-                "mem" => r.mem += x.scalar.as_ref().map_or(0.0, |s| s.value),
-                "ports" => {
-                    for rg in x.ranges.iter().flat_map(|x| &x.range) {
-                        r.ports.push((rg.begin, rg.end));
-                    }
-                }
-                _ => {}
-            }
-        }
-        r
+impl Res {
+    fn is_empty(&self) -> bool {
+        self.cpus < 1e-9 && self.mem < 1e-9 && self.ports.is_empty()
     }
 
     fn contains(&self, want: &Res) -> bool {
@@ -122,6 +107,33 @@ impl Res {
         self.ports.extend(r.ports.iter().copied());
         self.ports.sort();
     }
+
+    /// Mesos' rendering in TASK_ERROR messages: `cpus(allocated: r):1.5; mem(...):64`.
+    fn describe(&self, pool: &str, alloc: &str) -> Vec<String> {
+        let tag = if pool == UNRESERVED {
+            format!("(allocated: {alloc})")
+        } else {
+            format!("(allocated: {alloc})(reservations: [(STATIC,{pool})])")
+        };
+        let mut out = vec![];
+        if self.cpus > 0.0 {
+            out.push(format!("cpus{tag}:{}", self.cpus));
+        }
+        if self.mem > 0.0 {
+            out.push(format!("mem{tag}:{}", self.mem));
+        }
+        if !self.ports.is_empty() {
+            let r: Vec<String> = self.ports.iter().map(|(b, e)| format!("{b}-{e}")).collect();
+            out.push(format!("ports{tag}:[{}]", r.join(", ")));
+        }
+        out
+    }
+}
+
+fn give_pools(to: &mut Pools, from: &Pools) {
+    for (k, r) in from {
+        to.entry(k.clone()).or_default().give(r);
+    }
 }
 
 fn remove_port(ranges: &[(u64, u64)], p: u64) -> Vec<(u64, u64)> {
@@ -141,22 +153,79 @@ fn remove_port(ranges: &[(u64, u64)], p: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// The pool a requested resource is served from: its last reservation's
+/// role (refinement format), else its `role`, else unreserved.
+fn pool_of(r: &mesos::Resource) -> String {
+    if let Some(last) = r.reservations.last() {
+        return last.role.clone().unwrap_or_else(|| UNRESERVED.into());
+    }
+    r.role.clone().unwrap_or_else(|| UNRESERVED.into())
+}
+
+fn pools_of(resources: &[mesos::Resource]) -> Pools {
+    let mut pools = Pools::new();
+    for x in resources {
+        let r = pools.entry(pool_of(x)).or_default();
+        match x.name.as_str() {
+            "cpus" => r.cpus += x.scalar.as_ref().map_or(0.0, |s| s.value),
+            "mem" => r.mem += x.scalar.as_ref().map_or(0.0, |s| s.value),
+            "ports" => {
+                for rg in x.ranges.iter().flat_map(|x| &x.range) {
+                    r.ports.push((rg.begin, rg.end));
+                }
+            }
+            _ => {}
+        }
+    }
+    pools
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AgentState {
+    /// Registered and connected.
+    Active,
+    /// Its process died; still registered (deactivated) until it comes back.
+    Down,
+    /// Removed after missed pings (unreachable).
+    Unreachable,
+    /// Marked gone by an operator.
+    Gone,
+    /// Known from the registry after a master restart, not re-registered yet.
+    Recovered,
+}
+
 struct Agent {
-    id: String,
     hostname: String,
     files_port: u16,
-    free: Res,
+    free: Pools,
     offered: bool,
     declined_until: Option<Instant>,
-    alive: bool,
+    state: AgentState,
+    /// Executor updates made while the agent was down, sent when it is back.
+    held: Vec<mesos::TaskStatus>,
 }
 
 struct TaskRec {
     agent: String,
     state: TaskState,
-    res: Res,
+    res: Pools,
     pgid: Option<i32>,
     killing: bool,
+}
+
+/// What the master keeps of the subscribed framework.
+#[derive(Clone, Debug)]
+pub struct FwInfo {
+    pub id: String,
+    pub user: String,
+    pub checkpoint: bool,
+    pub partition_aware: bool,
+    pub multi_role: bool,
+    pub refinement: bool,
+    /// The role offers are allocated to ("*" without a role).
+    pub role: String,
+    pub principal: Option<String>,
+    pub info: mesos::FrameworkInfo,
 }
 
 struct Stream {
@@ -169,6 +238,8 @@ struct Stream {
 pub struct Record {
     /// Every call received, by type, in order.
     pub calls: Vec<(String, Call)>,
+    /// HTTP status of every call answered, with its type.
+    pub answers: Vec<(String, u16)>,
     /// ACKNOWLEDGEs for an update that had no uuid or an unknown one.
     pub bad_acks: usize,
     /// LAUNCHes per task id.
@@ -180,23 +251,33 @@ pub struct Record {
     /// ACCEPTs naming an offer that was rescinded or never made.
     pub invalid_accepts: usize,
     pub accepts_at: Vec<Instant>,
+    /// Authorization headers of every request to the files API.
+    pub files_auth: Vec<Option<String>>,
 }
 
 struct Cluster {
     leader: Option<usize>,
     endpoints: Vec<SocketAddr>,
-    framework_id: Option<String>,
+    fw: Option<FwInfo>,
     removed: BTreeSet<String>,
     next_id: u64,
     stream: Option<Stream>,
     heartbeat_secs: f64,
     heartbeats: bool,
     agents: BTreeMap<String, Agent>,
-    offers: BTreeMap<String, (String, Res)>,
+    offers: BTreeMap<String, (String, Pools)>,
     tasks: BTreeMap<String, TaskRec>,
+    /// Tasks of agents that became unreachable, by task: the agent.
+    unreachable: BTreeMap<String, String>,
     suppressed: bool,
-    /// SUBSCRIBE answers 403 (authorization refused).
-    forbid: bool,
+    root_submissions: bool,
+    forbidden_roles: BTreeSet<String>,
+    /// HTTP Basic credentials every request must carry (principal, secret).
+    credentials: Option<(String, String)>,
+    /// Credentials the agents' files API asks for.
+    files_credentials: Option<(String, String)>,
+    /// SUBSCRIBE and calls answer 503 "Master has not finished recovery" until then.
+    recovering_until: Option<Instant>,
     unacked: BTreeMap<Vec<u8>, mesos::TaskStatus>,
     record: Record,
     root: PathBuf,
@@ -212,10 +293,53 @@ pub struct TestMaster {
 
 type Shared = Arc<Mutex<Cluster>>;
 
+/// A version-4-looking UUID from a counter (Mesos' stream ids and update
+/// uuids are random UUIDs; tests only need them unique).
 fn uuid(n: u64) -> Vec<u8> {
     let mut v = n.to_be_bytes().to_vec();
     v.extend_from_slice(&(n ^ 0x5a5a_5a5a).to_be_bytes());
     v
+}
+
+fn uuid_text(n: u64) -> String {
+    let h = hex::encode(uuid(n));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// RFC 4648 base64, for the expected `Authorization` header.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn basic(principal: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64(format!("{principal}:{secret}").as_bytes())
+    )
 }
 
 impl TestMaster {
@@ -225,7 +349,7 @@ impl TestMaster {
         let c = Arc::new(Mutex::new(Cluster {
             leader: Some(0),
             endpoints: vec![],
-            framework_id: None,
+            fw: None,
             removed: BTreeSet::new(),
             next_id: 1,
             stream: None,
@@ -234,8 +358,13 @@ impl TestMaster {
             agents: BTreeMap::new(),
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
             suppressed: false,
-            forbid: false,
+            root_submissions: true,
+            forbidden_roles: BTreeSet::new(),
+            credentials: None,
+            files_credentials: None,
+            recovering_until: None,
             unacked: BTreeMap::new(),
             record: Record::default(),
             root: root.path().to_path_buf(),
@@ -248,8 +377,8 @@ impl TestMaster {
                 .endpoints
                 .push(listener.local_addr().unwrap());
             let app = Router::new()
-                .route("/api/v1/scheduler", post(scheduler))
-                .route("/master/api/v1/scheduler", post(scheduler))
+                .route("/api/v1/scheduler", post(scheduler).get(not_post))
+                .route("/master/api/v1/scheduler", post(scheduler).get(not_post))
                 .with_state((c.clone(), i));
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         }
@@ -278,28 +407,39 @@ impl TestMaster {
         self.c.lock().unwrap().endpoints[i].to_string()
     }
 
-    /// An agent with these resources and its own files API; returns its id.
+    /// An agent with unreserved resources and its own files API; returns its id.
     pub async fn add_agent(&self, cpus: f64, mem: f64, ports: (u64, u64)) -> String {
+        let n = self.c.lock().unwrap().agents.len();
+        let mut pools = Pools::new();
+        pools.insert(
+            UNRESERVED.into(),
+            Res {
+                cpus,
+                mem,
+                ports: vec![ports],
+            },
+        );
+        self.add_agent_with(&format!("host{n}"), pools).await
+    }
+
+    /// An agent named `hostname` with these pools (`*` unreserved, other
+    /// keys a static reservation for that role).
+    pub async fn add_agent_with(&self, hostname: &str, free: Pools) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let id = {
             let mut c = self.c.lock().unwrap();
-            let n = c.agents.len();
-            let id = format!("agent-S{n}");
+            let id = format!("agent-S{}", c.agents.len());
             c.agents.insert(
                 id.clone(),
                 Agent {
-                    id: id.clone(),
-                    hostname: format!("host{n}"),
+                    hostname: hostname.into(),
                     files_port: port,
-                    free: Res {
-                        cpus,
-                        mem,
-                        ports: vec![ports],
-                    },
+                    free,
                     offered: false,
                     declined_until: None,
-                    alive: true,
+                    state: AgentState::Active,
+                    held: vec![],
                 },
             );
             id
@@ -311,6 +451,14 @@ impl TestMaster {
             .with_state((self.c.clone(), id.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         id
+    }
+
+    /// `http://127.0.0.1:<port>` of an agent's files API.
+    pub fn agent_url(&self, id: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.c.lock().unwrap().agents[id].files_port
+        )
     }
 
     pub fn record<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
@@ -328,7 +476,11 @@ impl TestMaster {
     }
 
     pub fn framework_id(&self) -> Option<String> {
-        self.c.lock().unwrap().framework_id.clone()
+        self.c.lock().unwrap().fw.as_ref().map(|f| f.id.clone())
+    }
+
+    pub fn framework(&self) -> Option<FwInfo> {
+        self.c.lock().unwrap().fw.clone()
     }
 
     pub fn is_subscribed(&self) -> bool {
@@ -337,6 +489,17 @@ impl TestMaster {
 
     pub fn task_state(&self, task: &str) -> Option<TaskState> {
         self.c.lock().unwrap().tasks.get(task).map(|t| t.state)
+    }
+
+    /// Task processes alive right now.
+    pub fn running_processes(&self) -> usize {
+        self.c
+            .lock()
+            .unwrap()
+            .tasks
+            .values()
+            .filter(|t| t.pgid.is_some())
+            .count()
     }
 
     pub fn unacked(&self) -> usize {
@@ -351,13 +514,46 @@ impl TestMaster {
         self.c.lock().unwrap().offers.len()
     }
 
-    /// Closes the subscription stream (as a network fault would).
+    /// Closes the subscription stream with its terminating chunk.
     pub fn drop_stream(&self) {
         self.c.lock().unwrap().stream = None;
     }
 
-    pub fn set_forbid(&self, on: bool) {
-        self.c.lock().unwrap().forbid = on;
+    /// Breaks the subscription connection mid-body (no terminating chunk),
+    /// as when the master process dies.
+    pub fn break_stream(&self) {
+        let mut c = self.c.lock().unwrap();
+        if let Some(s) = c.stream.take() {
+            let _ = s.tx.send(Err(std::io::Error::other("master died")));
+        }
+    }
+
+    /// `--root_submissions=false`: SUBSCRIBE as user root is refused.
+    pub fn set_root_submissions(&self, on: bool) {
+        self.c.lock().unwrap().root_submissions = on;
+    }
+
+    /// An ACL that refuses frameworks registering with this role.
+    pub fn forbid_role(&self, role: &str) {
+        self.c
+            .lock()
+            .unwrap()
+            .forbidden_roles
+            .insert(role.to_string());
+    }
+
+    pub fn allow_all_roles(&self) {
+        self.c.lock().unwrap().forbidden_roles.clear();
+    }
+
+    /// `--authenticate_http_frameworks --http_framework_authenticators=basic`.
+    pub fn require_auth(&self, principal: &str, secret: &str) {
+        self.c.lock().unwrap().credentials = Some((principal.into(), secret.into()));
+    }
+
+    /// Agents with `--authenticate_http_readonly`: the files API asks too.
+    pub fn require_files_auth(&self, principal: &str, secret: &str) {
+        self.c.lock().unwrap().files_credentials = Some((principal.into(), secret.into()));
     }
 
     pub fn set_heartbeats(&self, on: bool) {
@@ -365,15 +561,13 @@ impl TestMaster {
     }
 
     /// The other endpoint becomes the leader; the old one redirects to it.
-    /// Framework, agents and tasks carry over (as a new leader recovers them).
+    /// Framework, agents and tasks carry over (as a new leader recovers them
+    /// once the agents re-register through ZooKeeper).
     pub fn fail_over(&self) {
         let mut c = self.c.lock().unwrap();
         c.leader = Some(1 - c.leader.unwrap_or(0));
         c.stream = None;
-        c.offers.clear();
-        for a in c.agents.values_mut() {
-            a.offered = false;
-        }
+        c.clear_offers();
     }
 
     pub fn set_leader(&self, leader: Option<usize>) {
@@ -382,58 +576,145 @@ impl TestMaster {
         c.stream = None;
     }
 
-    /// The agent stops answering: its offers are rescinded, its tasks
-    /// become TASK_UNREACHABLE (their processes are stopped here).
-    pub fn lose_agent(&self, id: &str) {
+    /// The master process is killed and started again on its replicated
+    /// log: the stream breaks, SUBSCRIBE answers 503 "Master has not
+    /// finished recovery" for `recovery`, then the old framework id is
+    /// accepted. Agents are only "recovered" until `reregister_agents`:
+    /// meanwhile the master knows none of their tasks and reconciliation
+    /// answers nothing for them.
+    pub fn restart_master(&self, recovery: Duration) {
         let mut c = self.c.lock().unwrap();
-        c.agents.get_mut(id).unwrap().alive = false;
-        let offers: Vec<String> = c
-            .offers
-            .iter()
-            .filter(|(_, (a, _))| a == id)
-            .map(|(o, _)| o.clone())
-            .collect();
-        for o in offers {
-            c.rescind_locked(&o);
+        if let Some(s) = c.stream.take() {
+            let _ = s.tx.send(Err(std::io::Error::other("master died")));
         }
+        c.clear_offers();
+        c.recovering_until = Some(Instant::now() + recovery);
+        for a in c.agents.values_mut() {
+            if a.state == AgentState::Active || a.state == AgentState::Down {
+                a.state = AgentState::Recovered;
+            }
+        }
+    }
+
+    /// Agents re-register with a restarted master; nothing is sent for
+    /// their tasks, which are known again.
+    pub fn reregister_agents(&self) {
+        let mut c = self.c.lock().unwrap();
+        for a in c.agents.values_mut() {
+            if a.state == AgentState::Recovered {
+                a.state = AgentState::Active;
+            }
+        }
+    }
+
+    /// The agent process is `kill -9`ed. A checkpointing framework sees
+    /// nothing and its tasks run on; otherwise every task goes TASK_LOST
+    /// (REASON_AGENT_DISCONNECTED, no uuid) at once and its processes die
+    /// with their executors.
+    pub fn kill_agent(&self, id: &str) {
+        let mut c = self.c.lock().unwrap();
+        c.agents.get_mut(id).unwrap().state = AgentState::Down;
+        c.rescind_agent_offers(id);
+        let checkpoint = c.fw.as_ref().is_some_and(|f| f.checkpoint);
+        if checkpoint {
+            return;
+        }
+        let host = c.agents[id].hostname.clone();
+        for t in c.live_tasks_on(id) {
+            c.kill_process(&t);
+            c.tasks.remove(&t);
+            c.master_update(
+                &t,
+                Some(id),
+                TaskState::TaskLost,
+                &format!("Agent {host} disconnected"),
+                Reason::AgentDisconnected,
+            );
+        }
+    }
+
+    /// The agent comes back on the same work directory: it re-registers,
+    /// recovers the executors of checkpointed tasks and sends the updates
+    /// they made meanwhile. Nothing is sent for the re-registration itself.
+    pub fn restart_agent(&self, id: &str) {
+        let mut c = self.c.lock().unwrap();
+        let a = c.agents.get_mut(id).unwrap();
+        a.state = AgentState::Active;
+        a.offered = false;
+        let held = std::mem::take(&mut a.held);
+        for s in held {
+            c.unacked.insert(s.uuid.clone().unwrap(), s.clone());
+            c.send(update_event(s));
+        }
+    }
+
+    /// The agent missed its pings (`--agent_ping_timeout` ×
+    /// `--max_agent_ping_timeouts`) and is removed: TASK_UNREACHABLE for a
+    /// partition-aware framework, TASK_LOST otherwise, REASON_AGENT_REMOVED,
+    /// no uuid, then a FAILURE event naming the agent. (Real processes run
+    /// on, unreported; here they are stopped so that tests leave none.)
+    pub fn remove_agent(&self, id: &str) {
+        let mut c = self.c.lock().unwrap();
+        c.agents.get_mut(id).unwrap().state = AgentState::Unreachable;
+        c.rescind_agent_offers(id);
+        let pa = c.fw.as_ref().is_some_and(|f| f.partition_aware);
+        let state = if pa {
+            TaskState::TaskUnreachable
+        } else {
+            TaskState::TaskLost
+        };
+        for t in c.live_tasks_on(id) {
+            c.kill_process(&t);
+            c.tasks.remove(&t);
+            c.unreachable.insert(t.clone(), id.to_string());
+            c.master_update(
+                &t,
+                Some(id),
+                state,
+                "health check timed out",
+                Reason::AgentRemoved,
+            );
+        }
+        c.send(Event {
+            r#type: Some(event::Type::Failure as i32),
+            failure: Some(event::Failure {
+                agent_id: Some(mesos::AgentId { value: id.into() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    /// Operator MARK_AGENT_GONE on an unreachable agent.
+    pub fn mark_agent_gone(&self, id: &str) {
+        let mut c = self.c.lock().unwrap();
+        c.agents.get_mut(id).unwrap().state = AgentState::Gone;
+        let pa = c.fw.as_ref().is_some_and(|f| f.partition_aware);
+        let (state, reason) = if pa {
+            (
+                TaskState::TaskGoneByOperator,
+                Reason::AgentRemovedByOperator,
+            )
+        } else {
+            (TaskState::TaskLost, Reason::AgentRemoved)
+        };
         let tasks: Vec<String> = c
-            .tasks
+            .unreachable
             .iter()
-            .filter(|(_, t)| t.agent == id && !proto::calls::is_terminal(t.state))
-            .map(|(k, _)| k.clone())
+            .filter(|(_, a)| *a == id)
+            .map(|(t, _)| t.clone())
             .collect();
         for t in tasks {
-            if let Some(pg) = c.tasks[&t].pgid {
-                unsafe { libc::kill(-pg, libc::SIGKILL) };
-            }
-            let rec = c.tasks.get_mut(&t).unwrap();
-            rec.pgid = None;
-            c.update(
-                &t,
-                TaskState::TaskUnreachable,
-                "agent unreachable",
-                Some(mesos::task_status::Reason::AgentDisconnected),
-                true,
-            );
+            c.master_update(&t, Some(id), state, "Agent has been marked gone", reason);
         }
     }
 
     /// The master forgets the framework (as when its failover timeout
     /// passed): tasks killed, stream closed; resubscribing with the old id
-    /// gets an ERROR.
+    /// gets ERROR "Framework has been removed".
     pub fn remove_framework(&self) {
         let mut c = self.c.lock().unwrap();
-        if let Some(fw) = c.framework_id.take() {
-            c.removed.insert(fw);
-        }
-        for t in c.tasks.values_mut() {
-            if let Some(pg) = t.pgid.take() {
-                unsafe { libc::kill(-pg, libc::SIGKILL) };
-            }
-            t.state = TaskState::TaskKilled;
-        }
-        c.unacked.clear();
-        c.stream = None;
+        c.remove_framework_locked();
     }
 
     pub fn rescind_all(&self) -> usize {
@@ -445,16 +726,26 @@ impl TestMaster {
         ids.len()
     }
 
-    /// Sends an update for a task as the agent would (with a uuid) or as
+    /// Sends an update for a task as its executor would (with a uuid) or as
     /// a reconciliation answer (without).
     pub fn inject_update(&self, task: &str, state: TaskState, with_uuid: bool) {
-        self.c
-            .lock()
-            .unwrap()
-            .update(task, state, "injected", None, with_uuid);
+        let mut c = self.c.lock().unwrap();
+        if with_uuid {
+            c.executor_update(task, state, "injected");
+        } else {
+            let agent = c.tasks.get(task).map(|t| t.agent.clone());
+            c.master_update(
+                task,
+                agent.as_deref(),
+                state,
+                "Reconciliation: Latest task state",
+                Reason::Reconciliation,
+            );
+        }
     }
 
-    /// Sends the last update of a task once more (a duplicate).
+    /// Sends the last acknowledged executor update of a task once more (a
+    /// duplicate, as an agent retrying would).
     pub fn duplicate_last(&self, task: &str) -> bool {
         let mut c = self.c.lock().unwrap();
         let last = c.record.calls.iter().rev().find_map(|(k, call)| {
@@ -468,7 +759,7 @@ impl TestMaster {
             state: state as i32,
             agent_id: Some(ack.agent_id),
             uuid: Some(ack.uuid.clone()),
-            source: Some(mesos::task_status::Source::Executor as i32),
+            source: Some(Source::Executor as i32),
             ..Default::default()
         };
         c.unacked.insert(ack.uuid, status.clone());
@@ -485,6 +776,16 @@ fn update_event(status: mesos::TaskStatus) -> Event {
     }
 }
 
+fn error_event(message: &str) -> Event {
+    Event {
+        r#type: Some(event::Type::Error as i32),
+        error: Some(event::Error {
+            message: message.into(),
+        }),
+        ..Default::default()
+    }
+}
+
 impl Cluster {
     fn send(&mut self, ev: Event) -> bool {
         let Some(s) = &self.stream else { return false };
@@ -496,10 +797,65 @@ impl Cluster {
         true
     }
 
-    fn rescind_locked(&mut self, offer: &str) {
-        if let Some((agent, res)) = self.offers.remove(offer) {
+    fn partition_aware(&self) -> bool {
+        self.fw.as_ref().is_some_and(|f| f.partition_aware)
+    }
+
+    fn clear_offers(&mut self) {
+        let offers = std::mem::take(&mut self.offers);
+        for (_, (agent, pools)) in offers {
             if let Some(a) = self.agents.get_mut(&agent) {
-                a.free.give(&res);
+                give_pools(&mut a.free, &pools);
+                a.offered = false;
+            }
+        }
+    }
+
+    fn rescind_agent_offers(&mut self, agent: &str) {
+        let offers: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, (a, _))| a == agent)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for o in offers {
+            self.rescind_locked(&o);
+        }
+    }
+
+    fn live_tasks_on(&self, agent: &str) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.agent == agent && !proto::calls::is_terminal(t.state))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn kill_process(&mut self, task: &str) {
+        if let Some(pg) = self.tasks.get_mut(task).and_then(|t| t.pgid.take()) {
+            unsafe { libc::kill(-pg, libc::SIGKILL) };
+        }
+    }
+
+    fn remove_framework_locked(&mut self) {
+        if let Some(fw) = self.fw.take() {
+            self.removed.insert(fw.id);
+        }
+        let tasks: Vec<String> = self.tasks.keys().cloned().collect();
+        for t in tasks {
+            self.kill_process(&t);
+        }
+        self.tasks.clear();
+        self.unreachable.clear();
+        self.unacked.clear();
+        self.clear_offers();
+        self.stream = None;
+    }
+
+    fn rescind_locked(&mut self, offer: &str) {
+        if let Some((agent, pools)) = self.offers.remove(offer) {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                give_pools(&mut a.free, &pools);
                 a.offered = false;
             }
             self.send(Event {
@@ -514,37 +870,110 @@ impl Cluster {
         }
     }
 
+    /// Offer resources in the format the framework's capabilities ask for.
+    fn offer_resources(&self, pools: &Pools) -> Vec<mesos::Resource> {
+        let fw = self.fw.as_ref().unwrap();
+        let alloc = fw.multi_role.then(|| mesos::resource::AllocationInfo {
+            role: Some(fw.role.clone()),
+        });
+        let mut out = vec![];
+        // Reservations first, as Mesos lists them.
+        let mut keys: Vec<&String> = pools.keys().collect();
+        keys.sort_by_key(|k| (k.as_str() == UNRESERVED, k.as_str()));
+        for pool in keys {
+            let r = &pools[pool];
+            let (role, reservations) = match (pool.as_str(), fw.refinement) {
+                (UNRESERVED, true) => (None, vec![]),
+                (UNRESERVED, false) => (Some(UNRESERVED.to_string()), vec![]),
+                (p, true) => (
+                    None,
+                    vec![mesos::resource::ReservationInfo {
+                        role: Some(p.into()),
+                        r#type: Some(mesos::resource::reservation_info::Type::Static as i32),
+                        principal: None,
+                    }],
+                ),
+                (p, false) => (Some(p.to_string()), vec![]),
+            };
+            let base = mesos::Resource {
+                role,
+                reservations,
+                allocation_info: alloc.clone(),
+                ..Default::default()
+            };
+            let scalar = |n: &str, v: f64| mesos::Resource {
+                name: n.into(),
+                r#type: mesos::value::Type::Scalar as i32,
+                scalar: Some(mesos::value::Scalar { value: v }),
+                ..base.clone()
+            };
+            if r.cpus > 0.0 {
+                out.push(scalar("cpus", r.cpus));
+            }
+            if r.mem > 0.0 {
+                out.push(scalar("mem", r.mem));
+            }
+            if !r.ports.is_empty() {
+                out.push(mesos::Resource {
+                    name: "ports".into(),
+                    r#type: mesos::value::Type::Ranges as i32,
+                    ranges: Some(mesos::value::Ranges {
+                        range: r
+                            .ports
+                            .iter()
+                            .map(|(b, e)| mesos::value::Range { begin: *b, end: *e })
+                            .collect(),
+                    }),
+                    ..base.clone()
+                });
+            }
+        }
+        out
+    }
+
     fn make_offers(&mut self) {
         if self.stream.is_none() || self.suppressed {
             return;
         }
-        let fw = self.framework_id.clone().unwrap();
+        let Some(fw) = self.fw.clone() else { return };
         let now = Instant::now();
         let mut list = vec![];
         let ids: Vec<String> = self.agents.keys().cloned().collect();
         for id in ids {
-            let a = self.agents.get_mut(&id).unwrap();
-            if !a.alive || a.offered || a.free.cpus < 0.01 {
+            let a = &self.agents[&id];
+            if a.state != AgentState::Active || a.offered {
                 continue;
             }
             if a.declined_until.is_some_and(|t| now < t) {
                 continue;
             }
-            a.offered = true;
-            let res = a.free.clone();
-            a.free = Res {
-                cpus: 0.0,
-                mem: 0.0,
-                ports: vec![],
-            };
-            let oid = format!("offer-O{}", self.next_id);
+            // Only unreserved resources and those reserved for the
+            // framework's role are offered to it.
+            let offered: Pools = a
+                .free
+                .iter()
+                .filter(|(k, r)| (*k == UNRESERVED || **k == fw.role) && !r.is_empty())
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect();
+            if offered.values().all(|r| r.cpus < 0.01) {
+                continue;
+            }
+            let resources = self.offer_resources(&offered);
+            let oid = format!("master-O{}", self.next_id);
             self.next_id += 1;
+            let a = self.agents.get_mut(&id).unwrap();
+            a.offered = true;
+            for k in offered.keys() {
+                a.free.remove(k);
+            }
             list.push(mesos::Offer {
                 id: mesos::OfferId { value: oid.clone() },
-                framework_id: mesos::FrameworkId { value: fw.clone() },
+                framework_id: mesos::FrameworkId {
+                    value: fw.id.clone(),
+                },
                 agent_id: mesos::AgentId { value: id.clone() },
                 hostname: a.hostname.clone(),
-                resources: res.to_proto(),
+                resources,
                 url: Some(mesos::Url {
                     scheme: "http".into(),
                     address: mesos::Address {
@@ -555,9 +984,12 @@ impl Cluster {
                     path: Some("/slave(1)".into()),
                     ..Default::default()
                 }),
+                allocation_info: fw.multi_role.then(|| mesos::resource::AllocationInfo {
+                    role: Some(fw.role.clone()),
+                }),
                 ..Default::default()
             });
-            self.offers.insert(oid, (id.clone(), res));
+            self.offers.insert(oid, (id.clone(), offered));
         }
         if list.is_empty() {
             return;
@@ -570,36 +1002,113 @@ impl Cluster {
         });
     }
 
-    /// Records and sends a status update for a task.
-    fn update(
-        &mut self,
-        task: &str,
-        state: TaskState,
-        message: &str,
-        reason: Option<mesos::task_status::Reason>,
-        with_uuid: bool,
-    ) {
-        let agent = self.tasks.get(task).map(|t| t.agent.clone());
-        if let Some(t) = self.tasks.get_mut(task) {
-            t.state = state;
-        }
+    /// An update from the task's executor: a uuid, retried until
+    /// acknowledged; held while its agent is down.
+    fn executor_update(&mut self, task: &str, state: TaskState, message: &str) {
+        let Some(t) = self.tasks.get_mut(task) else {
+            return;
+        };
+        t.state = state;
+        let agent = t.agent.clone();
         let id = self.next_id;
         self.next_id += 1;
         let status = mesos::TaskStatus {
             task_id: mesos::TaskId { value: task.into() },
             state: state as i32,
             message: (!message.is_empty()).then(|| message.to_string()),
-            agent_id: agent.map(|a| mesos::AgentId { value: a }),
+            agent_id: Some(mesos::AgentId {
+                value: agent.clone(),
+            }),
+            executor_id: Some(mesos::ExecutorId { value: task.into() }),
             timestamp: Some(0.0),
-            source: Some(mesos::task_status::Source::Executor as i32),
-            reason: reason.map(|r| r as i32),
-            uuid: with_uuid.then(|| uuid(id)),
+            source: Some(Source::Executor as i32),
+            uuid: Some(uuid(id)),
             ..Default::default()
         };
-        if let Some(u) = &status.uuid {
-            self.unacked.insert(u.clone(), status.clone());
+        if let Some(a) = self.agents.get_mut(&agent) {
+            if a.state != AgentState::Active {
+                a.held.push(status);
+                return;
+            }
         }
+        self.unacked
+            .insert(status.uuid.clone().unwrap(), status.clone());
         self.send(update_event(status));
+    }
+
+    /// An update the master makes itself: no uuid, never retried (lost if
+    /// the framework is not connected).
+    fn master_update(
+        &mut self,
+        task: &str,
+        agent: Option<&str>,
+        state: TaskState,
+        message: &str,
+        reason: Reason,
+    ) {
+        if let Some(t) = self.tasks.get_mut(task) {
+            t.state = state;
+        }
+        let status = mesos::TaskStatus {
+            task_id: mesos::TaskId { value: task.into() },
+            state: state as i32,
+            message: Some(message.into()),
+            agent_id: agent.map(|a| mesos::AgentId { value: a.into() }),
+            timestamp: Some(0.0),
+            source: Some(Source::Master as i32),
+            reason: Some(reason as i32),
+            unreachable_time: (state == TaskState::TaskUnreachable)
+                .then_some(mesos::TimeInfo { nanoseconds: 0 }),
+            ..Default::default()
+        };
+        self.send(update_event(status));
+    }
+
+    /// Mesos' explicit reconciliation of one task (`master.cpp`,
+    /// `Master::reconcile`): the latest state of a known task; nothing while
+    /// its agent is recovered but not back; otherwise by the agent's state.
+    fn reconcile_one(&mut self, task: &str, agent: Option<&str>) {
+        let pa = self.partition_aware();
+        let lost_unless_pa = |s: TaskState| if pa { s } else { TaskState::TaskLost };
+        let agent_state = |c: &Cluster, a: &str| c.agents.get(a).map(|x| x.state);
+        if let Some(t) = self.tasks.get(task) {
+            if agent_state(self, &t.agent) != Some(AgentState::Recovered) {
+                let (a, s) = (t.agent.clone(), t.state);
+                self.master_update(
+                    task,
+                    Some(&a),
+                    s,
+                    "Reconciliation: Latest task state",
+                    Reason::Reconciliation,
+                );
+                return;
+            }
+        }
+        let any_recovered = self
+            .agents
+            .values()
+            .any(|a| a.state == AgentState::Recovered);
+        let (state, message) = match agent.map(|a| agent_state(self, a)) {
+            Some(Some(AgentState::Recovered)) => return,
+            None if any_recovered => return,
+            Some(Some(AgentState::Active | AgentState::Down)) => (
+                lost_unless_pa(TaskState::TaskGone),
+                "Reconciliation: Task is unknown to the agent",
+            ),
+            Some(Some(AgentState::Unreachable)) => (
+                lost_unless_pa(TaskState::TaskUnreachable),
+                "Reconciliation: Task is unreachable",
+            ),
+            Some(Some(AgentState::Gone)) => (
+                lost_unless_pa(TaskState::TaskGoneByOperator),
+                "Reconciliation: Task is gone",
+            ),
+            _ => (
+                lost_unless_pa(TaskState::TaskUnknown),
+                "Reconciliation: Task is unknown",
+            ),
+        };
+        self.master_update(task, agent, state, message, Reason::Reconciliation);
     }
 
     fn sandbox(&self, agent: &str, fw: &str, task: &str) -> PathBuf {
@@ -613,8 +1122,38 @@ impl Cluster {
     }
 }
 
-fn status(code: StatusCode, msg: &str) -> Response {
-    (code, msg.to_string()).into_response()
+fn text(code: StatusCode, msg: &str) -> Response {
+    (
+        code,
+        [("content-type", "text/plain; charset=utf-8")],
+        msg.to_string(),
+    )
+        .into_response()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            ("www-authenticate", "Basic realm=\"mesos-master-scheduler\""),
+            ("content-type", "text/plain; charset=utf-8"),
+        ],
+        "401 Unauthorized.",
+    )
+        .into_response()
+}
+
+async fn not_post() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [("allow", "POST")],
+        "405 Method Not Allowed. Expecting one of { 'POST' }, but received 'GET'.",
+    )
+        .into_response()
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 async fn scheduler(
@@ -622,65 +1161,150 @@ async fn scheduler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = match Call::decode(body) {
-        Ok(c) => c,
-        Err(e) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                &format!("Failed to parse body: {e}"),
-            )
+    let mut g = c.lock().unwrap();
+    let (kind, resp) = handle_scheduler(&mut g, me, &headers, body, &c);
+    g.record.answers.push((kind, resp.status().as_u16()));
+    resp
+}
+
+fn handle_scheduler(
+    g: &mut Cluster,
+    me: usize,
+    headers: &HeaderMap,
+    body: Bytes,
+    shared: &Shared,
+) -> (String, Response) {
+    let decoded = Call::decode(body.clone()).ok();
+    let kind = decoded
+        .as_ref()
+        .and_then(|c| c.r#type)
+        .and_then(|t| call::Type::try_from(t).ok())
+        .unwrap_or(call::Type::Unknown)
+        .as_str_name()
+        .to_string();
+    let answer = |r: Response| (kind.clone(), r);
+    // The HTTP authenticator runs before the handler.
+    let principal = match &g.credentials {
+        None => None,
+        Some((p, s)) => {
+            if header(headers, "authorization") != Some(basic(p, s).as_str()) {
+                return answer(unauthorized());
+            }
+            Some(p.clone())
         }
     };
-    let kind = call
-        .r#type
-        .and_then(|t| call::Type::try_from(t).ok())
-        .unwrap_or(call::Type::Unknown);
-    let mut g = c.lock().unwrap();
     match g.leader {
-        None => return status(StatusCode::SERVICE_UNAVAILABLE, "No leader elected"),
+        None => return answer(text(StatusCode::SERVICE_UNAVAILABLE, "No leader elected")),
         Some(l) if l != me => {
             let loc = format!("//{}/master/api/v1/scheduler", g.endpoints[l]);
-            return (StatusCode::TEMPORARY_REDIRECT, [("location", loc)]).into_response();
+            return answer((StatusCode::TEMPORARY_REDIRECT, [("location", loc)]).into_response());
         }
         _ => {}
     }
-    g.record
-        .calls
-        .push((kind.as_str_name().to_string(), call.clone()));
-    if kind == call::Type::Subscribe {
-        if g.forbid {
-            return status(
-                StatusCode::FORBIDDEN,
-                "Not authorized to subscribe with role '*'",
-            );
-        }
-        return subscribe(&mut g, me, call);
+    if g.recovering_until.is_some_and(|t| Instant::now() < t) {
+        return answer(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Master has not finished recovery",
+        ));
     }
-    let sid = headers
-        .get("mesos-stream-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    match &g.stream {
-        Some(s) if s.id == sid => {}
-        _ => {
-            return status(
+    match header(headers, "content-type") {
+        None => {
+            return answer(text(
                 StatusCode::BAD_REQUEST,
-                &format!("The stream ID '{sid}' included in this request didn't match the stream ID currently associated with framework ID"),
-            )
+                "Expecting 'Content-Type' to be present",
+            ))
+        }
+        Some("application/x-protobuf") => {}
+        // Mesos also takes JSON; the dispatcher never sends it.
+        Some("application/json") => {
+            return answer(text(
+                StatusCode::BAD_REQUEST,
+                "this test master reads protobuf calls only",
+            ))
+        }
+        Some(_) => {
+            return answer(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expecting 'Content-Type' of application/json or application/x-protobuf",
+            ))
         }
     }
-    if call.framework_id.as_ref().map(|f| &f.value) != g.framework_id.as_ref() {
-        return status(StatusCode::BAD_REQUEST, "framework id mismatch");
+    let Some(call) = decoded else {
+        return answer(text(
+            StatusCode::BAD_REQUEST,
+            "Failed to parse body into Call protobuf",
+        ));
+    };
+    g.record.calls.push((kind.clone(), call.clone()));
+    let invalid = |what: &str| {
+        text(
+            StatusCode::BAD_REQUEST,
+            &format!("Failed to validate scheduler::Call: {what}"),
+        )
+    };
+    let t = call::Type::try_from(call.r#type.unwrap_or(0)).unwrap_or(call::Type::Unknown);
+    if t == call::Type::Subscribe {
+        let Some(sub) = &call.subscribe else {
+            return answer(invalid("Expecting 'subscribe' to be present"));
+        };
+        if let (Some(p), Some(fp)) = (&principal, &sub.framework_info.principal) {
+            if p != fp {
+                return answer(invalid(&format!(
+                    "Authenticated principal '{p}' does not match principal '{fp}' set in `FrameworkInfo`"
+                )));
+            }
+        }
+        if headers.contains_key("mesos-stream-id") {
+            return answer(text(
+                StatusCode::BAD_REQUEST,
+                "Subscribe calls should not include the 'Mesos-Stream-Id' header",
+            ));
+        }
+        return answer(subscribe(g, me, call, principal));
     }
-    match kind {
-        call::Type::Accept => accept(&mut g, call.accept.unwrap(), &c),
+    let Some(fw_id) = call.framework_id.as_ref().map(|f| f.value.clone()) else {
+        return answer(invalid("Expecting 'framework_id' to be present"));
+    };
+    let body_missing = match t {
+        call::Type::Accept => call.accept.is_none().then_some("accept"),
+        call::Type::Decline => call.decline.is_none().then_some("decline"),
+        call::Type::Kill => call.kill.is_none().then_some("kill"),
+        call::Type::Acknowledge => call.acknowledge.is_none().then_some("acknowledge"),
+        call::Type::Reconcile => call.reconcile.is_none().then_some("reconcile"),
+        _ => None,
+    };
+    if let Some(field) = body_missing {
+        return answer(invalid(&format!("Expecting '{field}' to be present")));
+    }
+    if g.fw.as_ref().map(|f| f.id.as_str()) != Some(fw_id.as_str()) {
+        return answer(text(StatusCode::BAD_REQUEST, "Framework cannot be found"));
+    }
+    let Some(stream) = &g.stream else {
+        return answer(text(StatusCode::FORBIDDEN, "Framework is not subscribed"));
+    };
+    let Some(sid) = header(headers, "mesos-stream-id") else {
+        return answer(text(
+            StatusCode::BAD_REQUEST,
+            "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
+        ));
+    };
+    if sid != stream.id {
+        return answer(text(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "The stream ID '{sid}' included in this request didn't match the stream ID currently associated with framework ID {fw_id}"
+            ),
+        ));
+    }
+    match t {
+        call::Type::Accept => accept(g, call.accept.unwrap(), shared),
         call::Type::Decline => {
             let d = call.decline.unwrap();
             let refuse = d.filters.and_then(|f| f.refuse_seconds).unwrap_or(5.0);
             for o in d.offer_ids {
-                if let Some((agent, res)) = g.offers.remove(&o.value) {
+                if let Some((agent, pools)) = g.offers.remove(&o.value) {
                     let a = g.agents.get_mut(&agent).unwrap();
-                    a.free.give(&res);
+                    give_pools(&mut a.free, &pools);
                     a.offered = false;
                     a.declined_until = Some(Instant::now() + Duration::from_secs_f64(refuse));
                 }
@@ -693,58 +1317,75 @@ async fn scheduler(
                 .tasks
                 .get(&t)
                 .is_some_and(|x| !proto::calls::is_terminal(x.state));
-            if live {
+            if !live {
+                // An unknown task is answered as a reconciliation would be
+                // (`master.cpp`, `Master::kill`).
+                if !g.tasks.contains_key(&t) {
+                    let agent = k.agent_id.map(|a| a.value);
+                    g.reconcile_one(&t, agent.as_deref());
+                }
+            } else {
                 let pg = g.tasks[&t].pgid;
                 g.tasks.get_mut(&t).unwrap().killing = true;
                 match pg {
                     Some(pg) => {
                         unsafe { libc::kill(-pg, libc::SIGTERM) };
-                        g.update(&t, TaskState::TaskKilling, "", None, true);
+                        g.executor_update(&t, TaskState::TaskKilling, "");
                     }
                     None => {
-                        // Not started yet, or its agent is gone.
+                        // Not started yet.
                         let res = g.tasks[&t].res.clone();
                         let agent = g.tasks[&t].agent.clone();
                         if let Some(a) = g.agents.get_mut(&agent) {
-                            a.free.give(&res);
+                            give_pools(&mut a.free, &res);
                         }
-                        g.update(&t, TaskState::TaskKilled, "", None, true);
+                        g.executor_update(&t, TaskState::TaskKilled, "");
                     }
                 }
             }
         }
         call::Type::Acknowledge => {
             let a = call.acknowledge.unwrap();
-            if g.unacked.remove(&a.uuid).is_none() {
-                g.record.bad_acks += 1;
+            match g.unacked.remove(&a.uuid) {
+                None => g.record.bad_acks += 1,
+                Some(s) => {
+                    // A terminal update acknowledged: the master forgets the task.
+                    let st = TaskState::try_from(s.state).unwrap_or(TaskState::TaskUnknown);
+                    if proto::calls::is_terminal(st)
+                        && g.tasks
+                            .get(&s.task_id.value)
+                            .is_some_and(|t| t.state == st && t.pgid.is_none())
+                    {
+                        g.tasks.remove(&s.task_id.value);
+                    }
+                }
             }
         }
         call::Type::Reconcile => {
             let r = call.reconcile.unwrap();
-            let list: Vec<String> = if r.tasks.is_empty() {
-                g.tasks
+            if r.tasks.is_empty() {
+                let known: Vec<(String, String, TaskState)> = g
+                    .tasks
                     .iter()
-                    .filter(|(_, t)| !proto::calls::is_terminal(t.state))
-                    .map(|(k, _)| k.clone())
-                    .collect()
+                    .filter(|(_, t)| {
+                        g.agents.get(&t.agent).map(|a| a.state) != Some(AgentState::Recovered)
+                    })
+                    .map(|(k, t)| (k.clone(), t.agent.clone(), t.state))
+                    .collect();
+                for (task, agent, state) in known {
+                    g.master_update(
+                        &task,
+                        Some(&agent),
+                        state,
+                        "Reconciliation: Latest task state",
+                        Reason::Reconciliation,
+                    );
+                }
             } else {
-                r.tasks.into_iter().map(|t| t.task_id.value).collect()
-            };
-            for t in list {
-                let st = match g.tasks.get(&t) {
-                    Some(x) if !proto::calls::is_terminal(x.state) => x.state,
-                    _ => TaskState::TaskGone,
-                };
-                let agent = g.tasks.get(&t).map(|x| x.agent.clone());
-                let status = mesos::TaskStatus {
-                    task_id: mesos::TaskId { value: t.clone() },
-                    state: st as i32,
-                    agent_id: agent.map(|a| mesos::AgentId { value: a }),
-                    source: Some(mesos::task_status::Source::Master as i32),
-                    reason: Some(mesos::task_status::Reason::Reconciliation as i32),
-                    ..Default::default()
-                };
-                g.send(update_event(status));
+                for t in r.tasks {
+                    let agent = t.agent_id.map(|a| a.value);
+                    g.reconcile_one(&t.task_id.value, agent.as_deref());
+                }
             }
         }
         call::Type::Suppress => g.suppressed = true,
@@ -754,65 +1395,98 @@ async fn scheduler(
                 a.declined_until = None;
             }
         }
-        call::Type::Teardown => {
-            let fw = g.framework_id.take().unwrap();
-            g.removed.insert(fw);
-            for t in g.tasks.values_mut() {
-                if let Some(pg) = t.pgid.take() {
-                    unsafe { libc::kill(-pg, libc::SIGKILL) };
-                }
-                t.state = TaskState::TaskKilled;
-            }
-            g.stream = None;
-        }
-        _ => return status(StatusCode::BAD_REQUEST, "unsupported call"),
+        call::Type::Teardown => g.remove_framework_locked(),
+        _ => return answer(text(StatusCode::NOT_IMPLEMENTED, "")),
     }
-    StatusCode::ACCEPTED.into_response()
+    answer(
+        Response::builder()
+            .status(StatusCode::ACCEPTED)
+            .header("content-length", "0")
+            .body(Body::empty())
+            .unwrap(),
+    )
 }
 
-fn subscribe(g: &mut Cluster, me: usize, call: Call) -> Response {
+fn subscribe(g: &mut Cluster, me: usize, call: Call, principal: Option<String>) -> Response {
     let info = call.subscribe.unwrap().framework_info;
-    let asked = info.id.map(|i| i.value);
+    let asked = info.id.as_ref().map(|i| i.value.clone());
     g.record.subscribes.push(asked.clone());
     let (tx, rx) = mpsc::unbounded_channel();
-    let sid = format!("stream-{}", g.next_id);
+    let sid = uuid_text(g.next_id);
     g.next_id += 1;
+    let caps: BTreeSet<i32> = info.capabilities.iter().filter_map(|c| c.r#type).collect();
+    let multi_role = caps.contains(&(Cap::MultiRole as i32));
+    let roles: Vec<String> = if multi_role {
+        info.roles.clone()
+    } else {
+        vec![info.role.clone().unwrap_or_else(|| "*".into())]
+    };
+    // A refusal: 200, one ERROR event, the terminating chunk.
+    let refuse = |tx: mpsc::UnboundedSender<Result<Bytes, std::io::Error>>, why: &str| {
+        let ev = error_event(why);
+        let _ = tx.send(Ok(Bytes::from(recordio::encode(&ev.encode_to_vec()))));
+        drop(tx);
+    };
+    if !g.root_submissions && info.user == "root" {
+        refuse(
+            tx,
+            "User 'root' is not allowed to run frameworks without --root_submissions set",
+        );
+        return stream_response(&sid, rx);
+    }
+    if let Some(r) = roles.iter().find(|r| g.forbidden_roles.contains(*r)) {
+        let who = principal.clone().unwrap_or_default();
+        refuse(
+            tx,
+            &format!("Not authorized to register framework {who} with roles {{ {r} }}"),
+        );
+        return stream_response(&sid, rx);
+    }
     if let Some(a) = &asked {
         if g.removed.contains(a) {
-            let ev = Event {
-                r#type: Some(event::Type::Error as i32),
-                error: Some(event::Error {
-                    message: "Framework has been removed".into(),
-                }),
-                ..Default::default()
-            };
-            let _ = tx.send(Ok(Bytes::from(recordio::encode(&ev.encode_to_vec()))));
-            drop(tx);
+            refuse(tx, "Framework has been removed");
             return stream_response(&sid, rx);
         }
     }
-    let id = match (&asked, &g.framework_id) {
+    let id = match (&asked, &g.fw) {
         (Some(a), _) => a.clone(),
         (None, _) => {
-            let id = format!("fw-{}", g.next_id);
+            let id = format!("master-{:04}", g.next_id);
             g.next_id += 1;
             id
         }
     };
-    g.framework_id = Some(id.clone());
-    // A new subscription replaces the old stream and its offers.
+    // A second connection for the same framework takes over.
+    if g.fw.as_ref().is_some_and(|f| f.id == id) {
+        if let Some(old) = g.stream.take() {
+            let ev = error_event("Framework failed over");
+            let _ = old
+                .tx
+                .send(Ok(Bytes::from(recordio::encode(&ev.encode_to_vec()))));
+        }
+    }
+    // `checkpoint` cannot change on re-subscription (Mesos keeps the old one).
+    let checkpoint = match &g.fw {
+        Some(f) if f.id == id => f.checkpoint,
+        _ => info.checkpoint.unwrap_or(false),
+    };
+    g.fw = Some(FwInfo {
+        id: id.clone(),
+        user: info.user.clone(),
+        checkpoint,
+        partition_aware: caps.contains(&(Cap::PartitionAware as i32)),
+        multi_role,
+        refinement: caps.contains(&(Cap::ReservationRefinement as i32)),
+        role: roles.first().cloned().unwrap_or_else(|| "*".into()),
+        principal: info.principal.clone().or(principal),
+        info: info.clone(),
+    });
     g.stream = Some(Stream {
         id: sid.clone(),
         tx,
         endpoint: me,
     });
-    let offers: Vec<String> = g.offers.keys().cloned().collect();
-    for o in offers {
-        let (agent, res) = g.offers.remove(&o).unwrap();
-        let a = g.agents.get_mut(&agent).unwrap();
-        a.free.give(&res);
-        a.offered = false;
-    }
+    g.clear_offers();
     g.suppressed = false;
     let addr = g.endpoints[me];
     g.send(Event {
@@ -830,7 +1504,11 @@ fn subscribe(g: &mut Cluster, me: usize, call: Call) -> Response {
         }),
         ..Default::default()
     });
-    // Agents retry updates that were never acknowledged.
+    g.send(Event {
+        r#type: Some(event::Type::Heartbeat as i32),
+        ..Default::default()
+    });
+    // Agents retry executor updates that were never acknowledged.
     let pending: Vec<mesos::TaskStatus> = g.unacked.values().cloned().collect();
     for s in pending {
         g.send(update_event(s));
@@ -853,9 +1531,10 @@ fn stream_response(
 
 fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
     g.record.accepts_at.push(Instant::now());
-    let fw = g.framework_id.clone().unwrap();
+    let fw = g.fw.clone().unwrap();
+    let pa = fw.partition_aware;
     for oid in &a.offer_ids {
-        let Some((agent, mut res)) = g.offers.remove(&oid.value) else {
+        let Some((agent, mut pools)) = g.offers.remove(&oid.value) else {
             // An offer rescinded or unknown: its tasks are dropped.
             g.record.invalid_accepts += 1;
             for op in &a.operations {
@@ -864,22 +1543,19 @@ fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
                         .launches
                         .entry(t.task_id.value.clone())
                         .or_default() += 1;
-                    g.tasks.insert(
-                        t.task_id.value.clone(),
-                        TaskRec {
-                            agent: t.agent_id.value.clone(),
-                            state: TaskState::TaskStaging,
-                            res: Res::of(&t.resources),
-                            pgid: None,
-                            killing: false,
-                        },
-                    );
-                    g.update(
+                    g.master_update(
                         &t.task_id.value,
-                        TaskState::TaskDropped,
-                        "Task launched with invalid offers",
-                        Some(mesos::task_status::Reason::InvalidOffers),
-                        true,
+                        Some(&t.agent_id.value),
+                        if pa {
+                            TaskState::TaskDropped
+                        } else {
+                            TaskState::TaskLost
+                        },
+                        &format!(
+                            "Task launched with invalid offers: Offer {} is no longer valid",
+                            oid.value
+                        ),
+                        Reason::InvalidOffers,
                     );
                 }
             }
@@ -889,29 +1565,46 @@ fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
             for t in op.launch.iter().flat_map(|l| &l.task_infos) {
                 let tid = t.task_id.value.clone();
                 *g.record.launches.entry(tid.clone()).or_default() += 1;
-                let need = Res::of(&t.resources);
+                let need = pools_of(&t.resources);
+                let fits = need
+                    .iter()
+                    .all(|(pool, r)| pools.get(pool).is_some_and(|have| have.contains(r)));
+                if !fits || t.agent_id.value != agent {
+                    let asked: Vec<String> = need
+                        .iter()
+                        .flat_map(|(p, r)| r.describe(p, &fw.role))
+                        .collect();
+                    let have: Vec<String> = pools
+                        .iter()
+                        .flat_map(|(p, r)| r.describe(p, &fw.role))
+                        .collect();
+                    g.master_update(
+                        &tid,
+                        Some(&agent),
+                        TaskState::TaskError,
+                        &format!(
+                            "Total resources {} required by task and its executor is more than available {}",
+                            asked.join("; "),
+                            have.join("; ")
+                        ),
+                        Reason::TaskInvalid,
+                    );
+                    continue;
+                }
+                for (pool, r) in &need {
+                    pools.get_mut(pool).unwrap().take(r);
+                }
                 g.tasks.insert(
                     tid.clone(),
                     TaskRec {
                         agent: agent.clone(),
                         state: TaskState::TaskStaging,
-                        res: need.clone(),
+                        res: need,
                         pgid: None,
                         killing: false,
                     },
                 );
-                if !res.contains(&need) || t.agent_id.value != agent {
-                    g.update(
-                        &tid,
-                        TaskState::TaskError,
-                        "Task uses more resources than offered",
-                        Some(mesos::task_status::Reason::TaskInvalid),
-                        true,
-                    );
-                    continue;
-                }
-                res.take(&need);
-                let sandbox = g.sandbox(&agent, &fw, &tid);
+                let sandbox = g.sandbox(&agent, &fw.id, &tid);
                 tokio::spawn(run_task(
                     shared.clone(),
                     tid,
@@ -922,7 +1615,7 @@ fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
             }
         }
         let a = g.agents.get_mut(&agent).unwrap();
-        a.free.give(&res);
+        give_pools(&mut a.free, &pools);
         a.offered = false;
     }
 }
@@ -946,12 +1639,10 @@ async fn run_task(
             _ => None,
         };
         let Some(bytes) = got else {
-            c.lock().unwrap().update(
+            c.lock().unwrap().executor_update(
                 &tid,
                 TaskState::TaskFailed,
                 &format!("Failed to fetch '{}'", uri.value),
-                Some(mesos::task_status::Reason::ContainerLaunchFailed),
-                true,
             );
             return;
         };
@@ -980,10 +1671,11 @@ async fn run_task(
         if killed_before_start {
             return;
         }
+        g.executor_update(&tid, TaskState::TaskStarting, "");
         let child = command.spawn().unwrap();
         let pid = child.id().unwrap() as i32;
         g.tasks.get_mut(&tid).unwrap().pgid = Some(pid);
-        g.update(&tid, TaskState::TaskRunning, "", None, true);
+        g.executor_update(&tid, TaskState::TaskRunning, "");
         child
     };
     let st = child.wait().await.unwrap();
@@ -998,46 +1690,35 @@ async fn run_task(
     t.pgid = None;
     let (agent, res, killing) = (t.agent.clone(), t.res.clone(), t.killing);
     if let Some(a) = g.agents.get_mut(&agent) {
-        a.free.give(&res);
+        give_pools(&mut a.free, &res);
     }
     use std::os::unix::process::ExitStatusExt;
-    match (killing, st.code(), st.signal()) {
-        (true, _, _) => g.update(
-            &tid,
+    let (state, message) = match (killing, st.code(), st.signal()) {
+        (true, _, _) => (
             TaskState::TaskKilled,
-            "Command terminated with signal Terminated",
-            None,
-            true,
+            "Command terminated with signal Terminated".to_string(),
         ),
-        (_, Some(0), _) => g.update(
-            &tid,
+        (_, Some(0), _) => (
             TaskState::TaskFinished,
-            "Command exited with status 0",
-            None,
-            true,
+            "Command exited with status 0".to_string(),
         ),
-        (_, Some(n), _) => g.update(
-            &tid,
+        (_, Some(n), _) => (
             TaskState::TaskFailed,
-            &format!("Command exited with status {n}"),
-            None,
-            true,
+            format!("Command exited with status {n}"),
         ),
-        (_, None, s) => g.update(
-            &tid,
+        (_, None, s) => (
             TaskState::TaskFailed,
-            &format!("Command terminated with signal {}", s.unwrap_or(0)),
-            None,
-            true,
+            format!("Command terminated with signal {}", s.unwrap_or(0)),
         ),
-    }
+    };
+    g.executor_update(&tid, state, &message);
 }
 
 #[derive(Deserialize)]
 struct FileQuery {
     path: String,
-    offset: Option<i64>,
-    length: Option<u64>,
+    offset: Option<String>,
+    length: Option<String>,
 }
 
 /// The agent's files API paths are virtual (`/frameworks/...`); here they
@@ -1050,38 +1731,127 @@ fn real_path(c: &Cluster, agent: &str, path: &str) -> Option<PathBuf> {
     Some(c.root.join(agent).join(rel))
 }
 
+/// Checks the files API's credentials (agents with
+/// `--authenticate_http_readonly`), recording what came.
+fn files_denied(c: &mut Cluster, headers: &HeaderMap) -> Option<Response> {
+    let got = header(headers, "authorization").map(str::to_string);
+    c.record.files_auth.push(got.clone());
+    let (p, s) = c.files_credentials.as_ref()?;
+    if got.as_deref() == Some(basic(p, s).as_str()) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"mesos-agent-readonly\"")],
+            "401 Unauthorized.",
+        )
+            .into_response(),
+    )
+}
+
+/// A JSON string of raw bytes as Mesos writes it (rapidjson without UTF-8
+/// validation): `"` and `\` escaped, control characters as `\n` `\t` `\r`
+/// or upper-case `\u00XX`, every other byte (DEL and bytes ≥ 0x80 included)
+/// as it is.
+pub fn mesos_json_bytes(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 2);
+    out.push(b'"');
+    for &b in data {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0..=0x1f => out.extend_from_slice(format!("\\u{b:04X}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+    out
+}
+
+/// Mesos caps a read at 16 pages.
+const READ_CAP: usize = 65536;
+
 async fn files_read(
     State((c, agent)): State<(Shared, String)>,
+    headers: HeaderMap,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let Some(p) = real_path(&c.lock().unwrap(), &agent, &q.path) else {
-        return status(StatusCode::BAD_REQUEST, "bad path");
+    let p = {
+        let mut g = c.lock().unwrap();
+        if let Some(denied) = files_denied(&mut g, &headers) {
+            return denied;
+        }
+        real_path(&g, &agent, &q.path)
     };
-    let Ok(data) = std::fs::read(&p) else {
-        return status(StatusCode::NOT_FOUND, "No such file or directory");
+    let Some(p) = p else {
+        return text(StatusCode::BAD_REQUEST, "bad path");
     };
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Json(serde_json::json!({ "data": "", "offset": data.len() })).into_response();
+    if p.is_dir() {
+        return text(StatusCode::BAD_REQUEST, "Cannot read a directory.\n");
     }
-    let start = (offset as usize).min(data.len());
-    let end = (start + q.length.unwrap_or(u64::MAX).min(1 << 20) as usize).min(data.len());
-    Json(serde_json::json!({
-        "data": String::from_utf8_lossy(&data[start..end]),
-        "offset": offset,
-    }))
-    .into_response()
+    let Ok(data) = std::fs::read(&p) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let offset: i64 = match q.offset.as_deref() {
+        None => -1,
+        Some(o) => match o.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Failed to parse offset: Failed to convert '{o}' to number.\n"),
+                )
+            }
+        },
+    };
+    let length: usize = match q.length.as_deref() {
+        None => READ_CAP,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n >= 0 => (n as usize).min(READ_CAP),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Failed to parse length: Failed to convert '{l}' to number.\n"),
+                )
+            }
+        },
+    };
+    let (chunk, offset): (&[u8], i64) = if offset < 0 {
+        (&[], data.len() as i64)
+    } else {
+        let start = (offset as usize).min(data.len());
+        let end = (start + length).min(data.len());
+        (&data[start..end], offset)
+    };
+    let mut body = b"{\"data\":".to_vec();
+    body.extend(mesos_json_bytes(chunk));
+    body.extend(format!(",\"offset\":{offset}}}").as_bytes());
+    ([("content-type", "application/json")], body).into_response()
 }
 
 async fn files_browse(
     State((c, agent)): State<(Shared, String)>,
+    headers: HeaderMap,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let Some(p) = real_path(&c.lock().unwrap(), &agent, &q.path) else {
-        return status(StatusCode::BAD_REQUEST, "bad path");
+    let p = {
+        let mut g = c.lock().unwrap();
+        if let Some(denied) = files_denied(&mut g, &headers) {
+            return denied;
+        }
+        real_path(&g, &agent, &q.path)
+    };
+    let Some(p) = p else {
+        return text(StatusCode::BAD_REQUEST, "bad path");
     };
     let Ok(rd) = std::fs::read_dir(&p) else {
-        return status(StatusCode::NOT_FOUND, "No such file or directory");
+        return StatusCode::NOT_FOUND.into_response();
     };
     let mut out = vec![];
     for e in rd.flatten() {
@@ -1096,18 +1866,39 @@ async fn files_browse(
             "gid": "root",
         }));
     }
-    Json(out).into_response()
+    axum::Json(out).into_response()
 }
 
 async fn files_download(
     State((c, agent)): State<(Shared, String)>,
+    headers: HeaderMap,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let Some(p) = real_path(&c.lock().unwrap(), &agent, &q.path) else {
-        return status(StatusCode::BAD_REQUEST, "bad path");
+    let p = {
+        let mut g = c.lock().unwrap();
+        if let Some(denied) = files_denied(&mut g, &headers) {
+            return denied;
+        }
+        real_path(&g, &agent, &q.path)
+    };
+    let Some(p) = p else {
+        return text(StatusCode::BAD_REQUEST, "bad path");
     };
     match std::fs::read(&p) {
-        Ok(d) => d.into_response(),
-        Err(_) => status(StatusCode::NOT_FOUND, "No such file or directory"),
+        Ok(d) => (
+            [
+                ("content-type", "application/octet-stream".to_string()),
+                (
+                    "content-disposition",
+                    format!(
+                        "attachment; filename={}",
+                        p.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                ),
+            ],
+            d,
+        )
+            .into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
 }
