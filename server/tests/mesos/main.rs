@@ -2,6 +2,8 @@
 //! protocol (`master.rs`): real dispatcher, real HTTP, real task processes
 //! started by the test master's agents, real files API.
 
+mod conformance;
+mod defects;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod master;
@@ -402,6 +404,20 @@ async fn teardown_unregisters_the_framework_and_kills_the_running_job() {
     let (m, app) = cluster(&[2.0]).await;
     let id = app.submit("peerprog", &sleepers(2, 30)).await;
     all_running(&app, id, 2).await;
+    // RUNNING is not "has printed": wait for what the archive is checked for.
+    for n in 0..2 {
+        let path = format!("/api/jobs/{id}/peers/{n}/logs?follow=false");
+        for _ in 0..400 {
+            if app
+                .get_text(&path)
+                .await
+                .contains(&format!("peer {n} of 2"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
     let fw = m.framework_id().unwrap();
     let r = app
         .client

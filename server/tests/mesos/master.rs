@@ -453,6 +453,12 @@ impl TestMaster {
         id
     }
 
+    /// The id of the one agent, when there is exactly one.
+    pub fn only_agent(&self) -> Option<String> {
+        let c = self.c.lock().unwrap();
+        (c.agents.len() == 1).then(|| c.agents.keys().next().unwrap().clone())
+    }
+
     /// `http://127.0.0.1:<port>` of an agent's files API.
     pub fn agent_url(&self, id: &str) -> String {
         format!(
