@@ -122,9 +122,7 @@ pub fn take_from_pools(o: &mesos::Offer, role: &str, tasks: &mut [mesos::TaskInf
                             .unwrap_or("*");
                         out.push(mesos::Resource {
                             role: reserved(pool),
-                            ranges: Some(value::Ranges {
-                                range: vec![p.clone()],
-                            }),
+                            ranges: Some(value::Ranges { range: vec![*p] }),
                             ..r.clone()
                         });
                     }

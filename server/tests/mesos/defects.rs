@@ -33,7 +33,7 @@ async fn an_agent_restart_keeps_the_job_because_the_framework_checkpoints() {
     let app = dispatcher(&m, |_| {}).await;
     let id = app.submit("peerprog", &sleepers(1, 3)).await;
     all_running(&app, id, 1).await;
-    assert_eq!(m.framework().unwrap().checkpoint, true);
+    assert!(m.framework().unwrap().checkpoint);
     m.kill_agent(&agent);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.job(id).await["state"], "RUNNING");
