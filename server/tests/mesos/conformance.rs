@@ -20,7 +20,7 @@ use proto::{Call, Event, Message};
 use serde_json::{json, Value};
 
 use super::eventually;
-use super::master::{base64, Pools, Res, TestMaster, UNRESERVED};
+use super::master::{base64, pools, Pools, TestMaster};
 
 const DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -378,16 +378,7 @@ fn updates(s: &Stream) -> usize {
 }
 
 fn one_agent_pools() -> Pools {
-    let mut p = Pools::new();
-    p.insert(
-        UNRESERVED.into(),
-        Res {
-            cpus: 4.0,
-            mem: 4096.0,
-            ports: vec![(31000, 32000)],
-        },
-    );
-    p
+    pools(&[("*", 4.0, 4096.0, Some((31000, 32000)))])
 }
 
 /// agent-restart-checkpoint and agent-restart-no-checkpoint (both
@@ -923,23 +914,10 @@ async fn offers_and_launches_on_reserved_resources_match_the_recording() {
         ),
     ] {
         let m = TestMaster::start(15.0).await;
-        let mut pools = Pools::new();
-        pools.insert(
-            "dispatch".into(),
-            Res {
-                cpus: 2.0,
-                mem: 1024.0,
-                ports: vec![],
-            },
-        );
-        pools.insert(
-            UNRESERVED.into(),
-            Res {
-                cpus: 2.0,
-                mem: 2048.0,
-                ports: vec![(31000, 32000)],
-            },
-        );
+        let pools = pools(&[
+            ("dispatch", 2.0, 1024.0, None),
+            ("*", 2.0, 2048.0, Some((31000, 32000))),
+        ]);
         m.add_agent_with("127.0.0.1", pools).await;
         let mut raw = Raw::new(&m);
         let s = raw.subscribe_as(sc, stream).await;

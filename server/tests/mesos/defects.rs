@@ -7,7 +7,7 @@ use std::time::Duration;
 use proto::mesos::scheduler::call::Type as C;
 
 use super::helpers::{file, spawn_app_with, TestApp};
-use super::master::{Pools, Res, TestMaster, UNRESERVED};
+use super::master::{pools, TestMaster};
 use super::{all_running, eventually, sleepers, PEER};
 
 async fn dispatcher(m: &TestMaster, tweak: impl FnOnce(&mut dispatcher::Config)) -> TestApp {
@@ -67,31 +67,11 @@ async fn without_checkpointing_an_agent_restart_loses_the_job_as_a_real_master_d
 #[tokio::test]
 async fn a_job_on_a_reserved_role_launches_on_the_reserved_resources() {
     let m = TestMaster::start(1.0).await;
-    let mut pools = Pools::new();
-    pools.insert(
-        "dispatch".into(),
-        Res {
-            cpus: 2.0,
-            mem: 1024.0,
-            ports: vec![],
-        },
-    );
-    pools.insert(
-        "other".into(),
-        Res {
-            cpus: 4.0,
-            mem: 4096.0,
-            ports: vec![],
-        },
-    );
-    pools.insert(
-        UNRESERVED.into(),
-        Res {
-            cpus: 1.0,
-            mem: 1024.0,
-            ports: vec![(31000, 31100)],
-        },
-    );
+    let pools = pools(&[
+        ("dispatch", 2.0, 1024.0, None),
+        ("other", 4.0, 4096.0, None),
+        ("*", 1.0, 1024.0, Some((31000, 31100))),
+    ]);
     m.add_agent_with("host0", pools).await;
     let app = dispatcher(&m, |c| c.mesos_role = "dispatch".into()).await;
     let id = app.submit("peerprog", &sleepers(3, 0)).await;

@@ -77,6 +77,21 @@ pub struct Res {
 /// An agent's resources by reservation.
 pub type Pools = BTreeMap<String, Res>;
 
+/// Pools from `(pool, cpus, mem, ports)`: `*` unreserved, any other key a
+/// static reservation for that role.
+pub fn pools(list: &[(&str, f64, f64, Option<(u64, u64)>)]) -> Pools {
+    list.iter()
+        .map(|(k, cpus, mem, ports)| {
+            let r = Res {
+                cpus: *cpus,
+                mem: *mem,
+                ports: ports.iter().copied().collect(),
+            };
+            (k.to_string(), r)
+        })
+        .collect()
+}
+
 impl Res {
     fn is_empty(&self) -> bool {
         self.cpus < 1e-9 && self.mem < 1e-9 && self.ports.is_empty()
@@ -1756,6 +1771,20 @@ fn files_denied(c: &mut Cluster, headers: &HeaderMap) -> Option<Response> {
     )
 }
 
+/// The real path behind a files API request, once its credentials pass.
+fn files_path(
+    c: &Shared,
+    agent: &str,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<PathBuf, Response> {
+    let mut g = c.lock().unwrap();
+    if let Some(denied) = files_denied(&mut g, headers) {
+        return Err(denied);
+    }
+    real_path(&g, agent, path).ok_or_else(|| text(StatusCode::BAD_REQUEST, "bad path"))
+}
+
 /// A JSON string of raw bytes as Mesos writes it (rapidjson without UTF-8
 /// validation): `"` and `\` escaped, control characters as `\n` `\t` `\r`
 /// or upper-case `\u00XX`, every other byte (DEL and bytes ≥ 0x80 included)
@@ -1788,15 +1817,9 @@ async fn files_read(
     headers: HeaderMap,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let p = {
-        let mut g = c.lock().unwrap();
-        if let Some(denied) = files_denied(&mut g, &headers) {
-            return denied;
-        }
-        real_path(&g, &agent, &q.path)
-    };
-    let Some(p) = p else {
-        return text(StatusCode::BAD_REQUEST, "bad path");
+    let p = match files_path(&c, &agent, &headers, &q.path) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     if p.is_dir() {
         return text(StatusCode::BAD_REQUEST, "Cannot read a directory.\n");
@@ -1846,15 +1869,9 @@ async fn files_browse(
     headers: HeaderMap,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let p = {
-        let mut g = c.lock().unwrap();
-        if let Some(denied) = files_denied(&mut g, &headers) {
-            return denied;
-        }
-        real_path(&g, &agent, &q.path)
-    };
-    let Some(p) = p else {
-        return text(StatusCode::BAD_REQUEST, "bad path");
+    let p = match files_path(&c, &agent, &headers, &q.path) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let Ok(rd) = std::fs::read_dir(&p) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -1880,15 +1897,9 @@ async fn files_download(
     headers: HeaderMap,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let p = {
-        let mut g = c.lock().unwrap();
-        if let Some(denied) = files_denied(&mut g, &headers) {
-            return denied;
-        }
-        real_path(&g, &agent, &q.path)
-    };
-    let Some(p) = p else {
-        return text(StatusCode::BAD_REQUEST, "bad path");
+    let p = match files_path(&c, &agent, &headers, &q.path) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     match std::fs::read(&p) {
         Ok(d) => (
