@@ -77,9 +77,12 @@ pub struct Res {
 /// An agent's resources by reservation.
 pub type Pools = BTreeMap<String, Res>;
 
+/// `(pool, cpus, mem, ports)`.
+pub type PoolSpec<'a> = (&'a str, f64, f64, Option<(u64, u64)>);
+
 /// Pools from `(pool, cpus, mem, ports)`: `*` unreserved, any other key a
 /// static reservation for that role.
-pub fn pools(list: &[(&str, f64, f64, Option<(u64, u64)>)]) -> Pools {
+pub fn pools(list: &[PoolSpec]) -> Pools {
     list.iter()
         .map(|(k, cpus, mem, ports)| {
             let r = Res {
@@ -1772,6 +1775,7 @@ fn files_denied(c: &mut Cluster, headers: &HeaderMap) -> Option<Response> {
 }
 
 /// The real path behind a files API request, once its credentials pass.
+#[allow(clippy::result_large_err)] // the error is the answer itself
 fn files_path(
     c: &Shared,
     agent: &str,
