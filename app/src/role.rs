@@ -24,6 +24,33 @@ pub const MAX_TIME_LIMIT_SECS: u64 = 366 * 24 * 3600;
 /// Names a peer config reserves for itself; globals may not use them.
 pub const RESERVED_VARS: [&str; 2] = ["me", "peers"];
 
+/// Checks a Docker image reference against the grammar of
+/// distribution/reference: `[domain[:port]/]path[:tag][@digest]`, lower-case
+/// path components, at most 255 characters of name.
+pub fn check_image(img: &str) -> Result<(), &'static str> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        let domain = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?";
+        let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+        let tag = r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?";
+        let digest = r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?";
+        regex::Regex::new(&format!(
+            "^(?P<name>{domain}{component}(?:/{component})*){tag}{digest}$"
+        ))
+        .expect("image regex")
+    });
+    if img.is_empty() {
+        return Err("it is empty");
+    }
+    let caps = re
+        .captures(img)
+        .ok_or("it does not follow [registry/]name[:tag][@digest]")?;
+    if caps["name"].len() > 255 {
+        return Err("its name is longer than 255 characters");
+    }
+    Ok(())
+}
+
 /// A valid role file: at least one role, role names unique.
 #[derive(Clone, Debug, Serialize)]
 pub struct RoleFile {
@@ -416,7 +443,12 @@ pub fn check(src: &str) -> Report {
     let docs = match parse_documents(src) {
         Ok(d) => d,
         Err(e) => {
-            cx.error(e.pos, "", format!("YAML syntax error: {}", e.message));
+            let msg = match e.kind {
+                crate::yaml::ErrorKind::Syntax => format!("YAML syntax error: {}", e.message),
+                crate::yaml::ErrorKind::Limit => format!("too large: {}", e.message),
+                crate::yaml::ErrorKind::Refused => e.message,
+            };
+            cx.error(e.pos, "", msg);
             return cx.finish(None);
         }
     };
@@ -875,11 +907,14 @@ fn parse_role(
     let image = get("image").filter(|n| !n.is_null()).and_then(|n| {
         let p = join(path, "image");
         let img = cx.expect_string(n, &p)?;
-        if img.trim().is_empty() || img.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Err(why) = check_image(&img) {
             cx.error(
                 n.pos(),
                 &p,
-                format!("image {} is not a Docker image reference", n.describe()),
+                format!(
+                    "image {} is not a Docker image reference ({why}); write e.g. `ubuntu:22.04` or `registry.example:5000/team/app@sha256:<hex>`",
+                    n.describe()
+                ),
             );
             return None;
         }

@@ -82,6 +82,17 @@ const MISTAKES: &[(&str, &str, (u32, u32), &str)] = &[
     ("bad time limit", "name: a\npeers: 1\ntime_limit: 10y\n", (3, 13), "\"10y\""),
     ("zero time limit", "name: a\npeers: 1\ntime_limit: 0\n", (3, 13), "more than zero"),
     ("image with spaces", "name: a\npeers: 1\nimage: \"my image\"\n", (3, 8), "\"my image\""),
+    ("image path traversal", "name: a\npeers: 1\nimage: ../../etc/passwd\n", (3, 8), "\"../../etc/passwd\""),
+    ("image upper-case path", "name: a\npeers: 1\nimage: Ubuntu\n", (3, 8), "not a Docker image reference"),
+    ("image bad digest", "name: a\npeers: 1\nimage: ubuntu@sha256:xyz\n", (3, 8), "not a Docker image reference"),
+    ("nul in command", "name: a\npeers: 1\ncommand: \"ls\\0 -l\"\n", (3, 10), "U+0000"),
+    ("raw nul byte", "name: a\npeers: 1\ncommand: ls\0\n", (3, 12), "U+0000"),
+    ("nul in volume", "name: a\npeers: 1\nvolumes:\n  - {host: \"/x\\0y\", container: /y}\n", (4, 12), "U+0000"),
+    ("rtl override in name", "name: \"ab\\u202Ecd\"\npeers: 1\n", (1, 7), "U+202E"),
+    ("unknown yaml version", "%YAML 9.9\n---\nname: a\npeers: 1\n", (1, 1), "%YAML 9.9"),
+    ("python tag", "name: !!python/object/apply:os.system [ls]\npeers: 1\n", (1, 39), "!!python/object/apply:os.system"),
+    ("alias bomb", "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n", (5, 29), "too large: aliases copy more than 100000"),
+    ("bad merge value", "name: a\npeers: 1\n<<: 3\n", (3, 5), "merge key"),
     ("data path relative", "name: a\npeers: 1\nk3_data:\n  - {var: d, path: data, policy: global}\n", (4, 20), "\"data\""),
 ];
 
@@ -113,6 +124,53 @@ fn every_kind_of_mistake_is_reported_where_it_is() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn k3_files_with_merge_keys_are_accepted() {
+    let src = "\
+defaults: &defaults
+  peers: 2
+  cpu: 0.5
+  k3_globals: {master: auto}
+---
+<<: *defaults
+name: a
+peers: 3
+---
+name: b
+<<: *defaults
+";
+    // Anchors are per document in YAML, so the second role cannot use
+    // the first document's anchor.
+    let report = check(src);
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("unknown anchor") && d.line == 6),
+        "{:#?}",
+        report.diagnostics
+    );
+    let src = "\
+name: a
+x-defaults: &d {peers: 2, cpu: 0.5, k3_globals: {master: auto}}
+<<: *d
+peers: 3
+";
+    let (rf, warnings) = RoleFile::parse(src).unwrap();
+    let r = &rf.roles()[0];
+    assert_eq!(
+        r.peers.get(),
+        3,
+        "a key in the mapping wins over the merged one"
+    );
+    assert_eq!(r.cpu.millis(), 500);
+    assert_eq!(r.k3_globals["master"], "auto");
+    assert!(
+        warnings.iter().any(|w| w.message.contains("x-defaults")),
+        "{warnings:#?}"
+    );
 }
 
 #[test]

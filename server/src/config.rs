@@ -39,9 +39,51 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1", env = "DISPATCHER_IP")]
     pub ip: IpAddr,
 
-    /// Bearer token required on every route that changes something (uploads, submissions, kills, deletes). Also read from DISPATCHER_TOKEN.
-    #[arg(long, env = "DISPATCHER_TOKEN", hide_env_values = true)]
+    /// Token required on every route that changes something (uploads, submissions, kills, deletes), sent as `Authorization: Bearer <token>`; the dashboard asks for it once. Also read from DISPATCHER_TOKEN. Prefer --token-file: a flag shows in the process list.
+    #[arg(
+        long,
+        env = "DISPATCHER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
+
+    /// A file holding the token (its first line), so that it shows neither in the process list nor in the environment.
+    #[arg(long, env = "DISPATCHER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Token required to read anything (job lists, role files, logs, archives, events), for a dispatcher reachable beyond a trusted network. The write token grants reads too. Also read from DISPATCHER_READ_TOKEN.
+    #[arg(
+        long,
+        env = "DISPATCHER_READ_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "read_token_file"
+    )]
+    pub read_token: Option<String>,
+
+    /// A file holding the read token (its first line).
+    #[arg(long, env = "DISPATCHER_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+
+    /// Largest role file accepted, in KiB (uploads, `-F text=`, JSON submissions and /api/validate).
+    #[arg(long, default_value_t = 1024)]
+    pub max_role_file_kb: u64,
+
+    /// Most peers one job may ask for, all roles together.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_peers_per_job: u32,
+
+    /// Most roles (YAML documents) one role file may hold.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_roles: usize,
+
+    /// Most app uploads received at the same time; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 4)]
+    pub max_uploads: usize,
+
+    /// Most event and log streams open at the same time (dashboards, `curl -N`); more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_event_streams: usize,
 
     /// Local backend: cores peers may use in total (default: this machine's cores).
     #[arg(long)]

@@ -19,6 +19,19 @@ impl std::fmt::Display for Internal {
 
 impl std::error::Error for Internal {}
 
+impl Internal {
+    /// True when the fault is a full disk (or quota): the client can be told,
+    /// since the remedy is theirs or the operator's, and nothing was stored.
+    /// The checks read the OS error code Rust appends, and SQLite's own
+    /// fixed message, so they hold however the error was wrapped.
+    pub fn is_storage_full(&self) -> bool {
+        let m = &self.0;
+        m.contains("(os error 28)")
+            || m.contains("(os error 122)")
+            || m.contains("database or disk is full")
+    }
+}
+
 macro_rules! internal_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Internal {
@@ -66,6 +79,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, message)
     }
 
+    /// 503 with `Retry-After`: a load limit, not a fault.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
     pub fn with_details(self, details: Vec<Value>) -> Self {
         match self {
             ApiError::Client {
@@ -93,14 +111,31 @@ impl IntoResponse for ApiError {
                 status,
                 message,
                 details,
-            } => (
-                status,
-                Json(app::model::ApiErrorBody {
-                    error: message,
-                    details,
-                }),
-            )
-                .into_response(),
+            } => {
+                let mut resp = (
+                    status,
+                    Json(app::model::ApiErrorBody {
+                        error: message,
+                        details,
+                    }),
+                )
+                    .into_response();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    resp.headers_mut().insert(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("5"),
+                    );
+                }
+                resp
+            }
+            ApiError::Internal(e) if e.is_storage_full() => {
+                tracing::error!(error = %e, "the data directory's filesystem is full");
+                let body = app::model::ApiErrorBody {
+                    error: "the dispatcher's data directory is full: nothing was stored; free space there (old archives, apps) and try again".into(),
+                    details: vec![],
+                };
+                (StatusCode::INSUFFICIENT_STORAGE, Json(body)).into_response()
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 let body = app::model::ApiErrorBody {

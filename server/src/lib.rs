@@ -6,6 +6,7 @@
 //! listener; [`Application::run_until`] serves until a shutdown signal. Tests
 //! build it on port 0 with a temporary data directory.
 
+pub mod access;
 pub mod api;
 pub mod archive;
 pub mod blobs;
@@ -48,6 +49,14 @@ impl Application {
             None => None,
         };
         let (first, last) = cfg.port_range().map_err(Internal)?;
+        let token = match &cfg.token_file {
+            Some(f) => Some(access::token_from_file(f, "--token-file").map_err(Internal)?),
+            None => cfg.token.clone(),
+        };
+        let read_token = match &cfg.read_token_file {
+            Some(f) => Some(access::token_from_file(f, "--read-token-file").map_err(Internal)?),
+            None => cfg.read_token.clone(),
+        };
         let creds = match (&cfg.mesos_principal, &cfg.mesos_secret_file) {
             (Some(p), Some(f)) => Some(mesos::Credentials::from_file(p, f).map_err(Internal)?),
             _ => None,
@@ -126,7 +135,14 @@ impl Application {
         };
         let settings = Settings {
             jobs_dir: jobs_dir.clone(),
-            token: cfg.token.clone().filter(|t| !t.is_empty()),
+            access: access::Access::new(token.as_deref(), read_token.as_deref()),
+            limits: service::Limits::new(
+                cfg.max_role_file_kb.saturating_mul(1024).min(64 << 20) as usize,
+                cfg.max_peers_per_job,
+                cfg.max_roles,
+                cfg.max_uploads.max(1),
+                cfg.max_event_streams.max(1),
+            ),
             max_upload: cfg.max_upload_mb.saturating_mul(1 << 20),
             total_offer: runner.total_offer(),
             backend,

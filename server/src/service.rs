@@ -31,7 +31,8 @@ pub struct AppState {
 
 pub struct Settings {
     pub jobs_dir: PathBuf,
-    pub token: Option<String>,
+    pub access: crate::access::Access,
+    pub limits: Limits,
     pub max_upload: u64,
     /// The machine as one offer with nothing running: a job that does not fit
     /// this can never run here and is refused at submission.
@@ -41,7 +42,73 @@ pub struct Settings {
     pub files: Option<crate::mesos::files::Files>,
 }
 
-pub const MAX_ROLE_FILE: usize = 1 << 20;
+/// What one request may ask for; each is a flag (see `Config`) and each
+/// refusal names it.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_role_file: usize,
+    pub max_peers_per_job: u32,
+    pub max_roles: usize,
+    /// Uploads received at once.
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    pub max_uploads: usize,
+    /// Event and log streams open at once.
+    pub streams: Arc<tokio::sync::Semaphore>,
+    pub max_streams: usize,
+}
+
+impl Limits {
+    pub fn new(
+        max_role_file: usize,
+        max_peers_per_job: u32,
+        max_roles: usize,
+        max_uploads: usize,
+        max_streams: usize,
+    ) -> Limits {
+        Limits {
+            max_role_file,
+            max_peers_per_job,
+            max_roles,
+            uploads: Arc::new(tokio::sync::Semaphore::new(max_uploads)),
+            max_uploads,
+            streams: Arc::new(tokio::sync::Semaphore::new(max_streams)),
+            max_streams,
+        }
+    }
+
+    /// The role-file size refusal, naming the flag.
+    pub fn role_file_too_large(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the role file is larger than the limit of {} KiB (--max-role-file-kb)",
+                self.max_role_file >> 10
+            ),
+        )
+    }
+
+    /// A place among the open event streams, or 503 with Retry-After.
+    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            ApiError::busy(format!(
+                "{} event and log streams are open, the most this dispatcher serves at once (--max-event-streams); try again shortly",
+                self.max_streams
+            ))
+        })
+    }
+
+    /// A place among the uploads in progress, or 503 with Retry-After.
+    pub fn upload_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.uploads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::busy(format!(
+                "{} uploads are in progress, the most this dispatcher receives at once (--max-uploads); try again shortly",
+                self.max_uploads
+            ))
+        })
+    }
+}
+
+/// Text fields of a form other than the role file (`name`, `uid`, options).
 const MAX_FIELD: usize = 64 << 10;
 
 /// A multipart form: the uploaded file (streamed to the blob store, or kept
@@ -93,6 +160,17 @@ async fn read_text(mut field: Field<'_>, limit: usize, what: &str) -> Result<Vec
     Ok(buf)
 }
 
+async fn read_role_file(field: Field<'_>, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+    read_text(field, limits.max_role_file, "the role file")
+        .await
+        .map_err(|e| match e {
+            ApiError::Client { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE => {
+                limits.role_file_too_large()
+            }
+            e => e,
+        })
+}
+
 /// Reads a multipart form. With `stream_file`, the `file` field goes to the
 /// blob store as it arrives (constant memory); otherwise it is read into
 /// memory up to the role-file limit.
@@ -101,6 +179,7 @@ pub async fn read_form(
     mut mp: Multipart,
     stream_file: bool,
     max_upload: u64,
+    limits: &Limits,
 ) -> Result<Form, ApiError> {
     let mut form = Form {
         file_name: None,
@@ -110,6 +189,13 @@ pub async fn read_form(
     };
     while let Some(mut field) = mp.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
+        if name == "file" && (form.blob.is_some() || form.bytes.is_some())
+            || form.fields.contains_key(&name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the form has two parts named `{name}`; send each field once"
+            )));
+        }
         if name == "file" {
             form.file_name = field.file_name().map(str::to_string);
             if stream_file {
@@ -125,8 +211,14 @@ pub async fn read_form(
                 }
                 form.blob = Some(blobs.commit(w).await?);
             } else {
-                form.bytes = Some(read_text(field, MAX_ROLE_FILE, "the role file").await?);
+                form.bytes = Some(read_role_file(field, limits).await?);
             }
+        } else if name == "text" {
+            let bytes = read_role_file(field, limits).await?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ApiError::bad_request("field `text` (the role file) is not UTF-8 text")
+            })?;
+            form.fields.insert(name, text);
         } else {
             let bytes = read_text(field, MAX_FIELD, &format!("field `{name}`")).await?;
             let text = String::from_utf8(bytes)
@@ -169,7 +261,15 @@ pub fn check_name(kind: &str, s: &str) -> Result<(), ApiError> {
 /// Receives an app upload (multipart `file`, optional `name`, `uid`, `tag`)
 /// and records it; returns the version and whether it is new.
 pub async fn upload(st: &AppState, mp: Multipart) -> Result<(AppVersion, bool), ApiError> {
-    let form = read_form(&st.blobs, mp, true, st.settings.max_upload).await?;
+    let _permit = st.settings.limits.upload_permit()?;
+    let form = read_form(
+        &st.blobs,
+        mp,
+        true,
+        st.settings.max_upload,
+        &st.settings.limits,
+    )
+    .await?;
     let (Some(blob), Some(file_name)) = (form.blob.clone(), form.file_name.clone()) else {
         return Err(ApiError::bad_request(
             "no file received: send the program as a multipart field named `file` (curl -F file=@prog)",
@@ -281,6 +381,21 @@ pub fn accept_role_file(
 
 /// Why a valid role file still cannot run on this backend, if it cannot.
 pub fn runnable_here(st: &AppState, rf: &RoleFile) -> Result<(), String> {
+    let limits = &st.settings.limits;
+    if rf.roles().len() > limits.max_roles {
+        return Err(format!(
+            "the role file has {} roles, more than the limit of {} (--max-roles)",
+            rf.roles().len(),
+            limits.max_roles
+        ));
+    }
+    if rf.total_peers() > limits.max_peers_per_job {
+        return Err(format!(
+            "the job asks for {} peers, more than the limit of {} per job (--max-peers-per-job)",
+            rf.total_peers(),
+            limits.max_peers_per_job
+        ));
+    }
     if st.settings.backend == "local" {
         if let Some(r) = rf.roles().iter().find(|r| r.image.is_some()) {
             return Err(format!(

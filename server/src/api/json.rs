@@ -104,17 +104,40 @@ pub struct SubmitBody {
     options: JobOptions,
 }
 
-pub async fn submit(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// A JSON body must say so: a `text/plain` body is one another site's page
+/// can send without the browser asking first (no CORS preflight).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "the body must be JSON with `Content-Type: application/json`, not {:?}",
+                if ct.is_empty() { "(none)" } else { ct }
+            ),
+        ))
+    }
+}
+
+pub async fn submit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     let req: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not a job request ({{app, uid?, role_file, options?}}): {e}"
         ))
     })?;
-    if req.role_file.len() > service::MAX_ROLE_FILE {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the role file is larger than 1 MiB",
-        ));
+    if req.role_file.len() > st.settings.limits.max_role_file {
+        return Err(st.settings.limits.role_file_too_large());
     }
     let s = service::submit(
         &st,
@@ -179,12 +202,6 @@ pub async fn validate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Validation>, ApiError> {
-    if body.len() > service::MAX_ROLE_FILE {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the role file is larger than 1 MiB",
-        ));
-    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -203,6 +220,9 @@ pub async fn validate(
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::bad_request("the role file is not UTF-8 text"))?
     };
+    if text.len() > st.settings.limits.max_role_file {
+        return Err(st.settings.limits.role_file_too_large());
+    }
     let report = app::check(&text);
     let mut diagnostics = report.diagnostics;
     let (peers, roles) = report

@@ -197,7 +197,14 @@ async fn submit_form(
     uid: Option<String>,
     mp: Multipart,
 ) -> Result<Response, ApiError> {
-    let form = service::read_form(&st.blobs, mp, false, st.settings.max_upload).await?;
+    let form = service::read_form(
+        &st.blobs,
+        mp,
+        false,
+        st.settings.max_upload,
+        &st.settings.limits,
+    )
+    .await?;
     let text = match (&form.bytes, form.fields.get("text")) {
         (Some(b), _) if !b.is_empty() => String::from_utf8(b.clone())
             .map_err(|_| ApiError::bad_request("the role file is not UTF-8 text"))?,

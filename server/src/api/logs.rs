@@ -62,11 +62,21 @@ pub async fn peer_logs(
             job.job.peers_total
         )));
     }
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Last-Event-ID is not a byte offset (a whole number this server sent)",
+                    )
+                })?,
+        ),
+    };
     let offset = resume.or(q.offset).unwrap_or(0);
+    let permit = st.settings.limits.stream_permit()?;
     let source = if let Some(files) = st.settings.files.clone() {
         Source::Agent {
             files,
@@ -87,6 +97,7 @@ pub async fn peer_logs(
     let (tx, rx) = mpsc::channel(16);
     let mut shutdown = st.shutdown.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let closed = tx.clone();
         tokio::select! {
             _ = tail(st, id, peer, source, offset, follow, tx) => {}

@@ -27,13 +27,32 @@ pub struct After {
     after: Option<u64>,
 }
 
-fn last_event_id(headers: &HeaderMap, q: &After) -> u64 {
-    headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .or(q.after)
-        .unwrap_or(0)
+/// Where to resume. Only this server's own event ids are accepted: a
+/// `Last-Event-ID` it did not send is refused, not silently read as 0.
+fn last_event_id(headers: &HeaderMap, q: &After) -> Result<u64, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(q.after.unwrap_or(0)),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .and_then(|v| {
+                if v.is_empty() {
+                    Some(0)
+                } else {
+                    v.parse().ok()
+                }
+            })
+            .ok_or_else(|| {
+                let shown: String = String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(40)
+                    .collect();
+                ApiError::bad_request(format!(
+                    "Last-Event-ID {shown:?} is not an event id (a whole number this server sent)"
+                ))
+            }),
+    }
 }
 
 type EventStream =
@@ -43,8 +62,10 @@ pub async fn all_events(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<After>,
-) -> EventStream {
-    stream(st, None, last_event_id(&headers, &q))
+) -> Result<EventStream, ApiError> {
+    let after = last_event_id(&headers, &q)?;
+    let permit = st.settings.limits.stream_permit()?;
+    Ok(stream(st, None, after, permit))
 }
 
 pub async fn job_events(
@@ -54,10 +75,12 @@ pub async fn job_events(
     Query(q): Query<After>,
 ) -> Result<EventStream, ApiError> {
     let id = job_id(&id)?;
+    let after = last_event_id(&headers, &q)?;
     if st.db.call(move |c| db::sha_of_job(c, id)).await?.is_none() {
         return Err(ApiError::not_found(format!("there is no job {id}")));
     }
-    Ok(stream(st, Some(id), last_event_id(&headers, &q)))
+    let permit = st.settings.limits.stream_permit()?;
+    Ok(stream(st, Some(id), after, permit))
 }
 
 fn to_sse(ev: &Event) -> SseEvent {
@@ -72,12 +95,19 @@ fn to_sse(ev: &Event) -> SseEvent {
         .data(serde_json::to_string(ev).unwrap_or_default())
 }
 
-fn stream(st: AppState, job: Option<u64>, after: u64) -> EventStream {
+fn stream(
+    st: AppState,
+    job: Option<u64>,
+    after: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> EventStream {
     let (tx, rx) = mpsc::channel(256);
     // Subscribe before reading the backlog so nothing falls in between.
     let sub = st.bus.subscribe();
     let mut shutdown = st.shutdown.clone();
     tokio::spawn(async move {
+        // Held while the stream lives: it counts against --max-event-streams.
+        let _permit = permit;
         let closed = tx.clone();
         tokio::select! {
             _ = pump(st, job, after, sub, tx) => {}

@@ -24,6 +24,9 @@ pub fn config(dir: &Path) -> Config {
     c.port = 0;
     c.ip = "127.0.0.1".parse().unwrap();
     c.token = None;
+    c.token_file = None;
+    c.read_token = None;
+    c.read_token_file = None;
     c.cpus = Some(8.0);
     c.mem_mb = Some(8192);
     c.ports = "0-0".into();
