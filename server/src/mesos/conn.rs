@@ -345,8 +345,8 @@ async fn read_stream(
             };
             if let Some(s) = &ev.subscribed {
                 backoff.reset();
-                if let Some(secs) = s.heartbeat_interval_seconds.filter(|s| *s > 0.0) {
-                    silence = Duration::from_secs_f64(secs) * settings.missed_heartbeats;
+                if let Some(every) = s.heartbeat_interval() {
+                    silence = every * settings.missed_heartbeats;
                 }
             }
             if events.send(ConnEvent::Event(Box::new(ev))).is_err() {

@@ -260,6 +260,7 @@ impl Framework {
                 let Some(s) = ev.subscribed else {
                     return out;
                 };
+                out.heartbeat_secs = s.heartbeat_interval().map(|d| d.as_secs_f64());
                 let id = s.framework_id.value;
                 if self.id.as_deref() != Some(id.as_str()) {
                     out.new_id = Some(id.clone());
@@ -270,7 +271,6 @@ impl Framework {
                 // A subscription starts unsuppressed.
                 self.suppressed = false;
                 self.last_heartbeat_ms = Some(now_ms);
-                out.heartbeat_secs = s.heartbeat_interval_seconds;
                 // Kills asked for while disconnected are sent now.
                 for (tid, t) in &self.tasks {
                     if t.killing {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod apps;
 mod events;
+mod hostile;
 mod jobs;
 mod k3;
 mod restart;
