@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod apps;
 mod events;
 mod hostile;
