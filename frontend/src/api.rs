@@ -32,7 +32,18 @@ async fn decode<T: DeserializeOwned>(r: Response) -> Result<T, ApiError> {
         });
     }
     let status = r.status();
-    match r.json::<ApiErrorBody>().await {
+    let body = r.json::<ApiErrorBody>().await;
+    if status == 401 {
+        let reason = body
+            .as_ref()
+            .map(|b| b.error.clone())
+            .unwrap_or_else(|_| "This needs the dispatcher's token.".into());
+        // A wrong token at the sign-in itself is shown in the dialog, not reopened.
+        if !r.url().ends_with("/api/session") {
+            crate::auth::ask(&reason);
+        }
+    }
+    match body {
         Ok(b) => Err(ApiError {
             message: b.error,
             details: b.details,

@@ -4,6 +4,7 @@
 //! browser by the same `app` crate the server uses.
 
 mod api;
+mod auth;
 mod logic;
 mod pages;
 mod sse;
@@ -29,6 +30,7 @@ fn App() -> impl IntoView {
                     <A href="/apps">"Apps"</A>
                     <A href="/cluster">"Cluster"</A>
                 </nav>
+                <auth::SignIn/>
             </header>
             <main id="main">
                 <Routes fallback=|| view! { <section class="empty"><h1>"Not found"</h1><p>"There is no page here. "<a href="/jobs">"See the jobs."</a></p></section> }>

@@ -270,17 +270,22 @@ pub async fn upload(st: &AppState, mp: Multipart) -> Result<(AppVersion, bool), 
         &st.settings.limits,
     )
     .await?;
-    let (Some(blob), Some(file_name)) = (form.blob.clone(), form.file_name.clone()) else {
+    let Some(blob) = form.blob.clone() else {
         return Err(ApiError::bad_request(
             "no file received: send the program as a multipart field named `file` (curl -F file=@prog)",
         ));
     };
-    let name = match form.field("name") {
-        Some(n) => {
+    let name = match (form.field("name"), form.file_name.as_deref()) {
+        (Some(n), _) => {
             check_name("app name", n)?;
             n.to_string()
         }
-        None => app_name_from(&file_name)?,
+        (None, Some(f)) => app_name_from(f)?,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "the app has no name: give the `file` part a file name (curl -F file=@prog) or send a `name` field",
+            ))
+        }
     };
     let uid = form.field("uid").map(str::to_string);
     let tag = form.field("tag").unwrap_or_default().to_string();

@@ -134,6 +134,13 @@ pub fn AppsPage() -> impl IntoView {
                 }
                 _ => {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if status == 401 {
+                        crate::auth::ask(
+                            v["error"]
+                                .as_str()
+                                .unwrap_or("Uploads need the dispatcher's token."),
+                        );
+                    }
                     UpState::Failed(
                         v["error"]
                             .as_str()

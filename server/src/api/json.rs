@@ -223,6 +223,11 @@ pub async fn validate(
     if text.len() > st.settings.limits.max_role_file {
         return Err(st.settings.limits.role_file_too_large());
     }
+    if text.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is empty: send the role file (or JSON {\"role_file\": \"...\"})",
+        ));
+    }
     let report = app::check(&text);
     let mut diagnostics = report.diagnostics;
     let (peers, roles) = report

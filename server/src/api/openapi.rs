@@ -141,17 +141,25 @@ fn parameters(op: &Op) -> Vec<Value> {
     let mut ps = Vec::new();
     for seg in op.path.split('/') {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            let schema = if name == "peer" {
-                json!({"type": "integer", "minimum": 0, "maximum": 4294967295u64})
-            } else {
-                json!({"type": "string", "minLength": 1})
+            let schema = match name {
+                "peer" => json!({"type": "integer", "minimum": 0, "maximum": 4294967295u64}),
+                // K3 wrote ids with a suffix too: `12.tar`.
+                "id" => json!({"type": "string", "pattern": "^[0-9]{1,18}(\\.[A-Za-z0-9.]*)?$"}),
+                "sha256" => json!({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+                _ => json!({"$ref": "#/components/schemas/Name"}),
             };
             ps.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
         }
     }
     for (name, ty, desc) in op.query {
         let schema = match *ty {
+            "integer" if *name == "limit" => {
+                json!({"type": "integer", "minimum": 1, "maximum": 1000})
+            }
             "integer" => json!({"type": "integer", "minimum": 0}),
+            _ if *name == "state" => {
+                json!({"enum": ["SUBMITTED", "WAITING", "RUNNING", "FINISHED", "FAILED", "KILLED"]})
+            }
             other => json!({"type": other}),
         };
         ps.push(
@@ -185,8 +193,8 @@ fn request_body(op: &Op) -> Option<Value> {
             )
         }
         Body::RoleFile => Some(json!({"required": true, "content": {
-            "text/plain": {"schema": {"type": "string"}},
-            "application/json": {"schema": {"type": "object", "required": ["role_file"], "properties": {"role_file": {"type": "string"}}}}
+            "text/plain": {"schema": {"type": "string", "minLength": 1}},
+            "application/json": {"schema": {"type": "object", "required": ["role_file"], "properties": {"role_file": {"type": "string", "minLength": 1}}}}
         }})),
     }
 }
@@ -218,6 +226,10 @@ pub fn document(ops: &[Op]) -> Value {
         }
         let mut responses = error_responses(op);
         let (status, ok) = success(op);
+        // An upload of bytes already stored answers 200 with the old version.
+        if matches!(op.answer, Answer::Reply(201, "Uploaded")) {
+            responses.insert("200".into(), ok.clone());
+        }
         responses.insert(status, ok);
         o.insert("responses".into(), Value::Object(responses));
         o.insert(
@@ -272,6 +284,8 @@ fn schemas() -> Value {
             "details": {"type": "array", "description": "for role files: diagnostics with line and column"}
         })),
         "Diagnostic": diag,
+        "Name": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$",
+            "description": "letters, digits, '.', '_' and '-'; at most 128, not starting with '.'"},
         "Health": obj(&["status", "backend", "version"], json!({
             "status": {"const": "ok"}, "backend": {"enum": ["local", "mesos"]}, "version": {"type": "string"}
         })),
@@ -299,9 +313,16 @@ fn schemas() -> Value {
             "role_file": {"type": "string"}, "peers": {"type": "array"}
         })),
         "JobRequest": obj(&["app", "role_file"], json!({
-            "app": {"type": "string"}, "uid": {"type": ["string", "null"]},
-            "role_file": {"type": "string"}, "options": {"type": "object"}
+            "app": {"$ref": "#/components/schemas/Name"},
+            "uid": {"anyOf": [{"$ref": "#/components/schemas/Name"}, {"type": "null"}]},
+            "role_file": {"type": "string", "minLength": 1}, "options": {"$ref": "#/components/schemas/JobOptions"}
         })),
+        "JobOptions": {"type": "object", "properties": {
+            "user": {"type": "string"}, "tag": {"type": "string"},
+            "cmd_prefix": {"type": "string"}, "cmd_infix": {"type": "string"}, "cmd_suffix": {"type": "string"},
+            "logging": {"type": "boolean"}, "jsonlog": {"type": "boolean"}, "jsonfinal": {"type": "boolean"},
+            "time_limit": {"type": ["integer", "null"], "minimum": 1}
+        }},
         "Submitted": obj(&["id", "state"], json!({"id": {"type": "integer"}, "state": {"const": "SUBMITTED"}})),
         "Killed": obj(&["job"], json!({"job": {"type": "object"}})),
         "Validation": obj(&["ok", "peers", "roles", "diagnostics"], json!({
