@@ -30,7 +30,10 @@ thread_local! {
 /// Opens the sign-in dialog (from any 401).
 pub fn ask(reason: &str) {
     if let Some(a) = AUTH.with(Cell::get) {
-        a.asking.set(Some(reason.to_string()));
+        // The first reason stays: a page's several 401s say the same thing.
+        if a.asking.get_untracked().is_none() {
+            a.asking.set(Some(reason.to_string()));
+        }
     }
 }
 
