@@ -5,6 +5,7 @@ mod helpers;
 
 mod access;
 mod apps;
+mod disk_full;
 mod events;
 mod hostile;
 mod jobs;

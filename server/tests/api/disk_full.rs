@@ -1,0 +1,105 @@
+//! A full disk: the data directory on a small tmpfs this test mounts, filled
+//! to the last byte. Uploads and submissions get a clear 507 (or the job
+//! fails with the reason), nothing half-written is kept, and the server
+//! keeps serving; once space is freed, everything works again.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+struct Mount(tempfile::TempDir);
+
+impl Mount {
+    fn tmpfs(size: &str) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(dir)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    // Fill the last partial block too.
+    while f.write_all(&[0u8]).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[tokio::test]
+async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
+    let mount = Mount::tmpfs("24m");
+    let data = mount.0.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let dir = tempfile::Builder::new().tempdir_in(&data).unwrap();
+    let app = spawn_in(dir, |_| {}).await;
+    app.upload("prog", "#!/bin/sh\necho hi > out.txt\n").await;
+    let filler = fill(mount.0.path());
+
+    // An upload when nothing more fits.
+    let part = reqwest::multipart::Part::bytes(vec![7u8; 1 << 20]).file_name("big");
+    let r = app
+        .client
+        .post(app.url("/api/apps"))
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507);
+    let b: Value = r.json().await.unwrap();
+    assert!(b["error"].as_str().unwrap().contains("full"), "{b}");
+    let tmp: Vec<_> = std::fs::read_dir(app.dir.path().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "the partial upload was removed: {tmp:?}");
+    let apps = app.get_json("/api/apps").await;
+    assert_eq!(apps["apps"].as_array().unwrap().len(), 1, "{apps}");
+
+    // A job start: refused with 507, or recorded and FAILED with the reason.
+    let (status, body) = app
+        .submit_raw("prog", "name: a\npeers: 1\ncpu: 0.1\n", serde_json::json!({}))
+        .await;
+    eprintln!("submission on a full disk: {status} {body}");
+    match status {
+        507 => assert!(body["error"].as_str().unwrap().contains("full"), "{body}"),
+        202 => {
+            let id = body["id"].as_u64().unwrap();
+            let j = app
+                .wait_for(id, "an end", |j| j["state"] == "FAILED" || j["state"] == "FINISHED")
+                .await;
+            assert_eq!(j["state"], "FAILED", "{j}");
+            assert!(j.to_string().contains("space"), "the reason says why: {j}");
+        }
+        other => panic!("submission on a full disk answered {other}: {body}"),
+    }
+    let r = app.client.get(app.url("/api/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the server keeps serving");
+    assert_eq!(app.client.get(app.url("/api/jobs")).send().await.unwrap().status(), 200);
+
+    // Space again: everything works.
+    std::fs::remove_file(filler).unwrap();
+    let id = app.submit("prog", "name: a\npeers: 1\ncpu: 0.1\n").await;
+    let j = app.wait_state(id, "FINISHED").await;
+    assert_eq!(j["state"], "FINISHED");
+    app.upload("prog2", "#!/bin/sh\n").await;
+    app.stop().await;
+}
