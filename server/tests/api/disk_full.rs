@@ -69,14 +69,20 @@ async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
     assert_eq!(r.status(), 507);
     let b: Value = r.json().await.unwrap();
     assert!(b["error"].as_str().unwrap().contains("full"), "{b}");
-    let tmp: Vec<_> = std::fs::read_dir(app.dir.path().join("tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(app.dir.path().join("tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "the partial upload was removed: {tmp:?}");
     let apps = app.get_json("/api/apps").await;
     assert_eq!(apps["apps"].as_array().unwrap().len(), 1, "{apps}");
 
     // A job start: refused with 507, or recorded and FAILED with the reason.
     let (status, body) = app
-        .submit_raw("prog", "name: a\npeers: 1\ncpu: 0.1\n", serde_json::json!({}))
+        .submit_raw(
+            "prog",
+            "name: a\npeers: 1\ncpu: 0.1\n",
+            serde_json::json!({}),
+        )
         .await;
     eprintln!("submission on a full disk: {status} {body}");
     match status {
@@ -84,7 +90,9 @@ async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
         202 => {
             let id = body["id"].as_u64().unwrap();
             let j = app
-                .wait_for(id, "an end", |j| j["state"] == "FAILED" || j["state"] == "FINISHED")
+                .wait_for(id, "an end", |j| {
+                    j["state"] == "FAILED" || j["state"] == "FINISHED"
+                })
                 .await;
             assert_eq!(j["state"], "FAILED", "{j}");
             assert!(j.to_string().contains("space"), "the reason says why: {j}");
@@ -93,7 +101,15 @@ async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
     }
     let r = app.client.get(app.url("/api/health")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the server keeps serving");
-    assert_eq!(app.client.get(app.url("/api/jobs")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/api/jobs"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Space again: everything works.
     std::fs::remove_file(filler).unwrap();

@@ -8,6 +8,7 @@ mod defects;
 mod helpers;
 mod master;
 mod restart;
+mod soak;
 mod zookeeper;
 
 use std::time::{Duration, Instant};
