@@ -223,6 +223,16 @@ pub async fn read_form(
             let bytes = read_text(field, MAX_FIELD, &format!("field `{name}`")).await?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| ApiError::bad_request(format!("field `{name}` is not UTF-8 text")))?;
+            // Names, tags and command parts end up in listings, logs and shells.
+            if let Some(c) = text
+                .chars()
+                .find(|c| app::yaml::forbidden_char(*c) || *c == '\n' || *c == '\r')
+            {
+                return Err(ApiError::bad_request(format!(
+                    "field `{name}` holds the control character U+{:04X}; use printable text on one line",
+                    c as u32
+                )));
+            }
             form.fields.insert(name, text);
         }
     }

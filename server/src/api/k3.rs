@@ -233,6 +233,24 @@ pub fn submitted_response(app: &str, s: service::Submitted) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// A job id from a K3 path that names its app too: the job must be that
+/// app's, or it is not found (K3's `/jobs/<app>/<id>/...`).
+async fn job_of_app(st: &AppState, app: &str, id: &str) -> Result<u64, ApiError> {
+    let id = job_id(id)?;
+    let owner = st
+        .db
+        .call(move |c| db::sha_of_job(c, id))
+        .await?
+        .map(|(a, _, _)| a);
+    match owner {
+        Some(a) if a == app => Ok(id),
+        Some(_) => Err(ApiError::not_found(format!(
+            "job {id} is not a job of app {app:?}"
+        ))),
+        None => Err(ApiError::not_found(format!("Job ID, {id}, does not exist"))),
+    }
+}
+
 async fn status_json(st: &AppState, id: u64) -> Result<Json<Value>, ApiError> {
     let job = st
         .db
@@ -265,9 +283,9 @@ async fn status_json(st: &AppState, id: u64) -> Result<Json<Value>, ApiError> {
 
 pub async fn job_status(
     State(st): State<AppState>,
-    Path((_app, id)): Path<(String, String)>,
+    Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    status_json(&st, job_id(&id)?).await
+    status_json(&st, job_of_app(&st, &app, &id).await?).await
 }
 
 pub async fn job_status_by_id(
@@ -286,9 +304,9 @@ async fn kill_json(st: &AppState, id: u64) -> Result<Json<Value>, ApiError> {
 
 pub async fn kill_job(
     State(st): State<AppState>,
-    Path((_app, id)): Path<(String, String)>,
+    Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    kill_json(&st, job_id(&id)?).await
+    kill_json(&st, job_of_app(&st, &app, &id).await?).await
 }
 
 pub async fn kill_job_by_id(
@@ -311,9 +329,9 @@ async fn replay_json(st: &AppState, id: u64) -> Result<Response, ApiError> {
 
 pub async fn replay_job(
     State(st): State<AppState>,
-    Path((_app, id)): Path<(String, String)>,
+    Path((app, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    replay_json(&st, job_id(&id)?).await
+    replay_json(&st, job_of_app(&st, &app, &id).await?).await
 }
 
 pub async fn replay_job_by_id(
@@ -379,9 +397,9 @@ pub fn tokio_util_stream(
 
 pub async fn archive(
     State(st): State<AppState>,
-    Path((_app, id)): Path<(String, String)>,
+    Path((app, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    send_archive(&st, job_id(&id)?).await
+    send_archive(&st, job_of_app(&st, &app, &id).await?).await
 }
 
 pub async fn archive_by_id(

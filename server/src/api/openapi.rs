@@ -127,7 +127,7 @@ fn success(op: &Op) -> (String, Value) {
         ),
         Answer::Events => (
             "200".into(),
-            json!({"description": "server-sent events (`text/event-stream`); each event's id resumes the stream with Last-Event-ID", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+            json!({"description": "server-sent events (`text/event-stream`); each event's id resumes the stream with Last-Event-ID", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/SseEvent"}}}}),
         ),
         Answer::Empty => ("204".into(), json!({"description": op.summary})),
         Answer::Bytes(media) => (
@@ -284,6 +284,11 @@ fn schemas() -> Value {
             "details": {"type": "array", "description": "for role files: diagnostics with line and column"}
         })),
         "Diagnostic": diag,
+        "SseEvent": {"type": "object", "description": "one server-sent event", "required": ["data"], "properties": {
+            "event": {"enum": ["job", "peer", "archive", "log", "end", "gap"]},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "data": {"type": "string", "description": "jobs: an event as JSON; logs: the bytes as text"}
+        }},
         "Name": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$",
             "description": "letters, digits, '.', '_' and '-'; at most 128, not starting with '.'"},
         "Health": obj(&["status", "backend", "version"], json!({
