@@ -406,7 +406,7 @@ pub async fn soak(label: &str, extra: &[String]) {
                 .count()
         })
         .unwrap_or(0);
-    println!(
+    let figures = format!(
         "soak: backend={label} kills={kills} peers_run={peers_run} uploads_acked={} jobs_acked={} submissions={} kills_sent={} clients_in_flight_at_kills={in_flight_at_kill} invariant_checks={checks} violations={} seconds={:.0}",
         a.uploads.len(),
         a.jobs.len(),
@@ -414,6 +414,12 @@ pub async fn soak(label: &str, extra: &[String]) {
         a.ops.get("kills").copied().unwrap_or(0),
         violations.len(),
         started.elapsed().as_secs_f64()
+    );
+    println!("{figures}");
+    // The test harness keeps stdout of passing tests; `./dev test` prints this file.
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("soak-{label}.txt")),
+        format!("{figures}\n"),
     );
     assert!(
         violations.is_empty(),
