@@ -362,7 +362,7 @@ pub async fn soak(label: &str, extra: &[String]) {
                     base.clone(),
                     shared.path().to_path_buf(),
                     acked.clone(),
-                    Rng(rng.next() | 1 + i),
+                    Rng((rng.next() + i) | 1),
                 ))
             })
             .collect();

@@ -4,7 +4,7 @@
 //! id and adopts what is still running.
 
 #[path = "../common/soak.rs"]
-mod soak;
+mod shared;
 
 use super::master::TestMaster;
 
@@ -25,5 +25,5 @@ async fn killing_the_framework_at_random_moments_loses_nothing_it_acknowledged()
     .iter()
     .map(|s| s.to_string())
     .collect();
-    soak::soak("mesos-test-master", &extra).await;
+    shared::soak("mesos-test-master", &extra).await;
 }
