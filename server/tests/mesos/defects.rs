@@ -223,3 +223,63 @@ async fn a_master_restart_mid_job_is_waited_out_and_the_job_finishes_without_a_r
             .all(|s| s.as_deref() == Some(fw.as_str())));
     });
 }
+
+/// Review #8b: a call answered 403 "Framework is not subscribed" means the
+/// master has forgotten the subscription. The dispatcher subscribes again
+/// at once, without waiting for missed heartbeats (here 30 s).
+#[tokio::test]
+async fn a_403_on_a_call_makes_the_dispatcher_subscribe_again_at_once() {
+    let m = TestMaster::start(10.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = dispatcher(&m, |_| {}).await;
+    eventually("subscribed", 20, || m.is_subscribed().then_some(())).await;
+    let before = m.record(|r| r.subscribes.len());
+    m.orphan_stream();
+    let asked = std::time::Instant::now();
+    // Submitting makes the dispatcher REVIVE: the call that gets the 403.
+    let id = app.submit("peerprog", &sleepers(1, 1)).await;
+    eventually("a new SUBSCRIBE", 15, || {
+        (m.record(|r| r.subscribes.len()) > before).then_some(())
+    })
+    .await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "resubscribed after {took:?}"
+    );
+    m.record(|r| {
+        assert!(
+            r.answers.iter().any(|(_, status)| *status == 403),
+            "a call was answered 403: {:?}",
+            r.answers
+        )
+    });
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+}
+
+/// Review #8c: a SUBSCRIBE the master takes and never answers times out
+/// (5 s with --fast-timers, 75 s otherwise), is shown, and is tried again.
+#[tokio::test]
+async fn a_subscribe_that_is_never_answered_times_out_is_shown_and_is_tried_again() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    m.stall_subscribe(true);
+    let app = dispatcher(&m, |_| {}).await;
+    eventually("a second SUBSCRIBE after the first hung", 30, || {
+        (m.record(|r| r.stalled_subscribes) >= 2).then_some(())
+    })
+    .await;
+    let c = app.get_json("/api/cluster").await;
+    let err = c["mesos"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("got no answer in 5 s"), "{c:#}");
+    assert!(!m.is_subscribed());
+    m.stall_subscribe(false);
+    eventually("subscribed", 30, || m.is_subscribed().then_some(())).await;
+    let id = app.submit("peerprog", &sleepers(1, 1)).await;
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+}

@@ -264,6 +264,8 @@ pub struct Record {
     pub launches: BTreeMap<String, usize>,
     /// Framework ids SUBSCRIBE named (None for a first subscription).
     pub subscribes: Vec<Option<String>>,
+    /// SUBSCRIBE requests left unanswered by `stall_subscribe`.
+    pub stalled_subscribes: usize,
     /// Every OFFERS event sent (when, how many offers) and every ACCEPT received.
     pub offer_events: Vec<(Instant, usize)>,
     /// ACCEPTs naming an offer that was rescinded or never made.
@@ -274,6 +276,9 @@ pub struct Record {
 }
 
 struct Cluster {
+    /// A forgotten subscription whose connection is kept open and silent.
+    orphaned: Option<Stream>,
+    stall_subscribe: bool,
     leader: Option<usize>,
     endpoints: Vec<SocketAddr>,
     fw: Option<FwInfo>,
@@ -365,6 +370,8 @@ impl TestMaster {
     pub async fn start(heartbeat_secs: f64) -> TestMaster {
         let root = Arc::new(tempfile::tempdir().unwrap());
         let c = Arc::new(Mutex::new(Cluster {
+            orphaned: None,
+            stall_subscribe: false,
             leader: Some(0),
             endpoints: vec![],
             fw: None,
@@ -536,6 +543,19 @@ impl TestMaster {
 
     pub fn outstanding_offers(&self) -> usize {
         self.c.lock().unwrap().offers.len()
+    }
+
+    /// The master forgets the subscription but the connection stays open and
+    /// silent (as after a master failover the old connection may linger):
+    /// the next call is answered 403 "Framework is not subscribed".
+    pub fn orphan_stream(&self) {
+        let mut c = self.c.lock().unwrap();
+        c.orphaned = c.stream.take();
+    }
+
+    /// SUBSCRIBE requests hang: the connection is taken, nothing is answered.
+    pub fn stall_subscribe(&self, on: bool) {
+        self.c.lock().unwrap().stall_subscribe = on;
     }
 
     /// Closes the subscription stream with its terminating chunk.
@@ -1185,6 +1205,22 @@ async fn scheduler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let is_subscribe = Call::decode(body.clone())
+        .ok()
+        .and_then(|c| c.r#type)
+        .is_some_and(|t| t == call::Type::Subscribe as i32);
+    if is_subscribe {
+        // A master that takes the connection and never answers (a hung
+        // process, a black-holed network).
+        let stalled = {
+            let mut g = c.lock().unwrap();
+            g.record.stalled_subscribes += g.stall_subscribe as usize;
+            g.stall_subscribe
+        };
+        if stalled {
+            std::future::pending::<()>().await;
+        }
+    }
     let mut g = c.lock().unwrap();
     let (kind, resp) = handle_scheduler(&mut g, me, &headers, body, &c);
     g.record.answers.push((kind, resp.status().as_u16()));
