@@ -15,6 +15,9 @@ pub const ARCHIVE_FILE: &str = "archive.tar.gz";
 
 /// Builds `<job_dir>/archive.tar.gz` and returns its size in bytes.
 pub fn build(job_dir: &Path, binary: &str, cap: u64) -> std::io::Result<u64> {
+    // A job killed (or failed) before it launched has no sandbox at all; it
+    // still gets its (empty) archive, so that its event stream ends.
+    std::fs::create_dir_all(job_dir)?;
     let tmp = job_dir.join(".archive.tar.gz.tmp");
     let file = File::create(&tmp)?;
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));

@@ -250,6 +250,46 @@ async fn jobs_wait_in_a_queue_while_the_machine_is_full() {
     assert_eq!(job["state"], "FINISHED", "{job:#}");
 }
 
+/// Found by the kill soak: a job killed before it launched has no sandbox,
+/// and its archive used to fail (the job then never got one, its event
+/// stream never ended, and every restart tried again).
+#[tokio::test]
+async fn a_job_killed_while_waiting_gets_an_empty_archive_and_its_event_stream_ends() {
+    let app = spawn_app_with(|c| c.cpus = Some(1.0)).await;
+    app.upload("hog", "#!/bin/sh\nexec sleep 120\n").await;
+    let hog = app
+        .submit("hog", "name: hog\npeers: 1\ncpu: 1\nmem: 1\n")
+        .await;
+    app.wait_for(hog, "running", |j| j["peers_running"] == 1)
+        .await;
+    let queued = app.submit("hog", "name: q\npeers: 1\ncpu: 0.5\n").await;
+    app.wait_state(queued, "WAITING").await;
+    let r = app
+        .client
+        .post(app.url(&format!("/api/jobs/{queued}/kill")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let job = app.wait_archived(queued).await;
+    assert_eq!(job["state"], "KILLED", "{job:#}");
+    assert!(app.archive(queued).await.is_empty());
+    // The one-job event stream ends by itself.
+    let events = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.get_text(&format!("/api/jobs/{queued}/events")),
+    )
+    .await
+    .expect("the stream ends once the archive is ready");
+    assert!(events.contains("event: archive"), "{events}");
+    app.client
+        .post(app.url(&format!("/api/jobs/{hog}/kill")))
+        .send()
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_job_that_can_never_fit_this_machine_is_refused() {
     let app = spawn_app().await;

@@ -63,9 +63,16 @@ fn start(dir: &Path, port: u16, ports: &str, extra: &[String]) -> Child {
         .args(["--cpus", "4", "--mem-mb", "4096", "--ports", ports])
         .args(["--kill-grace-secs", "1"])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.with_extension("log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
         .spawn()
         .expect("dispatcher starts")
 }
@@ -107,7 +114,13 @@ async fn workload(
         let n = rng.below(10);
         if n < 3 {
             let name = format!("app{}", rng.below(4));
-            let bytes = script(&shared, rng.below(3 << 20) as usize, &mut rng);
+            // Mostly small programs, now and then a few MiB.
+            let size = if rng.below(10) == 0 {
+                3 << 20
+            } else {
+                64 << 10
+            };
+            let bytes = script(&shared, rng.below(size) as usize, &mut rng);
             let sha = hex::encode(Sha256::digest(&bytes));
             let part = reqwest::multipart::Part::bytes(bytes).file_name(name.clone());
             let form = reqwest::multipart::Form::new()
@@ -213,15 +226,23 @@ async fn check(
     acked: &Acked,
 ) -> Result<u64, String> {
     let mut checks = 0;
-    for (app, uid, sha) in &acked.uploads {
-        let v: Value = c
-            .get(format!("{base}/api/apps/{app}"))
+    let get = |url: String| async move {
+        c.get(url)
             .send()
             .await
             .map_err(|e| e.to_string())?
-            .json()
+            .json::<Value>()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    };
+    // Each app's versions once, each stored binary hashed once.
+    let mut versions: BTreeMap<&str, Value> = BTreeMap::new();
+    let mut hashed: BTreeSet<&str> = BTreeSet::new();
+    for (app, uid, sha) in &acked.uploads {
+        if !versions.contains_key(app.as_str()) {
+            versions.insert(app, get(format!("{base}/api/apps/{app}")).await?);
+        }
+        let v = &versions[app.as_str()];
         let found = v["versions"].as_array().is_some_and(|vs| {
             vs.iter()
                 .any(|x| x["uid"] == uid.as_str() && x["sha256"] == sha.as_str())
@@ -229,58 +250,76 @@ async fn check(
         if !found {
             return Err(format!("acknowledged upload {app} {uid} is missing: {v}"));
         }
-        let bytes = std::fs::read(dir.join("blobs").join(&sha[..2]).join(sha))
-            .or_else(|_| std::fs::read(dir.join("blobs").join(sha)))
-            .map_err(|e| format!("blob {sha}: {e}"))?;
-        if hex::encode(Sha256::digest(&bytes)) != *sha {
-            return Err(format!("blob {sha} does not hash to its name"));
-        }
-        checks += 2;
-    }
-    for id in &acked.jobs {
-        let r = c
-            .get(format!("{base}/api/jobs/{id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 200 {
-            return Err(format!("acknowledged job {id} is missing ({})", r.status()));
-        }
-        let j: Value = r.json().await.map_err(|e| e.to_string())?;
         checks += 1;
-        if j["state"] == "RUNNING" {
-            let mut live = false;
-            for p in j["peers"].as_array().unwrap() {
-                if p["state"] != "RUNNING" {
-                    continue;
-                }
-                let pid_file = shared.join(format!("pid-{id}-{}", p["index"]));
-                // The peer may not have written its pid yet.
-                for _ in 0..40 {
-                    if let Some(pid) = std::fs::read_to_string(&pid_file)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok())
-                    {
-                        live |= alive(pid);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            // The job may have just ended: read it again before calling it a violation.
-            let again: Value = c
-                .get(format!("{base}/api/jobs/{id}"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !live && again["state"] == "RUNNING" {
-                return Err(format!("job {id} is RUNNING without a live peer: {again}"));
+        if hashed.insert(sha) {
+            let bytes = std::fs::read(dir.join("blobs").join(&sha[..2]).join(sha))
+                .map_err(|e| format!("blob {sha}: {e}"))?;
+            if hex::encode(Sha256::digest(&bytes)) != *sha {
+                return Err(format!("blob {sha} does not hash to its name"));
             }
             checks += 1;
         }
+    }
+    // Every job, a page at a time.
+    let mut states: BTreeMap<u64, String> = BTreeMap::new();
+    let mut offset = 0;
+    loop {
+        let page = get(format!("{base}/api/jobs?limit=1000&offset={offset}")).await?;
+        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+        for j in &jobs {
+            states.insert(
+                j["id"].as_u64().unwrap_or(0),
+                j["state"].as_str().unwrap_or("").to_string(),
+            );
+        }
+        offset += jobs.len();
+        if jobs.len() < 1000 {
+            break;
+        }
+    }
+    for id in &acked.jobs {
+        let Some(state) = states.get(id) else {
+            return Err(format!("acknowledged job {id} is missing"));
+        };
+        checks += 1;
+        if state != "RUNNING" {
+            continue;
+        }
+        let j = get(format!("{base}/api/jobs/{id}")).await?;
+        // A job being launched (peers STARTING, pid files not yet written)
+        // or just ending (a peer exited, its end not yet recorded) is fine;
+        // one that stays RUNNING for 3 s with no live peer process is not.
+        let mut j = j;
+        let mut live = false;
+        for _ in 0..15 {
+            if j["state"] != "RUNNING" {
+                live = true;
+                break;
+            }
+            for p in j["peers"].as_array().unwrap() {
+                if p["state"] != "RUNNING" && p["state"] != "STARTING" {
+                    continue;
+                }
+                let pid_file = shared.join(format!("pid-{id}-{}", p["index"]));
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    live |= alive(pid);
+                }
+            }
+            if live {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            j = get(format!("{base}/api/jobs/{id}")).await?;
+        }
+        if !live {
+            return Err(format!(
+                "job {id} stayed RUNNING for 3 s without a live peer: {j}"
+            ));
+        }
+        checks += 1;
     }
     for e in std::fs::read_dir(shared).map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
@@ -352,6 +391,7 @@ pub async fn soak(label: &str, extra: &[String]) {
         }
         if !violations.is_empty() {
             let _ = server.kill();
+            let _ = server.wait();
             break;
         }
         // Three clients at once, then a kill at a random moment.
@@ -421,11 +461,18 @@ pub async fn soak(label: &str, extra: &[String]) {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("soak-{label}.txt")),
         format!("{figures}\n"),
     );
-    assert!(
-        violations.is_empty(),
-        "seed {seed}: {}",
-        violations.join("\n")
-    );
+    if !violations.is_empty() {
+        // Keep what is needed to see why.
+        let kept = data.keep();
+        let shared = shared.keep();
+        panic!(
+            "seed {seed}: {}\n(data directory kept at {}, its log at {}, peers' run files in {})",
+            violations.join("\n"),
+            kept.display(),
+            kept.with_extension("log").display(),
+            shared.display()
+        );
+    }
     assert!(
         a.jobs.len() as u64 >= kills / 2,
         "the workload ran: {} jobs",
