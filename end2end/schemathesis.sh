@@ -59,6 +59,6 @@ if [ $status -ne 0 ]; then tail -80 "$work/st.log" >&2; fi
 sum() { awk '{ s += $1 } END { print s + 0 }'; }
 ops=$(sed -n 's/^ *Tested: *\([0-9]*\).*/\1/p' "$work/st.log" | sum)
 cases=$({ grep -oE '[0-9]+ generated' "$work/st.log" || true; } | cut -d' ' -f1 | sum)
-failures=$({ grep -oE '[0-9]+ (unique )?failures?' "$work/st.log" || true; } | cut -d' ' -f1 | sum)
+failures=$({ grep -oE 'found [0-9]+ unique failures?' "$work/st.log" || true; } | cut -d' ' -f2 | sum)
 echo "schemathesis: operations=${ops:-0} cases=${cases:-0} failures=${failures:-0} examples_per_operation=$examples result=$([ $status -eq 0 ] && echo ok || echo FAIL)"
 exit $status

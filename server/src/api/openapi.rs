@@ -158,7 +158,7 @@ fn parameters(op: &Op) -> Vec<Value> {
             }
             "integer" => json!({"type": "integer", "minimum": 0}),
             _ if *name == "state" => {
-                json!({"enum": ["SUBMITTED", "WAITING", "RUNNING", "FINISHED", "FAILED", "KILLED"]})
+                json!({"enum": ["", "SUBMITTED", "WAITING", "RUNNING", "FINISHED", "FAILED", "KILLED"], "description": "empty: any state"})
             }
             other => json!({"type": other}),
         };
