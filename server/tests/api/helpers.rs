@@ -37,6 +37,15 @@ pub fn config(dir: &Path) -> Config {
     c
 }
 
+/// A port nothing listens on, for a server started as a process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A free block of ports for one test's peers, so tests in parallel do not collide.
 pub fn port_block(n: u16) -> String {
     use std::sync::atomic::{AtomicU16, Ordering};

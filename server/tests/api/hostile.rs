@@ -138,14 +138,6 @@ fn matches(d: &Value, line: u32, column: u32, fragment: &str) -> bool {
         && (column == 0 || d["column"] == column)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary with its address space capped at 2 GiB: a role file that
 /// makes it allocate without bound kills it instead of the machine.
 fn start_capped(dir: &std::path::Path, port: u16) -> Child {

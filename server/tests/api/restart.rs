@@ -27,14 +27,6 @@ fn start(dir: &std::path::Path, port: u16, ports: &str) -> Child {
         .expect("dispatcher starts")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_up(client: &reqwest::Client, base: &str) {
     for _ in 0..200 {
         if client
