@@ -68,6 +68,9 @@ pub enum Grant {
 pub struct Access {
     pub write: Option<Secret>,
     pub read: Option<Secret>,
+    /// Origins besides the request's own `Host` whose pages may make changes:
+    /// the public URL when a proxy in front rewrites `Host`.
+    pub origins: Vec<String>,
 }
 
 impl Access {
@@ -75,7 +78,29 @@ impl Access {
         Access {
             write: write.filter(|t| !t.is_empty()).map(Secret::new),
             read: read.filter(|t| !t.is_empty()).map(Secret::new),
+            origins: vec![],
         }
+    }
+
+    /// Also trusts pages served from this URL's origin (`--advertise-url`).
+    pub fn trusting(mut self, url: Option<&str>) -> Access {
+        if let Some(u) = url {
+            let origin = origin_of(u);
+            if !origin.is_empty() {
+                self.origins.push(origin);
+            }
+        }
+        self
+    }
+
+    /// Why a change comes from another site's page, if it does (see
+    /// [`cross_site`]); pages from a trusted origin are not.
+    pub fn cross_site(&self, headers: &HeaderMap) -> Option<String> {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if origin.is_some_and(|o| self.origins.iter().any(|t| t.eq_ignore_ascii_case(o))) {
+            return None;
+        }
+        cross_site(headers)
     }
 
     /// What a token grants.
@@ -177,6 +202,19 @@ pub fn cross_site(headers: &HeaderMap) -> Option<String> {
     }
 }
 
+/// `scheme://authority` of a URL, as browsers write `Origin`.
+fn origin_of(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return String::new();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        authority.to_ascii_lowercase()
+    )
+}
+
 /// Reads a token from the first line of a file.
 pub fn token_from_file(path: &std::path::Path, flag: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
@@ -263,6 +301,21 @@ mod tests {
         assert!(cross_site(&with(&[("host", "h"), ("origin", "null")])).is_some());
         assert!(cross_site(&with(&[("sec-fetch-site", "cross-site")])).is_some());
         assert!(cross_site(&with(&[("sec-fetch-site", "same-origin")])).is_none());
+    }
+
+    #[test]
+    fn pages_from_the_advertised_url_may_make_changes_behind_a_proxy() {
+        let a = Access::new(None, None).trusting(Some("https://Dispatch.Example/ui"));
+        let proxied = [
+            ("host", "10.0.0.5:5000"),
+            ("origin", "https://dispatch.example"),
+        ];
+        assert!(a.cross_site(&with(&proxied)).is_none());
+        let other = [
+            ("host", "10.0.0.5:5000"),
+            ("origin", "https://evil.example"),
+        ];
+        assert!(a.cross_site(&with(&other)).is_some());
     }
 
     #[test]

@@ -135,7 +135,8 @@ impl Application {
         };
         let settings = Settings {
             jobs_dir: jobs_dir.clone(),
-            access: access::Access::new(token.as_deref(), read_token.as_deref()),
+            access: access::Access::new(token.as_deref(), read_token.as_deref())
+                .trusting(cfg.advertise_url.as_deref()),
             limits: service::Limits::new(
                 cfg.max_role_file_kb.saturating_mul(1024).min(64 << 20) as usize,
                 cfg.max_peers_per_job,

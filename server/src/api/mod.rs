@@ -260,7 +260,7 @@ fn unauthorized(msg: &str) -> Response {
 /// Changes need the write token (when one is set) and must not come from
 /// another site's page.
 async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(why) = access::cross_site(req.headers()) {
+    if let Some(why) = st.settings.access.cross_site(req.headers()) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(

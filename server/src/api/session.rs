@@ -40,7 +40,7 @@ pub async fn sign_in(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if let Some(why) = access::cross_site(&headers) {
+    if let Some(why) = st.settings.access.cross_site(&headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("signing in from another site's page is refused ({why})"),
