@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::access::{self, Grant};
+use crate::access::Grant;
 use crate::error::ApiError;
 use crate::service::AppState;
 
