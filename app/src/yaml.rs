@@ -378,6 +378,10 @@ impl Builder {
     fn complete(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
         if anchor > 0 {
             let (nodes, bytes) = cost(&node);
+            // The anchor keeps a copy, which costs what the node does:
+            // nested anchors around one big node would otherwise copy it
+            // once per level without a single alias.
+            self.count(nodes, node.pos())?;
             self.anchors.insert(
                 anchor,
                 Anchored {
@@ -792,6 +796,22 @@ mod tests {
             .unwrap();
         assert_eq!(err.kind, ErrorKind::Limit, "{err:?}");
         assert_eq!((err.pos.line, err.pos.column), (1, 129), "{err:?}");
+    }
+
+    #[test]
+    fn nested_anchors_around_a_big_node_count_their_copies() {
+        let mut s = String::new();
+        for i in 0..60 {
+            s += &format!("&a{i} [");
+        }
+        s += &vec!["x"; 30_000].join(",");
+        s += &"]".repeat(60);
+        assert!(s.len() < 100_000);
+        let err = parse_documents(&s).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Limit, "{err:?}");
+        // One anchor on a big mapping, as `defaults: &d {...}` files do, is fine.
+        let one = format!("d: &d [{}]\n", vec!["x"; 30_000].join(","));
+        parse_documents(&one).unwrap();
     }
 
     #[test]

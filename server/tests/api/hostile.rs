@@ -44,6 +44,14 @@ fn quadratic_chain() -> String {
     s
 }
 
+fn nested_anchors() -> String {
+    let mut s = String::new();
+    for i in 0..60 {
+        s += &format!("&a{i} [");
+    }
+    s + &vec!["x"; 30_000].join(",") + &"]".repeat(60) + "\n"
+}
+
 fn deep_block() -> String {
     "- ".repeat(10_000) + "x\n"
 }
