@@ -111,6 +111,9 @@ async fn workload(
     mut rng: Rng,
 ) {
     loop {
+        // A client's pace, not a flood: the backlog of waiting jobs would
+        // otherwise grow with every round and a long soak with it.
+        tokio::time::sleep(Duration::from_millis(rng.below(80))).await;
         let n = rng.below(10);
         if n < 3 {
             let name = format!("app{}", rng.below(4));
