@@ -103,15 +103,26 @@ impl Access {
         cross_site(headers)
     }
 
+    /// The secret a token matches, and what that secret grants by itself.
+    fn matching(&self, token: &str) -> Option<(&Secret, Grant)> {
+        match (&self.write, &self.read) {
+            (Some(w), _) if w.matches_token(token) => Some((w, Grant::Write)),
+            (_, Some(r)) if r.matches_token(token) => Some((r, Grant::Read)),
+            _ => None,
+        }
+    }
+
+    /// A read token alone guards everything: it is then also the write token.
+    fn lift(&self, g: Grant) -> Grant {
+        match g {
+            Grant::Read if self.write.is_none() => Grant::Write,
+            g => g,
+        }
+    }
+
     /// What a token grants.
     pub fn grant_for_token(&self, token: &str) -> Grant {
-        if self.write.as_ref().is_some_and(|s| s.matches_token(token)) {
-            Grant::Write
-        } else if self.read.as_ref().is_some_and(|s| s.matches_token(token)) {
-            Grant::Read
-        } else {
-            Grant::None
-        }
+        self.lift(self.matching(token).map_or(Grant::None, |(_, g)| g))
     }
 
     /// What a request's bearer token or session cookie grants. With no
@@ -134,10 +145,7 @@ impl Access {
         } else {
             Grant::None
         };
-        let presented = match presented {
-            Grant::Read if self.write.is_none() => Grant::Write,
-            g => g,
-        };
+        let presented = self.lift(presented);
         let open = if self.read.is_none() {
             Grant::Read
         } else {
@@ -148,11 +156,7 @@ impl Access {
 
     /// The secret a session cookie is made from, for a token that grants something.
     pub fn secret_for(&self, token: &str) -> Option<&Secret> {
-        match self.grant_for_token(token) {
-            Grant::Write => self.write.as_ref(),
-            Grant::Read => self.read.as_ref(),
-            Grant::None => None,
-        }
+        self.matching(token).map(|(s, _)| s)
     }
 }
 

@@ -58,11 +58,6 @@ pub async fn sign_in(
         ));
     };
     let grant = a.grant_for_token(&req.token);
-    let grant = if grant == Grant::Read && a.write.is_none() {
-        Grant::Write
-    } else {
-        grant
-    };
     let cookie = format!(
         "{}={}; Path=/; HttpOnly; SameSite=Strict",
         access::COOKIE,

@@ -46,6 +46,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until a server started as a process answers its health check.
+pub async fn wait_up(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("dispatcher did not come up at {base}");
+}
+
 /// A free block of ports for one test's peers, so tests in parallel do not collide.
 pub fn port_block(n: u16) -> String {
     use std::sync::atomic::{AtomicU16, Ordering};

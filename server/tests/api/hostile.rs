@@ -82,6 +82,13 @@ fn cases() -> Vec<(&'static str, String, u32, u32, &'static str)> {
             "aliases copy more than",
         ),
         (
+            "nested anchors around one big list",
+            nested_anchors(),
+            1,
+            0,
+            "more than 1000000 values",
+        ),
+        (
             "10,000 nested block sequences",
             deep_block(),
             1,
@@ -187,20 +194,7 @@ async fn every_hostile_role_file_gets_a_positioned_4xx_and_the_server_stays_up_i
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start_capped(dir.path(), port);
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the dispatcher did not come up");
+    wait_up(&client, &base).await;
     let part = reqwest::multipart::Part::bytes(b"#!/bin/sh\necho hi\n".to_vec()).file_name("prog");
     let r = client
         .post(format!("{base}/apps"))

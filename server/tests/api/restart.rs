@@ -27,21 +27,6 @@ fn start(dir: &std::path::Path, port: u16, ports: &str) -> Child {
         .expect("dispatcher starts")
 }
 
-async fn wait_up(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("dispatcher did not come up at {base}");
-}
-
 async fn job(client: &reqwest::Client, base: &str, id: u64) -> Value {
     client
         .get(format!("{base}/api/jobs/{id}"))
