@@ -194,7 +194,11 @@ pub async fn run(
                 (u, host)
             }
             None => {
-                named = detector.candidate().await;
+                named = detector
+                    .candidate(|why| {
+                        let _ = events.send(ConnEvent::Disconnected { why });
+                    })
+                    .await;
                 (scheduler_url(&named), named.clone())
             }
         };

@@ -199,6 +199,21 @@ impl TestApp {
         }
     }
 
+    /// Polls `/api/cluster` until `done` holds of it (30 s at most).
+    pub async fn wait_cluster(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let c = self.get_json("/api/cluster").await;
+            if done(&c) {
+                return c;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("the cluster never showed {what}: {c:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_state(&self, id: u64, state: &str) -> Value {
         self.wait_for(id, state, |j| j["state"] == state).await
     }
