@@ -137,6 +137,14 @@ pub struct Config {
     #[arg(long, requires = "mesos_principal")]
     pub mesos_secret_file: Option<PathBuf>,
 
+    /// Mesos: speak HTTPS to the master (implied by --master https://...; needed with zk:// when the masters serve TLS). Agents say their own scheme in their offers.
+    #[arg(long)]
+    pub mesos_tls: bool,
+
+    /// Mesos: PEM file of CA certificates trusted for the master's and agents' TLS certificates, beside the system's roots.
+    #[arg(long)]
+    pub mesos_ca_file: Option<PathBuf>,
+
     /// Mesos: do not ask agents to checkpoint tasks. Without checkpointing an agent restart loses every task on it (TASK_LOST at once); only for agents run without a work directory that survives.
     #[arg(long)]
     pub mesos_no_checkpoint: bool,

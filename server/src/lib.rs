@@ -61,10 +61,19 @@ impl Application {
             (Some(p), Some(f)) => Some(mesos::Credentials::from_file(p, f).map_err(Internal)?),
             _ => None,
         };
+        let transport = mesos::Transport::new(
+            cfg.mesos_tls
+                || cfg
+                    .master
+                    .as_deref()
+                    .is_some_and(mesos::detect::wants_https),
+            cfg.mesos_ca_file.as_deref(),
+        )
+        .map_err(Internal)?;
         // One client for the agents' files API: archives and live logs.
         let files = masters
             .is_some()
-            .then(|| mesos::files::Files::new(creds.clone()));
+            .then(|| mesos::files::Files::new(creds.clone(), &transport));
         std::fs::create_dir_all(&cfg.dir).map_err(|e| {
             Internal(format!(
                 "cannot create the data directory {}: {e}",
@@ -110,12 +119,19 @@ impl Application {
             let cfg = cfg.clone();
             let framework_id = framework_id.clone();
             let go = &mut go;
-            let (creds, files) = (creds.clone(), files.clone());
+            let (creds, files, transport) = (creds.clone(), files.clone(), transport.clone());
             move |tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>| match masters {
                 None => runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace)),
                 Some(masters) => {
                     let files = files.expect("made with the masters");
-                    let (b, g) = start_mesos(&cfg, bound, masters, framework_id, creds, files, tx);
+                    let mesos = MesosParts {
+                        masters,
+                        framework_id,
+                        creds,
+                        transport,
+                        files,
+                    };
+                    let (b, g) = start_mesos(&cfg, bound, mesos, tx);
                     *go = g;
                     b
                 }
@@ -217,15 +233,28 @@ impl Application {
 
 /// Starts the Mesos connection (subscription, call sender, master
 /// detection) and returns the backend that the runner drives.
-fn start_mesos(
-    cfg: &Config,
-    bound: SocketAddr,
+/// What the Mesos backend is started from, read from the configuration.
+struct MesosParts {
     masters: mesos::detect::Masters,
     framework_id: Option<String>,
     creds: Option<mesos::Credentials>,
+    transport: mesos::Transport,
     files: mesos::files::Files,
+}
+
+fn start_mesos(
+    cfg: &Config,
+    bound: SocketAddr,
+    parts: MesosParts,
     tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>,
 ) -> (runner::Backend, Option<tokio::sync::oneshot::Sender<()>>) {
+    let MesosParts {
+        masters,
+        framework_id,
+        creds,
+        transport,
+        files,
+    } = parts;
     use mesos::conn;
     use mesos::framework::{Framework, Tunables};
     use tokio::sync::{mpsc, watch};
@@ -292,6 +321,7 @@ fn start_mesos(
     let settings = conn::ConnSettings {
         framework: fw_settings,
         creds,
+        transport: transport.clone(),
         subscribe_timeout: Duration::from_secs(if cfg.fast_timers { 5 } else { 75 }),
         missed_heartbeats: cfg.missed_heartbeats.max(1),
         backoff_base: base,
@@ -311,6 +341,7 @@ fn start_mesos(
         session_rx,
         reconnect_tx,
         call_creds,
+        transport,
     ));
     // Events wait until the jobs of before a restart are taken back, so
     // that the first SUBSCRIBED finds their tasks to reconcile.

@@ -54,6 +54,8 @@ pub struct ConnSettings {
     pub framework: FrameworkSettings,
     /// HTTP Basic credentials sent with SUBSCRIBE and every call.
     pub creds: Option<Credentials>,
+    /// The master's scheme and the roots its certificate is checked against.
+    pub transport: super::Transport,
     /// How long SUBSCRIBE may take to answer with its headers.
     pub subscribe_timeout: Duration,
     /// Missed heartbeats that mean the stream is dead.
@@ -107,18 +109,23 @@ impl Backoff {
 
 /// `Location` of a redirect as a base URL: `//host:port/master/api/v1/scheduler`
 /// (Mesos' own form) or with a scheme.
-pub fn redirect_target(location: &str) -> Option<String> {
-    let rest = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("https://"))
-        .or_else(|| location.strip_prefix("//"))?;
+/// `scheme` is the one of the master that redirected: Mesos writes
+/// `Location: //host:port/...`, scheme-less.
+pub fn redirect_target(location: &str, scheme: &str) -> Option<String> {
+    let (scheme, rest) = if let Some(r) = location.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = location.strip_prefix("https://") {
+        ("https", r)
+    } else {
+        (scheme, location.strip_prefix("//")?)
+    };
     let host = rest.split('/').next()?;
     if host.is_empty() {
         return None;
     }
     let path = &rest[host.len()..];
     Some(format!(
-        "http://{host}{}",
+        "{scheme}://{host}{}",
         if path.is_empty() {
             "/api/v1/scheduler"
         } else {
@@ -127,8 +134,8 @@ pub fn redirect_target(location: &str) -> Option<String> {
     ))
 }
 
-fn scheduler_url(master: &str) -> String {
-    format!("http://{master}/api/v1/scheduler")
+fn scheduler_url(scheme: &str, master: &str) -> String {
+    format!("{scheme}://{master}/api/v1/scheduler")
 }
 
 /// What an HTTP error answer to SUBSCRIBE means, for the user.
@@ -167,12 +174,15 @@ pub async fn run(
     session: watch::Sender<Option<Session>>,
     mut reconnect: mpsc::UnboundedReceiver<String>,
 ) {
-    let client = reqwest::Client::builder()
+    let client = settings
+        .transport
+        .client()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Duration::from_secs(30))
         .build()
-        .expect("an HTTP client without TLS builds");
+        .expect("an HTTP client with the system's TLS roots builds");
+    let scheme = settings.transport.scheme();
     let mut backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
     let mut redirected: Option<String> = None;
     let mut redirects = 0u32;
@@ -186,7 +196,8 @@ pub async fn run(
         let (url, leader) = match redirected.take() {
             Some(u) => {
                 let host = u
-                    .trim_start_matches("http://")
+                    .split_once("://")
+                    .map_or(u.as_str(), |(_, rest)| rest)
                     .split('/')
                     .next()
                     .unwrap_or("")
@@ -199,7 +210,7 @@ pub async fn run(
                         let _ = events.send(ConnEvent::Disconnected { why });
                     })
                     .await;
-                (scheduler_url(&named), named.clone())
+                (scheduler_url(scheme, &named), named.clone())
             }
         };
         let mut fw = settings.framework.clone();
@@ -219,7 +230,12 @@ pub async fn run(
         let resp = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::warn!(%url, error = %e, "cannot reach the master");
+                let why = format!(
+                    "cannot reach the master at {url}: {}",
+                    super::error_chain(&e)
+                );
+                tracing::warn!("{why}");
+                let _ = events.send(ConnEvent::Disconnected { why });
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -242,7 +258,7 @@ pub async fn run(
                     .headers()
                     .get("location")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(redirect_target);
+                    .and_then(|l| redirect_target(l, scheme));
                 redirects += 1;
                 match loc {
                     Some(l) if redirects <= 5 => {
@@ -374,13 +390,15 @@ pub async fn send_calls(
     session: watch::Receiver<Option<Session>>,
     reconnect: mpsc::UnboundedSender<String>,
     creds: Option<Credentials>,
+    transport: super::Transport,
 ) {
-    let client = reqwest::Client::builder()
+    let client = transport
+        .client()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
-        .expect("an HTTP client without TLS builds");
+        .expect("an HTTP client with the system's TLS roots builds");
     let mut queue: Vec<Outgoing> = Vec::new();
     loop {
         if queue.is_empty() {
@@ -508,6 +526,7 @@ async fn send_one(
             ))
         }
         Err(e) => {
+            let e = super::error_chain(&e);
             tracing::warn!(call = kind, error = %e, "call failed");
             let _ = reconnect.send(s.stream_id.clone());
             Err(format!("{kind} failed: {e}"))
@@ -522,15 +541,20 @@ mod tests {
     #[test]
     fn redirect_locations_with_and_without_a_scheme_become_urls() {
         assert_eq!(
-            redirect_target("//127.0.0.1:5050/master/api/v1/scheduler").as_deref(),
+            redirect_target("//127.0.0.1:5050/master/api/v1/scheduler", "http").as_deref(),
             Some("http://127.0.0.1:5050/master/api/v1/scheduler")
         );
+        // A scheme-less Location keeps the scheme of the master that sent it.
         assert_eq!(
-            redirect_target("http://m2:5050").as_deref(),
+            redirect_target("//m2:5050/master/api/v1/scheduler", "https").as_deref(),
+            Some("https://m2:5050/master/api/v1/scheduler")
+        );
+        assert_eq!(
+            redirect_target("http://m2:5050", "https").as_deref(),
             Some("http://m2:5050/api/v1/scheduler")
         );
-        assert_eq!(redirect_target("/relative"), None);
-        assert_eq!(redirect_target("//"), None);
+        assert_eq!(redirect_target("/relative", "http"), None);
+        assert_eq!(redirect_target("//", "http"), None);
     }
 
     #[test]

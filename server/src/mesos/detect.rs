@@ -38,6 +38,11 @@ pub enum Masters {
     },
 }
 
+/// Whether `--master` asks for TLS (`https://host:port,...`).
+pub fn wants_https(s: &str) -> bool {
+    s.trim().starts_with("https://")
+}
+
 /// Parses `--master`.
 pub fn parse(s: &str) -> Result<Masters, String> {
     let s = s.trim();
@@ -72,10 +77,13 @@ pub fn parse(s: &str) -> Result<Masters, String> {
             auth,
         });
     }
-    let list = s.strip_prefix("http://").unwrap_or(s);
+    let list = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or(s);
     if list.contains("://") {
         return Err(format!(
-            "--master {s:?}: use host:port, host:port,host:port or zk://host:port/path"
+            "--master {s:?}: use host:port, host:port,host:port, https://host:port or zk://host:port/path"
         ));
     }
     Ok(Masters::List(

@@ -35,7 +35,7 @@ pub struct Entry {
 
 impl Default for Files {
     fn default() -> Self {
-        Files::new(None)
+        Files::new(None, &super::Transport::default())
     }
 }
 
@@ -55,13 +55,14 @@ fn explain(what: &str, status: reqwest::StatusCode, creds: Option<&super::Creden
 }
 
 impl Files {
-    pub fn new(creds: Option<super::Credentials>) -> Files {
+    pub fn new(creds: Option<super::Credentials>, transport: &super::Transport) -> Files {
         Files {
-            client: reqwest::Client::builder()
+            client: transport
+                .client()
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(600))
                 .build()
-                .expect("an HTTP client without TLS builds"),
+                .expect("an HTTP client with the system's TLS roots builds"),
             creds,
         }
     }

@@ -13,6 +13,76 @@ pub mod task;
 
 pub use task::{offer_from, parse_task_id, peer_state, task_id, task_info};
 
+/// How the dispatcher reaches the master and the agents: `https` for the
+/// master (agents say their own scheme in their offers), and the roots
+/// trusted beside the system's (`--mesos-ca-file`).
+#[derive(Clone, Default)]
+pub struct Transport {
+    pub https: bool,
+    roots: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Transport({}, {} extra roots)",
+            self.scheme(),
+            self.roots.len()
+        )
+    }
+}
+
+impl Transport {
+    /// `ca_file`: PEM, one or more certificates.
+    pub fn new(https: bool, ca_file: Option<&std::path::Path>) -> Result<Transport, String> {
+        let mut roots = Vec::new();
+        if let Some(f) = ca_file {
+            let what = format!("--mesos-ca-file {}", f.display());
+            let pem = std::fs::read(f).map_err(|e| format!("{what}: cannot read it: {e}"))?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{what}: not PEM certificates: {e}"))?;
+            if roots.is_empty() {
+                return Err(format!(
+                    "{what}: holds no certificate (want PEM, -----BEGIN CERTIFICATE-----)"
+                ));
+            }
+        }
+        Ok(Transport { https, roots })
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// A client builder that trusts the system's roots and the CA file's.
+    pub fn client(&self) -> reqwest::ClientBuilder {
+        self.roots.iter().fold(reqwest::Client::builder(), |b, c| {
+            b.add_root_certificate(c.clone())
+        })
+    }
+}
+
+/// An HTTP error with its causes, which say what TLS or the network
+/// refused (reqwest's own message is only "error sending request").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// HTTP Basic credentials for the master (`--authenticate_http_frameworks`)
 /// and the agents' files API. The secret never appears in `Debug` output.
 #[derive(Clone)]

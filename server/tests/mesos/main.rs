@@ -9,6 +9,7 @@ mod helpers;
 mod master;
 mod restart;
 mod soak;
+mod tls;
 mod zookeeper;
 
 use std::time::{Duration, Instant};

@@ -29,6 +29,11 @@
 //!   raw file bytes in its JSON (invalid UTF-8 where a window splits a
 //!   character), at most 64 KiB a read.
 //!
+//! TLS on demand: `start_tls` serves the master and every agent over
+//! HTTPS with a certificate the test makes, and offers then name agents
+//! with `scheme: "https"`, as agents started with `LIBPROCESS_SSL_ENABLED`
+//! do.
+//!
 //! Faults on demand: drop or break the stream, stop heartbeats, fail over
 //! to the other master, no leader, restart the master (recovery, agents not
 //! yet re-registered), kill and restart an agent (with or without
@@ -52,6 +57,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use proto_reexport::*;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -276,6 +282,8 @@ pub struct Record {
 }
 
 struct Cluster {
+    /// Serve HTTPS with this configuration (master and agents).
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// A forgotten subscription whose connection is kept open and silent.
     orphaned: Option<Stream>,
     stall_subscribe: bool,
@@ -365,11 +373,81 @@ fn basic(principal: &str, secret: &str) -> String {
     )
 }
 
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+/// Serves `app` on `listener`, over TLS when a configuration is given.
+fn serve(listener: tokio::net::TcpListener, app: Router, tls: Option<Arc<rustls::ServerConfig>>) {
+    match tls {
+        None => {
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }
+        Some(cfg) => {
+            let tls = TlsListener {
+                tcp: listener,
+                acceptor: tokio_rustls::TlsAcceptor::from(cfg),
+            };
+            tokio::spawn(async move { axum::serve(tls, app).await.unwrap() });
+        }
+    }
+}
+
+/// Accepts TCP connections and completes each TLS handshake; a client
+/// that refuses the certificate only ends its own connection.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            let handshake = self.acceptor.accept(tcp);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
 impl TestMaster {
     /// Two master endpoints (the first leads) and no agents yet.
     pub async fn start(heartbeat_secs: f64) -> TestMaster {
+        Self::start_with(heartbeat_secs, None).await
+    }
+
+    /// As `start`, serving HTTPS with this certificate chain and key (PEM).
+    pub async fn start_tls(heartbeat_secs: f64, chain_pem: &str, key_pem: &str) -> TestMaster {
+        let chain = rustls_pemfile_certs(chain_pem);
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self::start_with(heartbeat_secs, Some(Arc::new(cfg))).await
+    }
+
+    async fn start_with(heartbeat_secs: f64, tls: Option<Arc<rustls::ServerConfig>>) -> TestMaster {
         let root = Arc::new(tempfile::tempdir().unwrap());
         let c = Arc::new(Mutex::new(Cluster {
+            tls: tls.clone(),
             orphaned: None,
             stall_subscribe: false,
             leader: Some(0),
@@ -405,7 +483,7 @@ impl TestMaster {
                 .route("/api/v1/scheduler", post(scheduler).get(not_post))
                 .route("/master/api/v1/scheduler", post(scheduler).get(not_post))
                 .with_state((c.clone(), i));
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            serve(listener, app, tls.clone());
         }
         let tick = c.clone();
         tokio::spawn(async move {
@@ -474,7 +552,8 @@ impl TestMaster {
             .route("/files/browse", get(files_browse))
             .route("/files/download", get(files_download))
             .with_state((self.c.clone(), id.clone()));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let tls = self.c.lock().unwrap().tls.clone();
+        serve(listener, app, tls);
         id
     }
 
@@ -1019,7 +1098,7 @@ impl Cluster {
                 hostname: a.hostname.clone(),
                 resources,
                 url: Some(mesos::Url {
-                    scheme: "http".into(),
+                    scheme: if self.tls.is_some() { "https" } else { "http" }.into(),
                     address: mesos::Address {
                         hostname: Some(a.hostname.clone()),
                         ip: Some("127.0.0.1".into()),
