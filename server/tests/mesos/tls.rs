@@ -96,15 +96,12 @@ async fn a_ca_file_that_holds_no_certificate_stops_the_dispatcher_with_the_flag_
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("ca.pem");
     std::fs::write(&bad, "not a certificate\n").unwrap();
-    let e = dispatcher::mesos::Transport::new(true, Some(&bad))
-        .err()
-        .expect("refused");
+    let e = dispatcher::mesos::Transport::new(true, Some(&bad)).expect_err("refused");
     assert!(
         e.contains("--mesos-ca-file") && e.contains("no certificate"),
         "{e}"
     );
     let e = dispatcher::mesos::Transport::new(true, Some(&dir.path().join("missing.pem")))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(e.contains("cannot read it"), "{e}");
 }
