@@ -14,6 +14,7 @@ fn offers(n: usize) -> Vec<Offer> {
             address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
             cpus_milli: 4000,
             mem_mb: 16384,
+            gpus: 0,
             ports: vec![PortRange {
                 begin: 31000,
                 end: 32000,

@@ -26,6 +26,7 @@ pub struct PeerSpec {
     pub port: u16,
     pub cpus_milli: u32,
     pub mem_mb: u64,
+    pub gpus: u32,
     /// The YAML text of `peer.yaml`.
     pub config: String,
     pub env: Vec<(String, String)>,
@@ -227,6 +228,7 @@ pub fn build_peers(
             port: slot.port,
             cpus_milli: slot.cpus_milli,
             mem_mb: slot.mem_mb,
+            gpus: slot.gpus,
             config,
             env,
             command,
@@ -267,6 +269,7 @@ mod tests {
             address: format!("{host}.ip"),
             cpus_milli: 4000,
             mem_mb: 4096,
+            gpus: 0,
             ports: vec![PortRange {
                 begin: ports.0,
                 end: ports.1,

@@ -28,6 +28,9 @@ pub struct Offer {
     pub address: String,
     pub cpus_milli: u64,
     pub mem_mb: u64,
+    /// Whole GPUs.
+    #[serde(default)]
+    pub gpus: u64,
     pub ports: Vec<PortRange>,
 }
 
@@ -42,6 +45,8 @@ pub struct PeerSlot {
     pub port: u16,
     pub cpus_milli: u32,
     pub mem_mb: u64,
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +88,7 @@ impl fmt::Display for Shortfall {
 struct Left {
     cpus: u64,
     mem: u64,
+    gpus: u64,
     ports: Vec<PortRange>,
     next_port: Option<(usize, u32)>,
     ports_left: u64,
@@ -101,6 +107,7 @@ impl Left {
         Left {
             cpus: o.cpus_milli,
             mem: o.mem_mb,
+            gpus: o.gpus,
             ports,
             next_port,
             ports_left,
@@ -132,6 +139,7 @@ struct Misses {
     hostmask: u32,
     cpus: u32,
     mem: u32,
+    gpus: u32,
     ports: u32,
     per_host: u32,
 }
@@ -167,6 +175,13 @@ impl Misses {
         if self.mem > 0 {
             parts.push(format!("{} short of memory", hosts(self.mem)));
         }
+        if self.gpus > 0 {
+            parts.push(format!(
+                "{} short of gpus ({} per peer)",
+                hosts(self.gpus),
+                role.gpus
+            ));
+        }
         if self.ports > 0 {
             parts.push(format!("{} out of ports", hosts(self.ports)));
         }
@@ -196,8 +211,10 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
         let needed = role.peers.get();
         let mut remaining = needed;
         let cpu = role.cpu.millis() as u64;
+        let gpus = role.gpus as u64;
         let mut misses = Misses::default();
-        for (oi, offer) in offers.iter().enumerate() {
+        for oi in offer_order(role, offers) {
+            let offer = &offers[oi];
             if remaining == 0 {
                 break;
             }
@@ -218,7 +235,8 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
                 continue;
             }
             let by_cpu = l.cpus / cpu;
-            let fit = by_cpu.min(l.ports_left).min(remaining as u64) as u32;
+            let by_gpu = l.gpus.checked_div(gpus).unwrap_or(u64::MAX);
+            let fit = by_cpu.min(by_gpu).min(l.ports_left).min(remaining as u64) as u32;
             let want = match role.peers_per_host {
                 Some(p) => p.get().min(remaining),
                 None => fit,
@@ -226,7 +244,9 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
             if fit < want || fit == 0 {
                 if role.peers_per_host.is_some() && fit > 0 {
                     misses.per_host += 1;
-                } else if by_cpu == 0 || by_cpu < want as u64 {
+                } else if by_gpu < want.max(1) as u64 && by_gpu <= by_cpu {
+                    misses.gpus += 1;
+                } else if by_cpu < want.max(1) as u64 {
                     misses.cpus += 1;
                 } else {
                     misses.ports += 1;
@@ -240,6 +260,7 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
                     break;
                 };
                 l.cpus -= cpu;
+                l.gpus -= gpus;
                 peers.push(PeerSlot {
                     index,
                     role: ri,
@@ -249,13 +270,16 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
                     port,
                     cpus_milli: role.cpu.millis(),
                     mem_mb: 0,
+                    gpus: role.gpus,
                 });
                 index += 1;
                 placed_here += 1;
             }
             // A host that took some but not all of what is left was limited too.
             if placed_here < remaining && role.peers_per_host.is_none() {
-                if by_cpu <= l.ports_left + placed_here as u64 {
+                if by_gpu < by_cpu && by_gpu <= l.ports_left + placed_here as u64 {
+                    misses.gpus += 1;
+                } else if by_cpu <= l.ports_left + placed_here as u64 {
                     misses.cpus += 1;
                 } else {
                     misses.ports += 1;
@@ -305,6 +329,18 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
     Ok(Placement { peers })
 }
 
+/// The order a role tries offers in: as given, except that a role that
+/// asks for no GPU tries hosts without GPUs first, so that GPU hosts stay
+/// for the work that needs them and are used only when nothing else fits
+/// (what Mesos asks of frameworks with GPU_RESOURCES).
+fn offer_order(role: &Role, offers: &[Offer]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..offers.len()).collect();
+    if role.gpus == 0 {
+        order.sort_by_key(|&i| offers[i].gpus > 0);
+    }
+    order
+}
+
 /// What is left of `offers` once `placement` has taken its share.
 pub fn subtract(offers: &[Offer], placement: &Placement) -> Vec<Offer> {
     let mut out = offers.to_vec();
@@ -312,6 +348,7 @@ pub fn subtract(offers: &[Offer], placement: &Placement) -> Vec<Offer> {
         let o = &mut out[p.offer];
         o.cpus_milli = o.cpus_milli.saturating_sub(p.cpus_milli as u64);
         o.mem_mb = o.mem_mb.saturating_sub(p.mem_mb);
+        o.gpus = o.gpus.saturating_sub(p.gpus as u64);
         o.ports = remove_port(&o.ports, p.port);
     }
     out
@@ -366,6 +403,7 @@ mod tests {
             address: format!("10.0.0.{i}"),
             cpus_milli: (cpus * 1000.0) as u64,
             mem_mb: mem,
+            gpus: 0,
             ports: vec![PortRange {
                 begin: ports.0,
                 end: ports.1,
@@ -448,6 +486,59 @@ mod tests {
         );
     }
 
+    fn gpu_offer(i: usize, cpus: f64, gpus: u64) -> Offer {
+        Offer {
+            gpus,
+            ..offer(i, cpus, 4096, (31000, 31010))
+        }
+    }
+
+    #[test]
+    fn peers_without_gpus_leave_gpu_hosts_alone_until_nothing_else_fits() {
+        // host0 has GPUs and comes first; host1 and host2 have none.
+        let offers = vec![
+            gpu_offer(0, 4.0, 2),
+            gpu_offer(1, 2.0, 0),
+            gpu_offer(2, 2.0, 0),
+        ];
+        let r = roles("name: cpu\npeers: 4\nmem: 0.1\n");
+        let p = place(&r, &offers).unwrap();
+        assert!(p.peers.iter().all(|s| s.offer != 0), "{p:?}");
+        // Five do not fit elsewhere: the GPU host takes the fifth.
+        let r = roles("name: cpu\npeers: 5\nmem: 0.1\n");
+        let p = place(&r, &offers).unwrap();
+        assert_eq!(p.peers.iter().filter(|s| s.offer == 0).count(), 1);
+        assert!(p.peers.iter().all(|s| s.gpus == 0));
+    }
+
+    #[test]
+    fn peers_asking_for_gpus_get_whole_gpus_and_the_shortfall_names_them() {
+        let offers = vec![
+            gpu_offer(0, 8.0, 0),
+            gpu_offer(1, 8.0, 2),
+            gpu_offer(2, 8.0, 1),
+        ];
+        let r = roles("name: train\npeers: 3\ngpus: 1\nmem: 0.1\n");
+        let p = place(&r, &offers).unwrap();
+        let on: Vec<usize> = p.peers.iter().map(|s| s.offer).collect();
+        assert_eq!(on, [1, 1, 2]);
+        assert!(p.peers.iter().all(|s| s.gpus == 1));
+        // What is left has no GPU: a fourth cannot go anywhere.
+        let rest = subtract(&offers, &p);
+        assert_eq!(rest.iter().map(|o| o.gpus).sum::<u64>(), 0);
+        let r = roles("name: train\npeers: 2\ngpus: 2\nmem: 0.1\n");
+        let e = place(&r, &offers).unwrap_err();
+        assert_eq!((e.needed, e.placed), (2, 1));
+        assert!(
+            e.reason.contains("short of gpus (2 per peer)"),
+            "{}",
+            e.reason
+        );
+        // The local machine offers no GPU.
+        let e = place(&r, &[offer(0, 8.0, 4096, (1, 10))]).unwrap_err();
+        assert!(e.reason.contains("1 host short of gpus"), "{}", e.reason);
+    }
+
     #[test]
     fn no_offers_is_a_clear_reason() {
         let r = roles("name: a\npeers: 1\n");
@@ -455,8 +546,8 @@ mod tests {
     }
 
     prop_compose! {
-        fn arb_offer(i: usize)(cpus in 0u64..8000, mem in 0u64..8192, begin in 1000u16..1100, len in 0u16..20, begin2 in 1000u16..1100, len2 in 0u16..5) -> Offer {
-            Offer { id: format!("o{i}"), host: format!("h{}", i % 5), address: format!("a{i}"), cpus_milli: cpus, mem_mb: mem,
+        fn arb_offer(i: usize)(cpus in 0u64..8000, mem in 0u64..8192, gpus in prop_oneof![Just(0u64), 0u64..4], begin in 1000u16..1100, len in 0u16..20, begin2 in 1000u16..1100, len2 in 0u16..5) -> Offer {
+            Offer { id: format!("o{i}"), host: format!("h{}", i % 5), address: format!("a{i}"), cpus_milli: cpus, mem_mb: mem, gpus,
                 ports: vec![PortRange { begin, end: begin + len }, PortRange { begin: begin2, end: begin2 + len2 }] }
         }
     }
@@ -477,15 +568,16 @@ mod tests {
                     (1u32..4).prop_map(|g| g.to_string())
                 ],
                 prop::option::of(Just("h[0-2]")),
+                prop_oneof![Just(0u32), 0u32..3],
             ),
             1..4,
         )
         .prop_map(|rs| {
             rs.iter()
                 .enumerate()
-                .map(|(i, (peers, pph, cpu, mem, mask))| {
+                .map(|(i, (peers, pph, cpu, mem, mask, gpus))| {
                     let mut s = format!(
-                        "name: r{i}\npeers: {peers}\ncpu: {}\nmem: {mem}\n",
+                        "name: r{i}\npeers: {peers}\ncpu: {}\nmem: {mem}\ngpus: {gpus}\n",
                         *cpu as f64 / 1000.0
                     );
                     if let Some(p) = pph {
@@ -517,6 +609,11 @@ mod tests {
                         let mem: u64 = mine.iter().map(|s| s.mem_mb).sum();
                         prop_assert!(cpus <= o.cpus_milli, "cpus {} > {}", cpus, o.cpus_milli);
                         prop_assert!(mem <= o.mem_mb, "mem {} > {}", mem, o.mem_mb);
+                        let gpus: u64 = mine.iter().map(|s| s.gpus as u64).sum();
+                        prop_assert!(gpus <= o.gpus, "gpus {} > {}", gpus, o.gpus);
+                        for s in &mine {
+                            prop_assert_eq!(s.gpus, roles[s.role].gpus);
+                        }
                         let mut ports: Vec<u16> = mine.iter().map(|s| s.port).collect();
                         for port in &ports {
                             prop_assert!(o.ports.iter().any(|r| r.begin <= *port && *port <= r.end));

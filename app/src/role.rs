@@ -18,6 +18,8 @@ use crate::yaml::{parse_documents, Node, Pos, Scalar};
 /// Upper bounds that keep a typo from asking for absurd resources.
 pub const MAX_PEERS: u32 = 100_000;
 pub const MAX_CPU: f64 = 1024.0;
+/// GPUs one peer may ask for (Mesos counts GPUs in whole devices).
+pub const MAX_GPUS: u32 = 64;
 pub const MAX_MEM_GB: f64 = 1_048_576.0;
 pub const MAX_TIME_LIMIT_SECS: u64 = 366 * 24 * 3600;
 
@@ -106,6 +108,8 @@ pub struct Role {
     pub hostmask: Option<HostMask>,
     pub cpu: Cpu,
     pub mem: Mem,
+    /// Whole GPUs per peer (0: none; such peers avoid GPU hosts).
+    pub gpus: u32,
     pub privileged: bool,
     pub k3_globals: Vars,
     pub peer_globals: Vec<Vars>,
@@ -416,13 +420,14 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 128
 }
 
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 19] = [
     "name",
     "peers",
     "peers_per_host",
     "hostmask",
     "cpu",
     "mem",
+    "gpus",
     "privileged",
     "k3_globals",
     "peer_globals",
@@ -832,6 +837,29 @@ fn parse_role(
         Some(n) => parse_mem(cx, n, &join(path, "mem")),
     };
 
+    // Mesos refuses fractional GPUs ("must be an unsigned integer").
+    let gpus = match get("gpus").filter(|n| !n.is_null()) {
+        None => Some(0),
+        Some(n) => {
+            let p = join(path, "gpus");
+            match n.scalar() {
+                Some(Scalar::Int(0)) => Some(0),
+                Some(Scalar::Float(f)) if f.fract() != 0.0 => {
+                    cx.error(
+                        n.pos(),
+                        &p,
+                        format!(
+                            "gpus must be a whole number (Mesos allocates whole GPUs), found {}",
+                            n.describe()
+                        ),
+                    );
+                    None
+                }
+                _ => cx.positive_int(n, &p, MAX_GPUS).map(NonZeroU32::get),
+            }
+        }
+    };
+
     let privileged = match get("privileged").filter(|n| !n.is_null()) {
         None => false,
         Some(n) => match n.scalar() {
@@ -983,6 +1011,7 @@ fn parse_role(
         hostmask,
         cpu: cpu?,
         mem: mem?,
+        gpus: gpus?,
         privileged,
         k3_globals,
         peer_globals,

@@ -58,6 +58,10 @@ const MISTAKES: &[(&str, &str, (u32, u32), &str)] = &[
     ("bad hostmask", "name: a\npeers: 2\nhostmask: \"qp[\"\n", (3, 11), "\"qp[\""),
     ("zero cpu", "name: a\npeers: 2\ncpu: 0\n", (3, 6), "more than 0"),
     ("cpu a word", "name: a\npeers: 2\ncpu: lots\n", (3, 6), "\"lots\""),
+    ("fractional gpus", "name: a\npeers: 2\ngpus: 1.5\n", (3, 7), "whole number (Mesos allocates whole GPUs), found \"1.5\""),
+    ("negative gpus", "name: a\npeers: 2\ngpus: -1\n", (3, 7), "found -1"),
+    ("too many gpus", "name: a\npeers: 2\ngpus: 65\n", (3, 7), "at most 64"),
+    ("gpus a word", "name: a\npeers: 2\ngpus: all\n", (3, 7), "\"all\""),
     ("cpu too large", "name: a\npeers: 2\ncpu: 5000\n", (3, 6), "at most 1024"),
     ("mem a word", "name: a\npeers: 2\nmem: plenty\n", (3, 6), "\"plenty\""),
     ("mem negative", "name: a\npeers: 2\nmem: -4\n", (3, 6), "more than 0"),
@@ -211,4 +215,10 @@ fn our_additions_parse() {
     assert_eq!(r.image.as_deref(), Some("debian:12"));
     assert_eq!(r.time_limit.unwrap().secs(), 5400);
     assert!(rf.uses_docker());
+    assert_eq!(r.gpus, 0, "no GPU unless asked");
+    let (rf, w) =
+        RoleFile::parse("name: train\npeers: 2\ngpus: 2\n---\nname: ps\npeers: 1\ngpus: 0\n")
+            .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!((rf.roles()[0].gpus, rf.roles()[1].gpus), (2, 0));
 }

@@ -291,7 +291,9 @@ fn start_mesos(
         multi_role: true,
         checkpoint: !cfg.mesos_no_checkpoint,
         principal: creds.as_ref().map(|c| c.principal.clone()),
-        gpus: false,
+        // Agents with GPUs are offered only to frameworks that say they
+        // can use them; placement keeps GPU-less peers off them when it can.
+        gpus: true,
         ..proto::calls::FrameworkSettings::new(&user, &cfg.framework_name)
     };
     let mut t = Tunables {

@@ -67,6 +67,9 @@ impl LocalBackend {
             address: self.cap.address.clone(),
             cpus_milli: self.cap.cpus_milli,
             mem_mb: self.cap.mem_mb,
+            // Peers run as plain processes here: no GPU is handed out, so a
+            // role asking for one is refused with "short of gpus".
+            gpus: 0,
             ports: vec![self.cap.ports],
         }
     }

@@ -412,6 +412,7 @@ mod tests {
             address: "127.0.0.1".into(),
             cpus_milli: cpus * 1000,
             mem_mb: 1024,
+            gpus: 0,
             ports: vec![PortRange {
                 begin: 9000,
                 end: 9099,

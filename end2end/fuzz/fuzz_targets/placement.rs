@@ -30,6 +30,7 @@ fuzz_target!(|inp: In| {
             address: format!("10.0.0.{}", host % 8),
             cpus_milli: cpus as u64 % 16_001,
             mem_mb: mem as u64,
+            gpus: (host / 8 % 3) as u64,
             ports: vec![PortRange { begin: port.max(1), end: port.max(1).saturating_add(span as u16 % 20) }],
         })
         .collect();
@@ -48,6 +49,9 @@ fuzz_target!(|inp: In| {
         if !m.is_empty() {
             src += &format!("hostmask: \"{m}\"\n");
         }
+        if pph % 5 == 1 {
+            src += &format!("gpus: {}\n", pph % 3 + 1);
+        }
     }
     let Ok((rf, _)) = RoleFile::parse(&src) else {
         return;
@@ -59,6 +63,7 @@ fuzz_target!(|inp: In| {
             assert_eq!(p.peers.len() as u32, rf.total_peers());
             let mut cpus: HashMap<usize, u64> = HashMap::new();
             let mut mem: HashMap<usize, u64> = HashMap::new();
+            let mut gpus: HashMap<usize, u64> = HashMap::new();
             let mut ports: HashSet<(String, u16)> = HashSet::new();
             let mut per_host: HashMap<(usize, usize), u32> = HashMap::new();
             for (n, s) in p.peers.iter().enumerate() {
@@ -68,12 +73,17 @@ fuzz_target!(|inp: In| {
                 assert_eq!(s.host, o.host);
                 *cpus.entry(s.offer).or_default() += s.cpus_milli as u64;
                 *mem.entry(s.offer).or_default() += s.mem_mb;
+                assert_eq!(s.gpus, r.gpus);
+                *gpus.entry(s.offer).or_default() += s.gpus as u64;
                 assert!(o.ports.iter().any(|pr| pr.begin <= s.port && s.port <= pr.end));
                 assert!(ports.insert((o.host.clone(), s.port)) || offers.iter().filter(|x| x.host == o.host).count() > 1);
                 if let Some(m) = &r.hostmask {
                     assert!(m.matches(&o.host));
                 }
                 *per_host.entry((s.offer, s.role)).or_default() += 1;
+            }
+            for (oi, g) in gpus {
+                assert!(g <= offers[oi].gpus, "offer {oi} gpus");
             }
             for (oi, c) in cpus {
                 assert!(c <= offers[oi].cpus_milli, "offer {oi} cpus");

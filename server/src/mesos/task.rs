@@ -28,11 +28,12 @@ fn usable(r: &mesos::Resource, role: &str) -> bool {
 /// `role` may use (unreserved and reserved for it together), and the
 /// address peers should use (the agent's IP when the offer has its URL).
 pub fn offer_from(o: &mesos::Offer, role: &str) -> Offer {
-    let (mut cpus, mut mem, mut ports) = (0.0f64, 0.0f64, Vec::new());
+    let (mut cpus, mut mem, mut gpus, mut ports) = (0.0f64, 0.0f64, 0.0f64, Vec::new());
     for r in o.resources.iter().filter(|r| usable(r, role)) {
         match (r.name.as_str(), &r.scalar, &r.ranges) {
             ("cpus", Some(s), _) => cpus += s.value,
             ("mem", Some(s), _) => mem += s.value,
+            ("gpus", Some(s), _) => gpus += s.value,
             ("ports", _, Some(rs)) => ports.extend(
                 rs.range
                     .iter()
@@ -57,6 +58,7 @@ pub fn offer_from(o: &mesos::Offer, role: &str) -> Offer {
         address,
         cpus_milli: (cpus * 1000.0).round() as u64,
         mem_mb: mem.floor() as u64,
+        gpus: gpus.max(0.0).floor() as u64,
         ports,
     }
 }
@@ -77,6 +79,7 @@ pub fn take_from_pools(o: &mesos::Offer, role: &str, tasks: &mut [mesos::TaskInf
         match (r.name.as_str(), &r.scalar, &r.ranges) {
             ("cpus", Some(s), _) => left.push((pool, "cpus", milli(s.value))),
             ("mem", Some(s), _) => left.push((pool, "mem", milli(s.value))),
+            ("gpus", Some(s), _) => left.push((pool, "gpus", milli(s.value))),
             ("ports", _, Some(rs)) => {
                 port_pools.extend(rs.range.iter().map(|x| (x.begin, x.end, pool.clone())))
             }
@@ -90,7 +93,7 @@ pub fn take_from_pools(o: &mesos::Offer, role: &str, tasks: &mut [mesos::TaskInf
         let mut out = Vec::new();
         for r in std::mem::take(&mut t.resources) {
             match (r.name.as_str(), &r.scalar, &r.ranges) {
-                (name @ ("cpus" | "mem"), Some(s), _) => {
+                (name @ ("cpus" | "mem" | "gpus"), Some(s), _) => {
                     let mut need = milli(s.value);
                     for (pool, kind, have) in left.iter_mut().filter(|x| x.1 == name) {
                         let take = need.min(*have);
@@ -200,6 +203,9 @@ pub fn task_info(
     let mut resources = vec![scalar("cpus", spec.cpus_milli as f64 / 1000.0)];
     if spec.mem_mb > 0 {
         resources.push(scalar("mem", spec.mem_mb as f64));
+    }
+    if spec.gpus > 0 {
+        resources.push(scalar("gpus", spec.gpus as f64));
     }
     resources.push(mesos::Resource {
         name: "ports".into(),
@@ -432,6 +438,7 @@ mod tests {
             address: "10.0.0.1".into(),
             cpus_milli: 4000,
             mem_mb: 4096,
+            gpus: 0,
             ports: vec![PortRange {
                 begin: 31000,
                 end: 31010,

@@ -305,6 +305,17 @@ async fn a_job_that_can_never_fit_this_machine_is_refused() {
             .contains("can never run on this machine: role 'huge' needs 20 peers, offers fit 8"),
         "{body}"
     );
+    // The local backend hands out no GPU.
+    let (status, body) = app
+        .submit_raw("p", "name: train\npeers: 1\ngpus: 1\n", json!({}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains(
+            "role 'train' needs 1 peers, offers fit 0 (1 host short of gpus (1 per peer))"
+        ),
+        "{body}"
+    );
     let (status, body) = app
         .submit_raw("p", "name: d\npeers: 1\nimage: debian:12\n", json!({}))
         .await;

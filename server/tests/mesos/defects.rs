@@ -283,3 +283,92 @@ async fn a_subscribe_that_is_never_answered_times_out_is_shown_and_is_tried_agai
     let j = app.wait_archived(id).await;
     assert_eq!(j["state"], "FINISHED", "{j:#}");
 }
+
+/// An agent with `gpus` in its pool, and one without, each with ports.
+fn gpu_pools(cpus: f64, gpus: f64) -> super::master::Pools {
+    let mut p = pools(&[("*", cpus, 2048.0, Some((31000, 31100)))]);
+    p.get_mut("*").unwrap().gpus = gpus;
+    p
+}
+
+/// The GPUs each launched task asked for, by host.
+fn gpus_by_task(m: &TestMaster) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = m
+        .calls_of(C::Accept)
+        .iter()
+        .flat_map(|c| c.accept.clone().unwrap().operations)
+        .flat_map(|o| o.launch.unwrap().task_infos)
+        .map(|t| {
+            let g = t
+                .resources
+                .iter()
+                .filter(|r| r.name == "gpus")
+                .map(|r| r.scalar.unwrap().value)
+                .sum();
+            (t.agent_id.value, g)
+        })
+        .collect();
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+/// Review #4 (GPUs): a master filters agents that have GPUs out of the
+/// offers of frameworks without GPU_RESOURCES (its default
+/// `--filter_gpu_resources`). The framework opts in, so a GPU agent is
+/// offered, and peers that ask for GPUs launch with them.
+#[tokio::test]
+async fn a_gpu_agent_is_offered_to_the_framework_and_peers_launch_with_the_gpus_they_ask_for() {
+    let m = TestMaster::start(1.0).await;
+    let gpu = m.add_agent_with("gpu0", gpu_pools(4.0, 2.0)).await;
+    let app = dispatcher(&m, |_| {}).await;
+    let id = app
+        .submit(
+            "peerprog",
+            "name: train\npeers: 2\ncpu: 1\nmem: 0.25\ngpus: 1\n",
+        )
+        .await;
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    assert!(m.framework().unwrap().gpu_resources);
+    assert_eq!(gpus_by_task(&m), [(gpu.clone(), 1.0), (gpu, 1.0)]);
+    // A third GPU is nowhere: the job waits and says why.
+    let id = app
+        .submit(
+            "peerprog",
+            "name: train\npeers: 3\ncpu: 1\nmem: 0.25\ngpus: 1\n",
+        )
+        .await;
+    let j = app
+        .wait_for(id, "a reason", |j| {
+            j["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("short of gpus"))
+        })
+        .await;
+    assert_eq!(j["state"], "WAITING", "{j:#}");
+}
+
+/// Review #4, the other half: peers that ask for no GPU go on agents
+/// without GPUs while those fit, and on a GPU agent only when nothing else
+/// does (without a GPU from it).
+#[tokio::test]
+async fn peers_that_ask_for_no_gpu_use_a_gpu_agent_only_when_nothing_else_fits() {
+    let m = TestMaster::start(1.0).await;
+    // The GPU agent registers first, so its offer comes first.
+    let gpu = m.add_agent_with("gpu0", gpu_pools(4.0, 1.0)).await;
+    let plain = m.add_agent_with("cpu0", gpu_pools(2.0, 0.0)).await;
+    let app = dispatcher(&m, |_| {}).await;
+    let id = app.submit("peerprog", &sleepers(2, 0)).await;
+    assert_eq!(app.wait_archived(id).await["state"], "FINISHED");
+    assert_eq!(
+        gpus_by_task(&m),
+        [(plain.clone(), 0.0), (plain.clone(), 0.0)]
+    );
+    let id = app.submit("peerprog", &sleepers(3, 0)).await;
+    assert_eq!(app.wait_archived(id).await["state"], "FINISHED");
+    // Three one-cpu peers, two cpus without GPUs: one goes to the GPU agent.
+    let all = gpus_by_task(&m);
+    assert!(all.iter().all(|(_, g)| *g == 0.0), "{all:?}");
+    let on = |a: &str| all.iter().filter(|(x, _)| x == a).count();
+    assert_eq!((on(&gpu), on(&plain)), (1, 4), "{all:?}");
+}

@@ -77,6 +77,7 @@ pub const UNRESERVED: &str = "*";
 pub struct Res {
     pub cpus: f64,
     pub mem: f64,
+    pub gpus: f64,
     pub ports: Vec<(u64, u64)>,
 }
 
@@ -95,6 +96,7 @@ pub fn pools(list: &[PoolSpec]) -> Pools {
                 cpus: *cpus,
                 mem: *mem,
                 ports: ports.iter().copied().collect(),
+                ..Res::default()
             };
             (k.to_string(), r)
         })
@@ -103,12 +105,13 @@ pub fn pools(list: &[PoolSpec]) -> Pools {
 
 impl Res {
     fn is_empty(&self) -> bool {
-        self.cpus < 1e-9 && self.mem < 1e-9 && self.ports.is_empty()
+        self.cpus < 1e-9 && self.mem < 1e-9 && self.gpus < 1e-9 && self.ports.is_empty()
     }
 
     fn contains(&self, want: &Res) -> bool {
         want.cpus <= self.cpus + 1e-9
             && want.mem <= self.mem + 1e-9
+            && want.gpus <= self.gpus + 1e-9
             && want
                 .ports
                 .iter()
@@ -118,6 +121,7 @@ impl Res {
     fn take(&mut self, r: &Res) {
         self.cpus -= r.cpus;
         self.mem -= r.mem;
+        self.gpus -= r.gpus;
         for (b, e) in &r.ports {
             for p in *b..=*e {
                 self.ports = remove_port(&self.ports, p);
@@ -128,6 +132,7 @@ impl Res {
     fn give(&mut self, r: &Res) {
         self.cpus += r.cpus;
         self.mem += r.mem;
+        self.gpus += r.gpus;
         self.ports.extend(r.ports.iter().copied());
         self.ports.sort();
     }
@@ -145,6 +150,9 @@ impl Res {
         }
         if self.mem > 0.0 {
             out.push(format!("mem{tag}:{}", self.mem));
+        }
+        if self.gpus > 0.0 {
+            out.push(format!("gpus{tag}:{}", self.gpus));
         }
         if !self.ports.is_empty() {
             let r: Vec<String> = self.ports.iter().map(|(b, e)| format!("{b}-{e}")).collect();
@@ -193,6 +201,7 @@ fn pools_of(resources: &[mesos::Resource]) -> Pools {
         match x.name.as_str() {
             "cpus" => r.cpus += x.scalar.as_ref().map_or(0.0, |s| s.value),
             "mem" => r.mem += x.scalar.as_ref().map_or(0.0, |s| s.value),
+            "gpus" => r.gpus += x.scalar.as_ref().map_or(0.0, |s| s.value),
             "ports" => {
                 for rg in x.ranges.iter().flat_map(|x| &x.range) {
                     r.ports.push((rg.begin, rg.end));
@@ -221,6 +230,9 @@ pub enum AgentState {
 struct Agent {
     hostname: String,
     files_port: u16,
+    /// It has GPUs: offered only to frameworks with GPU_RESOURCES
+    /// (the master's default `--filter_gpu_resources=true`).
+    has_gpus: bool,
     free: Pools,
     offered: bool,
     declined_until: Option<Instant>,
@@ -246,6 +258,7 @@ pub struct FwInfo {
     pub partition_aware: bool,
     pub multi_role: bool,
     pub refinement: bool,
+    pub gpu_resources: bool,
     /// The role offers are allocated to ("*" without a role).
     pub role: String,
     pub principal: Option<String>,
@@ -520,6 +533,7 @@ impl TestMaster {
                 cpus,
                 mem,
                 ports: vec![ports],
+                ..Res::default()
             },
         );
         self.add_agent_with(&format!("host{n}"), pools).await
@@ -538,6 +552,7 @@ impl TestMaster {
                 Agent {
                     hostname: hostname.into(),
                     files_port: port,
+                    has_gpus: free.values().any(|r| r.gpus > 0.0),
                     free,
                     offered: false,
                     declined_until: None,
@@ -1036,6 +1051,9 @@ impl Cluster {
             if r.mem > 0.0 {
                 out.push(scalar("mem", r.mem));
             }
+            if r.gpus > 0.0 {
+                out.push(scalar("gpus", r.gpus));
+            }
             if !r.ports.is_empty() {
                 out.push(mesos::Resource {
                     name: "ports".into(),
@@ -1068,6 +1086,9 @@ impl Cluster {
                 continue;
             }
             if a.declined_until.is_some_and(|t| now < t) {
+                continue;
+            }
+            if a.has_gpus && !fw.gpu_resources {
                 continue;
             }
             // Only unreserved resources and those reserved for the
@@ -1616,6 +1637,7 @@ fn subscribe(g: &mut Cluster, me: usize, call: Call, principal: Option<String>) 
         partition_aware: caps.contains(&(Cap::PartitionAware as i32)),
         multi_role,
         refinement: caps.contains(&(Cap::ReservationRefinement as i32)),
+        gpu_resources: caps.contains(&(Cap::GpuResources as i32)),
         role: roles.first().cloned().unwrap_or_else(|| "*".into()),
         principal: info.principal.clone().or(principal),
         info: info.clone(),
