@@ -323,6 +323,9 @@ struct Cluster {
     /// SUBSCRIBE and calls answer 503 "Master has not finished recovery" until then.
     recovering_until: Option<Instant>,
     unacked: BTreeMap<Vec<u8>, mesos::TaskStatus>,
+    /// Run once a terminal update's ACKNOWLEDGE has been taken (the
+    /// master has forgotten the task), before the call is answered.
+    on_terminal_ack: Option<Arc<dyn Fn() + Send + Sync>>,
     record: Record,
     root: PathBuf,
     /// The dispatcher's binary URLs are fetched with this client.
@@ -482,6 +485,7 @@ impl TestMaster {
             files_credentials: None,
             recovering_until: None,
             unacked: BTreeMap::new(),
+            on_terminal_ack: None,
             record: Record::default(),
             root: root.path().to_path_buf(),
             http: reqwest::Client::new(),
@@ -648,6 +652,12 @@ impl TestMaster {
     }
 
     /// SUBSCRIBE requests hang: the connection is taken, nothing is answered.
+    /// Runs `f` each time a terminal update's ACKNOWLEDGE is taken, before
+    /// the call is answered: a test can kill the framework right there.
+    pub fn on_terminal_ack(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.c.lock().unwrap().on_terminal_ack = Some(Arc::new(f));
+    }
+
     pub fn stall_subscribe(&self, on: bool) {
         self.c.lock().unwrap().stall_subscribe = on;
     }
@@ -1517,6 +1527,11 @@ fn handle_scheduler(
                             .is_some_and(|t| t.state == st && t.pgid.is_none())
                     {
                         g.tasks.remove(&s.task_id.value);
+                    }
+                    if proto::calls::is_terminal(st) {
+                        if let Some(f) = g.on_terminal_ack.clone() {
+                            f();
+                        }
                     }
                 }
             }
