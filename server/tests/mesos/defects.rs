@@ -372,3 +372,42 @@ async fn peers_that_ask_for_no_gpu_use_a_gpu_agent_only_when_nothing_else_fits()
     let on = |a: &str| all.iter().filter(|(x, _)| x == a).count();
     assert_eq!((on(&gpu), on(&plain)), (1, 4), "{all:?}");
 }
+
+/// Review #8a: a call sent on an earlier subscription whose refusal comes
+/// back after a newer subscription is up ("The stream ID ... is not
+/// valid") is stale news: it must not end the newer subscription.
+#[tokio::test]
+async fn a_late_refusal_of_a_call_from_an_earlier_subscription_leaves_the_current_one_alone() {
+    // Long heartbeats: nothing else ends a stream during the test.
+    let m = TestMaster::start(10.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = dispatcher(&m, |_| {}).await;
+    eventually("subscribed and suppressed", 20, || {
+        (m.is_subscribed() && !m.calls_of(C::Suppress).is_empty()).then_some(())
+    })
+    .await;
+    // The REVIVE a submission sends is held while the stream is replaced.
+    m.hold_next(C::Revive, Duration::from_millis(1500));
+    let id = app.submit("peerprog", &sleepers(1, 0)).await;
+    eventually("the REVIVE held", 10, || {
+        (m.record(|r| r.held_calls) == 1).then_some(())
+    })
+    .await;
+    m.drop_stream();
+    eventually("a second subscription", 10, || {
+        (m.is_subscribed() && m.record(|r| r.subscribes.len()) == 2).then_some(())
+    })
+    .await;
+    eventually("the held REVIVE refused for its old stream id", 10, || {
+        m.record(|r| r.answers.iter().any(|(k, s)| k == "REVIVE" && *s == 400))
+            .then_some(())
+    })
+    .await;
+    // Had the refusal ended the current subscription, a third SUBSCRIBE
+    // would follow at once (the backoff is 50 ms here).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(m.record(|r| r.subscribes.len()), 2);
+    assert!(m.is_subscribed());
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+}

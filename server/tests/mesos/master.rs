@@ -285,6 +285,8 @@ pub struct Record {
     pub subscribes: Vec<Option<String>>,
     /// SUBSCRIBE requests left unanswered by `stall_subscribe`.
     pub stalled_subscribes: usize,
+    /// Calls held back by `hold_next` (answered late).
+    pub held_calls: usize,
     /// Every OFFERS event sent (when, how many offers) and every ACCEPT received.
     pub offer_events: Vec<(Instant, usize)>,
     /// ACCEPTs naming an offer that was rescinded or never made.
@@ -326,6 +328,9 @@ struct Cluster {
     /// Run once a terminal update's ACKNOWLEDGE has been taken (the
     /// master has forgotten the task), before the call is answered.
     on_terminal_ack: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The next call of this type is answered only after this long (a
+    /// slow network or a busy master), checked as it stands by then.
+    hold_next: Option<(call::Type, Duration)>,
     record: Record,
     root: PathBuf,
     /// The dispatcher's binary URLs are fetched with this client.
@@ -486,6 +491,7 @@ impl TestMaster {
             recovering_until: None,
             unacked: BTreeMap::new(),
             on_terminal_ack: None,
+            hold_next: None,
             record: Record::default(),
             root: root.path().to_path_buf(),
             http: reqwest::Client::new(),
@@ -656,6 +662,11 @@ impl TestMaster {
     /// the call is answered: a test can kill the framework right there.
     pub fn on_terminal_ack(&self, f: impl Fn() + Send + Sync + 'static) {
         self.c.lock().unwrap().on_terminal_ack = Some(Arc::new(f));
+    }
+
+    /// Holds the next call of type `t` for `d` before handling it.
+    pub fn hold_next(&self, t: call::Type, d: Duration) {
+        self.c.lock().unwrap().hold_next = Some((t, d));
     }
 
     pub fn stall_subscribe(&self, on: bool) {
@@ -1315,10 +1326,22 @@ async fn scheduler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let is_subscribe = Call::decode(body.clone())
-        .ok()
-        .and_then(|c| c.r#type)
-        .is_some_and(|t| t == call::Type::Subscribe as i32);
+    let kind = Call::decode(body.clone()).ok().and_then(|c| c.r#type);
+    let is_subscribe = kind.is_some_and(|t| t == call::Type::Subscribe as i32);
+    let hold = {
+        let mut g = c.lock().unwrap();
+        match g.hold_next {
+            Some((t, d)) if kind == Some(t as i32) => {
+                g.hold_next = None;
+                g.record.held_calls += 1;
+                Some(d)
+            }
+            _ => None,
+        }
+    };
+    if let Some(d) = hold {
+        tokio::time::sleep(d).await;
+    }
     if is_subscribe {
         // A master that takes the connection and never answers (a hung
         // process, a black-holed network).
