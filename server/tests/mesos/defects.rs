@@ -411,3 +411,55 @@ async fn a_late_refusal_of_a_call_from_an_earlier_subscription_leaves_the_curren
     let j = app.wait_archived(id).await;
     assert_eq!(j["state"], "FINISHED", "{j:#}");
 }
+
+/// Review #8d: TEARDOWN forgets the framework id only once the master has
+/// taken the call. Here the first TEARDOWN is held while its stream is
+/// replaced and then refused for its old stream id: the dispatcher keeps
+/// the id, sends TEARDOWN again on the new subscription, and only then
+/// registers anew. (Forgetting the id at once would leave the old
+/// framework and its task running at the master.)
+#[tokio::test]
+async fn a_teardown_that_does_not_reach_the_master_is_sent_again_and_the_id_kept_until_it_does() {
+    let m = TestMaster::start(10.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let app = dispatcher(&m, |_| {}).await;
+    let id = app.submit("peerprog", &sleepers(1, 30)).await;
+    all_running(&app, id, 1).await;
+    let fw = m.framework_id().unwrap();
+    m.hold_next(C::Teardown, Duration::from_millis(1500));
+    let asked = {
+        let (client, url) = (app.client.clone(), app.url("/api/framework/teardown"));
+        tokio::spawn(async move { client.post(url).send().await.unwrap() })
+    };
+    eventually("the TEARDOWN held", 10, || {
+        (m.record(|r| r.held_calls) == 1).then_some(())
+    })
+    .await;
+    m.drop_stream();
+    eventually(
+        "the held TEARDOWN refused for its old stream id",
+        10,
+        || {
+            m.record(|r| r.answers.iter().any(|(k, s)| k == "TEARDOWN" && *s == 400))
+                .then_some(())
+        },
+    )
+    .await;
+    let r = asked.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["torn_down"], fw.as_str());
+    // The dispatcher resubscribed as the same framework and tore it down.
+    let teardowns = m.calls_of(C::Teardown);
+    assert_eq!(teardowns.len(), 2);
+    assert!(teardowns
+        .iter()
+        .all(|c| c.framework_id.as_ref().unwrap().value == fw));
+    m.record(|r| assert_eq!(r.subscribes[1].as_deref(), Some(fw.as_str())));
+    let j = app.wait_state(id, "KILLED").await;
+    assert_eq!(j["reason"], "the framework was torn down");
+    eventually("a new framework", 10, || {
+        m.framework_id().filter(|f| *f != fw)
+    })
+    .await;
+}
