@@ -226,3 +226,34 @@ async fn nodes_only_a_digest_user_may_read_are_followed_with_zk_credentials_and_
     );
     assert!(!c.to_string().contains("s3cret"));
 }
+
+/// Review #9: while masters change hands, ZooKeeper may still name a
+/// master that no longer leads; it redirects to the one that does. The
+/// subscription is then judged against the master ZooKeeper named, not
+/// the redirect's address, so it is kept instead of being dropped and
+/// made again over and over.
+#[tokio::test]
+async fn a_redirect_from_the_master_zookeeper_names_does_not_make_the_subscription_flap() {
+    let zkd = start_zookeeper().await;
+    let server = zkd.server();
+    let m = TestMaster::start(1.0).await;
+    let zk = zkd.session(None).await;
+    let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    zk.create("/mesos", b"", &open).await.unwrap();
+    // ZooKeeper names endpoint 1; endpoint 0 leads and 1 redirects to it.
+    register(&zk, zk::Acls::anyone_all(), &m.addr(1)).await;
+    let app = spawn_app_with(|c| {
+        c.master = Some(format!("zk://{server}/mesos"));
+        c.fast_timers = true;
+    })
+    .await;
+    eventually("subscribed through the redirect", 20, || {
+        m.is_subscribed().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(m.record(|r| r.subscribes.len()), 1, "no resubscription");
+    let c = app.get_json("/api/cluster").await;
+    assert_eq!(c["mesos"]["state"], "subscribed", "{c:#}");
+    assert_eq!(c["mesos"]["leader"], m.addr(0).as_str(), "{c:#}");
+}
