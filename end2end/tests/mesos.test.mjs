@@ -5,6 +5,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { root, startDispatcher, launchBrowser, uploadApp, submitJob, jobState, shot } from './harness.mjs';
 
 const masterBin = process.env.TEST_MASTER_BIN || join(root, 'target', 'debug', 'examples', 'test_master');
@@ -13,8 +15,8 @@ let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-async function startMaster(agents) {
-  const proc = spawn(masterBin, [String(agents)], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startMaster(agents, auth) {
+  const proc = spawn(masterBin, [String(agents), ...(auth ? [auth] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
   const addr = await new Promise((resolve, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => { out += d; if (out.includes('\n')) resolve(out.split('\n')[0].trim()); });
@@ -51,6 +53,38 @@ test('on Mesos a job runs on the agents, its log streams from an agent and the c
   } finally {
     await page.close();
     await d.stop();
+    await m.stop();
+  }
+});
+
+test('the cluster page says plainly when the master requires credentials, and that they work once given', async () => {
+  const m = await startMaster(1, 'dispatch:s3cret');
+  const without = await startDispatcher(['--master', m.addr, '--fast-timers']);
+  const secret = join(mkdtempSync(join(tmpdir(), 'dispatcher-secret-')), 'secret');
+  writeFileSync(secret, 's3cret\n', { mode: 0o600 });
+  const page = await browser.newPage();
+  let withCreds;
+  try {
+    await page.goto(`${without.base}/cluster`);
+    const problem = page.getByTestId('mesos-problem');
+    await problem.getByText('The master refuses this dispatcher').waitFor({ timeout: 20000 });
+    const text = await problem.textContent();
+    assert.match(text, /requires authentication \(401/);
+    assert.match(text, /--mesos-principal and --mesos-secret-file/);
+    assert.equal(await page.getByTestId('subscription').textContent(), 'refused');
+    await shot(page, 'mesos-cluster-401');
+
+    withCreds = await startDispatcher(['--master', m.addr, '--fast-timers', '--mesos-principal', 'dispatch', '--mesos-secret-file', secret]);
+    await page.goto(`${withCreds.base}/cluster`);
+    await page.getByTestId('subscription').getByText('subscribed').waitFor({ timeout: 20000 });
+    assert.equal(await page.getByTestId('mesos-problem').count(), 0, 'no problem shown once subscribed');
+  } catch (e) {
+    console.error(without.log().slice(-3000));
+    throw e;
+  } finally {
+    await page.close();
+    await without.stop();
+    await withCreds?.stop();
     await m.stop();
   }
 });

@@ -46,6 +46,22 @@ pub fn ClusterPage() -> impl IntoView {
         <section class="cluster">
             <div class="title-row"><h1>"Cluster"</h1></div>
             <ErrorLine error=error/>
+            {move || view_.get().and_then(|c| c.mesos).and_then(|m| {
+                // A refusal (credentials, ACLs, the root user) will not go
+                // away by retrying: say so above everything else.
+                let e = m.last_error.clone()?;
+                let title = match m.state.as_str() {
+                    "refused" => "The master refuses this dispatcher",
+                    "subscribed" => return None,
+                    _ => "Not connected to the master",
+                };
+                Some(view! {
+                    <div class="error mesos-problem" role="alert" data-testid="mesos-problem">
+                        <strong>{title}</strong>
+                        <p>{e}</p>
+                    </div>
+                })
+            })}
             {move || view_.get().map(|c| view! {
                 <dl class="facts">
                     <dt>"Backend"</dt><dd data-testid="backend">{c.backend.clone()}</dd>
@@ -54,7 +70,8 @@ pub fn ClusterPage() -> impl IntoView {
                         <dt>"Masters"</dt><dd>{m.masters.clone()}</dd>
                         <dt>"Leading master"</dt><dd data-testid="leader">{m.leader.clone().unwrap_or_else(|| "none yet".into())}</dd>
                         <dt>"Subscription"</dt><dd data-testid="subscription" class=format!("sub-{}", m.state)>{m.state.clone()}</dd>
-                        {m.last_error.clone().map(|e| view! { <dt>"Last problem"</dt><dd class="muted">{e}</dd> })}
+                        // While not subscribed the problem is shown above.
+                        {m.last_error.clone().filter(|_| m.state == "subscribed").map(|e| view! { <dt>"Last problem"</dt><dd class="muted">{e}</dd> })}
                         <dt>"Framework id"</dt><dd><code>{m.framework_id.clone().unwrap_or_else(|| "not registered".into())}</code></dd>
                         <dt>"Last heartbeat"</dt><dd>{match m.last_heartbeat_secs_ago {
                             Some(s) => format!("{s:.0} s ago (every {:.0} s)", m.heartbeat_interval_secs),

@@ -140,16 +140,26 @@ fn scheduler_url(scheme: &str, master: &str) -> String {
 
 /// What an HTTP error answer to SUBSCRIBE means, for the user.
 pub fn refusal(status: u16, body: &str, creds: Option<&Credentials>) -> String {
+    // Mesos' bodies often start with the status already ("401 Unauthorized.").
     let body = body.trim();
+    let body = if body.starts_with(&status.to_string()) {
+        body.to_string()
+    } else {
+        format!("{status} {body}").trim_end().to_string()
+    };
     match (status, creds) {
         (401, None) => format!(
-            "the master requires authentication (401 {body}): start the dispatcher with --mesos-principal and --mesos-secret-file"
+            "the master requires authentication ({body}): start the dispatcher with --mesos-principal and --mesos-secret-file"
         ),
         (401, Some(c)) => format!(
-            "the master rejected the credentials of principal '{}' (401 {body}): check --mesos-secret-file",
+            "the master rejected the credentials of principal '{}' ({body}): check --mesos-secret-file",
             c.principal
         ),
-        (s, _) => format!("SUBSCRIBE answered {s}: {body}"),
+        (403, c) => format!(
+            "the master does not allow {} to subscribe ({body}): check its ACLs (register_frameworks, run_tasks)",
+            c.map_or("an unauthenticated framework".to_string(), |c| format!("principal '{}'", c.principal))
+        ),
+        (_, _) => format!("SUBSCRIBE answered {body}"),
     }
 }
 
@@ -555,6 +565,25 @@ mod tests {
         );
         assert_eq!(redirect_target("/relative", "http"), None);
         assert_eq!(redirect_target("//", "http"), None);
+    }
+
+    #[test]
+    fn refusals_say_what_to_do_and_quote_the_status_once() {
+        // The recorded body of a 401 (scenarios/http-auth).
+        assert_eq!(
+            refusal(401, "401 Unauthorized.", None),
+            "the master requires authentication (401 Unauthorized.): start the dispatcher with --mesos-principal and --mesos-secret-file"
+        );
+        let e = refusal(
+            400,
+            "Failed to validate scheduler::Call: Authenticated principal 'dispatch' does not match",
+            None,
+        );
+        assert_eq!(
+            e,
+            "SUBSCRIBE answered 400 Failed to validate scheduler::Call: Authenticated principal 'dispatch' does not match"
+        );
+        assert!(refusal(403, "", None).contains("(403): check its ACLs"));
     }
 
     #[test]
