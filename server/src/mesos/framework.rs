@@ -268,8 +268,12 @@ impl Framework {
                 self.id = Some(id);
                 self.subscribed = true;
                 self.held.clear();
-                // A subscription starts unsuppressed.
+                // A subscription starts unsuppressed. Filters from earlier
+                // declines may still hold at the master, and a REVIVE sent
+                // on the old stream may never have arrived: with anything
+                // waiting, revive (rate-limited by `settle`).
                 self.suppressed = false;
+                self.revive_due = true;
                 self.last_heartbeat_ms = Some(now_ms);
                 // Kills asked for while disconnected are sent now.
                 for (tid, t) in &self.tasks {
@@ -761,8 +765,9 @@ mod tests {
             2
         );
         assert_eq!(f.placeable().len(), 1);
-        // Another job waits: o1 is held until the hold time is over.
-        assert!(f.settle(500, true).is_empty());
+        // Another job waits: o1 is held until the hold time is over. The
+        // subscription's one REVIVE (old filters may hold) goes meanwhile.
+        assert_eq!(kinds(&f.settle(500, true)), [C::Revive]);
         let c = f.settle(1_000, true);
         assert_eq!(kinds(&c), [C::Decline]);
         assert_eq!(c[0].decline.as_ref().unwrap().offer_ids[0].value, "o1");
