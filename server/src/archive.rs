@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+use app::model::EventKind;
+
+use crate::events::Bus;
+
 pub const ARCHIVE_FILE: &str = "archive.tar.gz";
 
 /// Builds `<job_dir>/archive.tar.gz` and returns its size in bytes.
@@ -154,4 +158,58 @@ impl<R: Read> Read for PadTo<R> {
         self.left -= n as u64;
         Ok(n)
     }
+}
+
+/// Builds a job's archive off the queue, then records it. On Mesos the
+/// sandboxes are first copied from the agents (files API) into the job's
+/// directory, where the local backend keeps them.
+pub fn spawn(
+    bus: Bus,
+    jobs_dir: PathBuf,
+    job: u64,
+    binary: String,
+    cap: u64,
+    fetch: Option<crate::mesos::files::Files>,
+) {
+    let job_dir = jobs_dir.join(job.to_string());
+    tokio::spawn(async move {
+        if let Some(files) = fetch {
+            let rows = match bus.db().call(move |c| crate::db::tasks_of(c, job)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(job, error = %e, "cannot read the job's tasks");
+                    vec![]
+                }
+            };
+            for r in rows {
+                let dest = job_dir.join(format!("peer-{}", r.idx));
+                if let Err(e) = tokio::fs::create_dir_all(&dest).await {
+                    tracing::error!(job, error = %e, "cannot create {}", dest.display());
+                    continue;
+                }
+                let sandbox = crate::mesos::files::sandbox(&r.framework_id, &r.task_id);
+                match files
+                    .copy_sandbox(&r.agent_url, &sandbox, &dest, &binary, cap)
+                    .await
+                {
+                    Ok(n) => tracing::debug!(job, peer = r.idx, files = n, "sandbox copied"),
+                    Err(e) => {
+                        tracing::warn!(job, peer = r.idx, error = %e, "cannot copy the sandbox");
+                        let note = format!("The sandbox of this peer could not be fetched: {e}\n");
+                        let _ = tokio::fs::write(dest.join("SANDBOX-MISSING.txt"), note).await;
+                    }
+                }
+            }
+        }
+        let built = tokio::task::spawn_blocking(move || build(&job_dir, &binary, cap)).await;
+        match built {
+            Ok(Ok(size)) => {
+                if let Err(e) = bus.record(job, EventKind::Archive { size }).await {
+                    tracing::error!(job, error = %e, "could not record the archive");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(job, error = %e, "archive failed"),
+            Err(e) => tracing::error!(job, error = %e, "archive task failed"),
+        }
+    });
 }

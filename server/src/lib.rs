@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod local;
 pub mod mesos;
+pub mod queue;
 pub mod runner;
 pub mod sched;
 pub mod service;
@@ -33,7 +34,8 @@ use app::RoleFile;
 
 pub use config::Config;
 use error::Internal;
-use runner::{JobMeta, Runner, RunnerHandle};
+use queue::JobMeta;
+use runner::{Runner, RunnerHandle};
 use service::{AppState, Settings};
 
 pub struct Application {
@@ -120,20 +122,20 @@ impl Application {
             let framework_id = framework_id.clone();
             let go = &mut go;
             let (creds, files, transport) = (creds.clone(), files.clone(), transport.clone());
-            move |tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>| match masters {
+            move |tx: tokio::sync::mpsc::UnboundedSender<queue::Msg>| match masters {
                 None => runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace)),
                 Some(masters) => {
                     let files = files.expect("made with the masters");
-                    let mesos = MesosParts {
+                    let mesos = mesos::backend::Parts {
                         masters,
                         framework_id,
                         creds,
                         transport,
                         files,
                     };
-                    let (b, g) = start_mesos(&cfg, bound, mesos, tx);
-                    *go = g;
-                    b
+                    let (b, g) = mesos::backend::start(&cfg, bound, mesos, tx);
+                    *go = Some(g);
+                    runner::Backend::Mesos(Box::new(b))
                 }
             }
         };
@@ -174,7 +176,7 @@ impl Application {
         let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
         for (job, app) in unarchived {
             let fetch = files.clone();
-            runner::spawn_archive(bus.clone(), jobs_dir.clone(), job, app, archive_cap, fetch);
+            archive::spawn(bus.clone(), jobs_dir.clone(), job, app, archive_cap, fetch);
         }
 
         let (_, shutdown) = tokio::sync::watch::channel(false);
@@ -233,144 +235,6 @@ impl Application {
 
 /// Starts the Mesos connection (subscription, call sender, master
 /// detection) and returns the backend that the runner drives.
-/// What the Mesos backend is started from, read from the configuration.
-struct MesosParts {
-    masters: mesos::detect::Masters,
-    framework_id: Option<String>,
-    creds: Option<mesos::Credentials>,
-    transport: mesos::Transport,
-    files: mesos::files::Files,
-}
-
-fn start_mesos(
-    cfg: &Config,
-    bound: SocketAddr,
-    parts: MesosParts,
-    tx: tokio::sync::mpsc::UnboundedSender<runner::Msg>,
-) -> (runner::Backend, Option<tokio::sync::oneshot::Sender<()>>) {
-    let MesosParts {
-        masters,
-        framework_id,
-        creds,
-        transport,
-        files,
-    } = parts;
-    use mesos::conn;
-    use mesos::framework::{Framework, Tunables};
-    use tokio::sync::{mpsc, watch};
-
-    let host = local::machine_hostname();
-    let advertise = cfg
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| {
-            let h = if bound.ip().is_unspecified() {
-                host.clone()
-            } else {
-                bound.ip().to_string()
-            };
-            format!("http://{h}:{}", bound.port())
-        })
-        .trim_end_matches('/')
-        .to_string();
-    if bound.ip().is_loopback() && cfg.advertise_url.is_none() {
-        tracing::warn!(%advertise, "agents fetch binaries from a loopback address; on a real cluster use --ip 0.0.0.0 or --advertise-url");
-    }
-    let user = cfg.mesos_user.clone().unwrap_or_else(|| {
-        std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "root".into())
-    });
-    let fw_settings = proto::calls::FrameworkSettings {
-        id: framework_id.clone(),
-        hostname: Some(host),
-        webui_url: Some(format!("{advertise}/")),
-        failover_timeout: cfg.failover_timeout_secs as f64,
-        role: Some(cfg.mesos_role.clone()),
-        multi_role: true,
-        checkpoint: !cfg.mesos_no_checkpoint,
-        principal: creds.as_ref().map(|c| c.principal.clone()),
-        // Agents with GPUs are offered only to frameworks that say they
-        // can use them; placement keeps GPU-less peers off them when it can.
-        gpus: true,
-        ..proto::calls::FrameworkSettings::new(&user, &cfg.framework_name)
-    };
-    let mut t = Tunables {
-        hold_ms: cfg.offer_hold_secs * 1000,
-        implicit_every_ms: cfg.reconcile_every_secs * 1000,
-        ..Tunables::default()
-    };
-    let (mut base, mut cap) = (Duration::from_millis(500), Duration::from_secs(30));
-    if cfg.fast_timers {
-        t.reconcile_base_ms = 200;
-        t.reconcile_cap_ms = 2_000;
-        t.staging_timeout_ms = 5_000;
-        t.revive_min_ms = 200;
-        base = Duration::from_millis(50);
-        cap = Duration::from_millis(1_000);
-    }
-    let (id_tx, id_rx) = watch::channel(framework_id.clone());
-    let (calls_tx, calls_rx) = mpsc::unbounded_channel();
-    let (session_tx, session_rx) = watch::channel(None);
-    // Calls that find the subscription gone name the stream they were sent
-    // on, so that a stale report never ends a newer subscription.
-    let (reconnect_tx, reconnect_rx) = mpsc::unbounded_channel();
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let detector = mesos::detect::Detector::new(masters);
-    let masters_text = detector.describe();
-    tracing::info!(masters = %masters_text, framework_id = ?framework_id, %advertise, "Mesos backend");
-    let settings = conn::ConnSettings {
-        framework: fw_settings,
-        creds,
-        transport: transport.clone(),
-        subscribe_timeout: Duration::from_secs(if cfg.fast_timers { 5 } else { 75 }),
-        missed_heartbeats: cfg.missed_heartbeats.max(1),
-        backoff_base: base,
-        backoff_cap: cap,
-    };
-    let call_creds = settings.creds.clone();
-    tokio::spawn(conn::run(
-        settings,
-        detector,
-        id_rx,
-        events_tx,
-        session_tx,
-        reconnect_rx,
-    ));
-    tokio::spawn(conn::send_calls(
-        calls_rx,
-        session_rx,
-        reconnect_tx,
-        call_creds,
-        transport,
-    ));
-    // Events wait until the jobs of before a restart are taken back, so
-    // that the first SUBSCRIBED finds their tasks to reconcile.
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        if go_rx.await.is_err() {
-            return;
-        }
-        while let Some(ev) = events_rx.recv().await {
-            if tx.send(runner::Msg::Mesos(ev)).is_err() {
-                break;
-            }
-        }
-    });
-    let mut mesos = runner::MesosBackend::new(
-        Framework::new(framework_id, t).for_role(&cfg.mesos_role),
-        calls_tx,
-        id_tx,
-        advertise,
-        masters_text,
-        files,
-    );
-    mesos.kill_grace = Duration::from_secs(cfg.kill_grace_secs);
-    let backend = runner::Backend::Mesos(Box::new(mesos));
-    (backend, Some(go_tx))
-}
-
 /// After a restart. Local backend: jobs that were running lost their
 /// dispatcher and are marked FAILED (leftover peer processes are stopped).
 /// Mesos: their tasks ran on without us; the jobs are taken back and

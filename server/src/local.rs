@@ -17,7 +17,7 @@ use app::peer::{PeerSpec, CONFIG_FILE};
 use app::placement::{remove_port, Offer, PortRange};
 use tokio::sync::mpsc;
 
-use crate::runner::Msg;
+use crate::queue::Msg;
 use crate::sched::PeerUpdate;
 
 /// What this machine offers to jobs.

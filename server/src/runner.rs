@@ -5,83 +5,30 @@
 //! killed, archives built. No lock guards a scheduling decision because only
 //! this task makes them.
 //!
-//! The backend is this machine (`local`) or a Mesos framework, whose pure
-//! core (`mesos::framework`) sits next to the scheduling core: offers it
-//! holds are what placement sees, placements become ACCEPTs, task updates
-//! become peer updates.
+//! The backend is this machine (`local::LocalBackend`) or a Mesos framework
+//! (`mesos::backend::MesosBackend`). The runner only asks a backend for
+//! offers, hands it placements and kills, and feeds the core what the
+//! backend reports; what a backend does with them is its own (Mesos: tasks,
+//! ACCEPTs, acknowledgements, teardown). Messages come through
+//! `queue::Msg`, which backends send to without knowing the runner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use app::model::{
-    ClusterView, EventKind, HostView, JobOptions, JobState, MesosView, PeerState, WaitingJob,
-};
+use app::model::{ClusterView, EventKind, HostView, JobState, PeerState, WaitingJob};
 use app::peer::{build_peers, JobContext};
 use app::placement::Offer;
 use app::RoleFile;
-use proto::Call;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::db::TaskRow;
 use crate::events::Bus;
 use crate::local::{list_data, LocalBackend};
-use crate::mesos::conn::ConnEvent;
-use crate::mesos::files::{self, Files};
-use crate::mesos::framework::{Framework, Launch};
+use crate::mesos::backend::{MesosBackend, TeardownReply};
+use crate::queue::{JobMeta, Msg};
 use crate::sched::{Action, Core, Input, PeerUpdate};
-
-pub enum Msg {
-    Submit {
-        job: u64,
-        roles: Arc<RoleFile>,
-        meta: JobMeta,
-    },
-    Kill {
-        job: u64,
-        reason: String,
-        done: oneshot::Sender<bool>,
-    },
-    Peer {
-        job: u64,
-        index: u32,
-        update: PeerUpdate,
-    },
-    Exited {
-        job: u64,
-        index: u32,
-        status: Result<std::process::ExitStatus, String>,
-    },
-    Tick,
-    Cluster(oneshot::Sender<ClusterView>),
-    Shutdown(oneshot::Sender<()>),
-    /// A job that was running before a restart (Mesos: its tasks live on).
-    Adopt {
-        job: u64,
-        roles: Arc<RoleFile>,
-        meta: JobMeta,
-        peers: Vec<(String, String, u16, PeerState)>,
-        tasks: Vec<TaskRow>,
-    },
-    Mesos(ConnEvent),
-    /// Unregister the framework: the master kills every task.
-    Teardown(oneshot::Sender<Result<String, String>>),
-    /// The master's answer to a TEARDOWN call.
-    TornDown {
-        id: String,
-        result: Result<(), String>,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-}
-
-/// What a job needs besides its roles to start its peers.
-#[derive(Clone, Debug)]
-pub struct JobMeta {
-    pub app: String,
-    pub sha256: String,
-    pub options: JobOptions,
-}
 
 /// A cheap handle to the runner's queue.
 #[derive(Clone)]
@@ -140,97 +87,9 @@ impl RunnerHandle {
     }
 }
 
-/// What the Mesos side of the runner keeps besides the framework core.
-pub struct MesosBackend {
-    pub fw: Framework,
-    pub calls: mpsc::UnboundedSender<crate::mesos::conn::Outgoing>,
-    /// The framework id the connection subscribes with.
-    pub fw_id: watch::Sender<Option<String>>,
-    /// Base URL agents fetch app binaries from.
-    pub advertise: String,
-    pub files: Files,
-    pub masters: String,
-    master: Option<String>,
-    heartbeat_secs: f64,
-    state: &'static str,
-    last_error: Option<String>,
-    disconnected_at: Option<Instant>,
-    agents: BTreeMap<String, AgentRec>,
-    /// Resources our live tasks hold, per agent.
-    task_res: HashMap<(u64, u32), (String, u64, u64)>,
-    pending: Vec<Launch>,
-    teardown: Vec<oneshot::Sender<Result<String, String>>>,
-    /// A TEARDOWN is on its way to the master.
-    tearing_down: bool,
-    /// Given to each task's kill policy.
-    pub kill_grace: Duration,
-    /// The runner's own queue (answers of calls come back through it).
-    queue: Option<mpsc::UnboundedSender<Msg>>,
-}
-
-struct AgentRec {
-    host: String,
-    address: String,
-    free: Offer,
-}
-
-impl MesosBackend {
-    pub fn new(
-        fw: Framework,
-        calls: mpsc::UnboundedSender<crate::mesos::conn::Outgoing>,
-        fw_id: watch::Sender<Option<String>>,
-        advertise: String,
-        masters: String,
-        files: Files,
-    ) -> MesosBackend {
-        MesosBackend {
-            fw,
-            calls,
-            fw_id,
-            advertise,
-            files,
-            masters,
-            master: None,
-            heartbeat_secs: 0.0,
-            state: "connecting",
-            last_error: None,
-            disconnected_at: None,
-            agents: BTreeMap::new(),
-            task_res: HashMap::new(),
-            pending: vec![],
-            teardown: vec![],
-            tearing_down: false,
-            kill_grace: Duration::from_secs(5),
-            queue: None,
-        }
-    }
-
-    fn send(&self, calls: Vec<Call>) {
-        for c in calls {
-            let _ = self.calls.send((c, None));
-        }
-    }
-}
-
 pub enum Backend {
     Local(LocalBackend),
     Mesos(Box<MesosBackend>),
-}
-
-/// The agent's HTTP endpoint (files API) from its offer.
-fn agent_url(o: &proto::mesos::Offer) -> String {
-    match &o.url {
-        Some(u) => {
-            let host = u
-                .address
-                .ip
-                .clone()
-                .or_else(|| u.address.hostname.clone())
-                .unwrap_or_else(|| o.hostname.clone());
-            format!("{}://{host}:{}", u.scheme, u.address.port)
-        }
-        None => format!("http://{}:5051", o.hostname),
-    }
 }
 
 pub struct Runner {
@@ -255,7 +114,7 @@ impl Runner {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut backend = backend_for(tx.clone());
         if let Backend::Mesos(m) = &mut backend {
-            m.queue = Some(tx.clone());
+            m.set_queue(tx.clone());
         }
         let ticker = tx.clone();
         tokio::spawn(async move {
@@ -303,7 +162,7 @@ impl Runner {
                         .or(roles.time_limit().map(|t| t.secs()));
                     self.meta.insert(job, (roles.clone(), meta));
                     if let Backend::Mesos(m) = &mut self.backend {
-                        m.fw.job_arrived();
+                        m.job_arrived();
                     }
                     place = true;
                     Input::Submit {
@@ -326,8 +185,7 @@ impl Runner {
                 }
                 Msg::Tick => {
                     if let Backend::Mesos(m) = &mut self.backend {
-                        let out = m.fw.tick(now);
-                        m.send(out.calls);
+                        m.tick(now);
                     }
                     Input::Tick { now_ms: now }
                 }
@@ -353,45 +211,49 @@ impl Runner {
                         .or(roles.time_limit().map(|t| t.secs()));
                     self.meta.insert(job, (roles.clone(), meta));
                     if let Backend::Mesos(m) = &mut self.backend {
-                        for t in &tasks {
-                            let live = peers
-                                .get(t.idx as usize)
-                                .is_some_and(|p| !p.3.is_terminal());
-                            if live {
-                                m.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
-                            }
-                        }
+                        m.adopt(job, &tasks, &peers, now);
                     }
                     let actions = self.core.adopt(job, roles, time_limit, peers);
                     self.carry_out(actions).await;
                     continue;
                 }
                 Msg::Mesos(ev) => {
-                    let Some((inputs, acks)) = self.mesos_event(now, ev).await else {
+                    let waiting = self.core.waiting() > 0;
+                    let Backend::Mesos(m) = &mut self.backend else {
                         continue;
                     };
-                    for input in inputs {
+                    let core = &self.core;
+                    let live = || {
+                        core.running()
+                            .into_iter()
+                            .flat_map(|j| core.live(j).into_iter().map(move |i| (j, i)))
+                            .collect()
+                    };
+                    let Some(out) = m.event(self.bus.db(), now, ev, waiting, live).await else {
+                        continue;
+                    };
+                    for input in out.inputs {
                         let actions = self.core.handle(input);
                         self.carry_out(actions).await;
                     }
                     // The updates are recorded (or changed nothing): only
                     // now may the agent forget them.
                     if let Backend::Mesos(m) = &self.backend {
-                        m.send(acks);
+                        m.send(out.acks);
                     }
                     self.place_and_settle(now, true).await;
                     // A teardown asked while disconnected is done once subscribed.
-                    if let Backend::Mesos(m) = &mut self.backend {
-                        if m.fw.is_subscribed() && !m.tearing_down && !m.teardown.is_empty() {
-                            for reply in std::mem::take(&mut m.teardown) {
-                                self.teardown(reply).await;
-                            }
-                        }
+                    let due = match &mut self.backend {
+                        Backend::Mesos(m) => m.due_teardowns(),
+                        Backend::Local(_) => vec![],
+                    };
+                    for reply in due {
+                        self.teardown(reply);
                     }
                     continue;
                 }
                 Msg::Teardown(reply) => {
-                    self.teardown(reply).await;
+                    self.teardown(reply);
                     continue;
                 }
                 Msg::TornDown { id, result, reply } => {
@@ -418,7 +280,7 @@ impl Runner {
     async fn place_and_settle(&mut self, now: u64, place: bool) {
         let offers = match &self.backend {
             Backend::Local(b) => vec![b.offer()],
-            Backend::Mesos(m) => m.fw.placeable(),
+            Backend::Mesos(m) => m.offers(),
         };
         if place && self.core.waiting() > 0 && !offers.is_empty() {
             let actions = self.core.handle(Input::Offers(offers));
@@ -426,211 +288,27 @@ impl Runner {
         }
         let waiting = self.core.waiting() > 0;
         if let Backend::Mesos(m) = &mut self.backend {
-            let launches = std::mem::take(&mut m.pending);
-            let mut calls = if launches.is_empty() {
-                vec![]
-            } else {
-                m.fw.accept(now, launches)
-            };
-            calls.extend(m.fw.settle(now, waiting));
-            m.send(calls);
+            m.settle(now, waiting);
         }
     }
 
-    /// A Mesos connection event: the framework core's view changes, calls
-    /// go out, and peer updates come back as core inputs.
-    async fn mesos_event(&mut self, now: u64, ev: ConnEvent) -> Option<(Vec<Input>, Vec<Call>)> {
-        let waiting = self.core.waiting() > 0;
-        let Backend::Mesos(m) = &mut self.backend else {
-            return None;
-        };
-        let out = match ev {
-            ConnEvent::Connected { master, stream_id } => {
-                tracing::info!(%master, %stream_id, "subscription stream open");
-                m.master = Some(master);
-                m.state = "subscribing";
-                return None;
+    /// TEARDOWN: the master kills every task; jobs end KILLED.
+    fn teardown(&mut self, reply: TeardownReply) {
+        match &mut self.backend {
+            Backend::Local(_) => {
+                let _ = reply.send(Err("teardown is for the Mesos backend".into()));
             }
-            ConnEvent::Disconnected { why } => {
-                m.fw.disconnected();
-                // A refusal ends its stream: the refusal is what to show.
-                if m.state != "refused" {
-                    m.last_error = Some(why.clone());
-                    m.state = "disconnected";
-                }
-                m.disconnected_at = Some(Instant::now());
-                tracing::warn!(%why, "disconnected from the master");
-                return None;
-            }
-            ConnEvent::Refused { why } => {
-                // The master answered SUBSCRIBE with an HTTP error (401 and
-                // 400 for credentials and principals): nothing was decided
-                // about the framework; it is retried with the same id.
-                tracing::error!(%why, "the master refused the subscription");
-                m.state = "refused";
-                m.last_error = Some(why);
-                return None;
-            }
-            ConnEvent::Event(ev) => {
-                if let Some(o) = ev.offers.as_ref() {
-                    for o in &o.offers {
-                        let view = crate::mesos::offer_from(o, m.fw.role());
-                        m.agents.insert(
-                            o.agent_id.value.clone(),
-                            AgentRec {
-                                host: o.hostname.clone(),
-                                address: view.address.clone(),
-                                free: view,
-                            },
-                        );
-                    }
-                }
-                m.fw.event(now, *ev, waiting)
-            }
-        };
-        if let Some(id) = &out.new_id {
-            // Durable before anything is launched under it.
-            let (db, id2) = (self.bus.db().clone(), id.clone());
-            if let Err(e) = db
-                .call(move |c| crate::db::set_kv(c, "framework_id", Some(&id2)))
-                .await
-            {
-                tracing::error!(error = %e, "could not store the framework id");
-            }
-            m.fw_id.send_replace(Some(id.clone()));
+            Backend::Mesos(m) => m.teardown(reply),
         }
-        if let Some(secs) = out.heartbeat_secs {
-            m.heartbeat_secs = secs;
-        }
-        if m.fw.is_subscribed() && m.state != "subscribed" {
-            m.state = "subscribed";
-            let after = m
-                .disconnected_at
-                .take()
-                .map(|t| t.elapsed().as_millis() as u64);
-            tracing::info!(
-                framework_id = m.fw.id().unwrap_or_default(),
-                reconnect_ms = after,
-                "subscribed"
-            );
-        }
-        let Backend::Mesos(m) = &mut self.backend else {
-            return None;
-        };
-        m.send(out.calls);
-        let mut inputs: Vec<Input> = out
-            .updates
-            .into_iter()
-            .map(|(job, index, update)| {
-                if update.state.is_terminal() {
-                    m.task_res.remove(&(job, index));
-                }
-                Input::Peer { job, index, update }
-            })
-            .collect();
-        if let Some(why) = out.refused {
-            // Not a removal: the tasks still run and the id is still ours;
-            // the subscription is retried (with backoff) until the master
-            // lets it in.
-            tracing::error!(%why, "the master refused the subscription (ERROR event)");
-            m.state = "refused";
-            m.last_error = Some(format!("the master refused the subscription: {why}"));
-        }
-        if let Some(why) = out.removed {
-            tracing::error!(%why, "the master ended the framework; its tasks are gone");
-            m.last_error = Some(format!("the master ended the framework: {why}"));
-            m.fw_id.send_replace(None);
-            m.task_res.clear();
-            let db = self.bus.db().clone();
-            if let Err(e) = db
-                .call(|c| crate::db::set_kv(c, "framework_id", None))
-                .await
-            {
-                tracing::error!(error = %e, "could not clear the framework id");
-            }
-            for job in self.core.running() {
-                for index in self.core.live(job) {
-                    inputs.push(Input::Peer {
-                        job,
-                        index,
-                        update: PeerUpdate {
-                            state: PeerState::Lost,
-                            exit_code: None,
-                            signal: None,
-                            reason: format!("the master ended the framework: {why}"),
-                        },
-                    });
-                }
-            }
-        }
-        Some((inputs, out.acks))
     }
 
-    /// TEARDOWN: the master kills every task; jobs end KILLED. The
-    /// framework id is forgotten only once the master has the call; a call
-    /// that does not arrive is sent again after the next subscription.
-    async fn teardown(&mut self, reply: oneshot::Sender<Result<String, String>>) {
-        let Backend::Mesos(m) = &mut self.backend else {
-            let _ = reply.send(Err("teardown is for the Mesos backend".into()));
-            return;
-        };
-        if m.fw.id().is_none() {
-            let _ = reply.send(Err("the framework is not registered".into()));
-            return;
-        }
-        if !m.fw.is_subscribed() || m.tearing_down {
-            // Done as soon as the subscription is back (or the call under
-            // way is answered).
-            m.teardown.push(reply);
-            return;
-        }
-        let Some(call) = m.fw.teardown() else {
-            let _ = reply.send(Err("the framework is not registered".into()));
-            return;
-        };
-        let id = m.fw.id().unwrap_or_default().to_string();
-        m.tearing_down = true;
-        let (done, delivered) = oneshot::channel();
-        let _ = m.calls.send((call, Some(done)));
-        let queue = m.queue.clone();
-        tokio::spawn(async move {
-            let result = delivered
-                .await
-                .unwrap_or_else(|_| Err("the dispatcher is stopping".into()));
-            if let Some(q) = queue {
-                let _ = q.send(Msg::TornDown { id, result, reply });
-            }
-        });
-    }
-
-    async fn torn_down(
-        &mut self,
-        id: String,
-        result: Result<(), String>,
-        reply: oneshot::Sender<Result<String, String>>,
-    ) {
+    /// The master's answer to a TEARDOWN: once it is in, every job ends.
+    async fn torn_down(&mut self, id: String, result: Result<(), String>, reply: TeardownReply) {
         let Backend::Mesos(m) = &mut self.backend else {
             return;
         };
-        m.tearing_down = false;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "TEARDOWN did not reach the master; sent again once subscribed");
-            m.teardown.push(reply);
+        if !m.torn_down(self.bus.db(), id, result, reply).await {
             return;
-        }
-        tracing::info!(framework_id = %id, "framework torn down");
-        m.fw.torn_down();
-        m.fw_id.send_replace(None);
-        m.task_res.clear();
-        for r in std::mem::take(&mut m.teardown).into_iter().chain([reply]) {
-            let _ = r.send(Ok(id.clone()));
-        }
-        let db = self.bus.db().clone();
-        if let Err(e) = db
-            .call(|c| crate::db::set_kv(c, "framework_id", None))
-            .await
-        {
-            tracing::error!(error = %e, "could not clear the framework id");
         }
         for job in self.core.running() {
             let actions = self.core.handle(Input::Kill {
@@ -690,59 +368,7 @@ impl Runner {
                     mesos: None,
                 }
             }
-            Backend::Mesos(m) => {
-                let mut hosts = Vec::new();
-                for (id, a) in &m.agents {
-                    let (mut cpus, mut mem, mut peers) = (0u64, 0u64, 0usize);
-                    for (agent, c, me) in m.task_res.values() {
-                        if agent == id {
-                            cpus += c;
-                            mem += me;
-                            peers += 1;
-                        }
-                    }
-                    hosts.push(HostView {
-                        host: a.host.clone(),
-                        address: a.address.clone(),
-                        cpus: (a.free.cpus_milli + cpus) as f64 / 1000.0,
-                        cpus_used: cpus as f64 / 1000.0,
-                        mem_mb: a.free.mem_mb + mem,
-                        mem_used_mb: mem,
-                        ports: a
-                            .free
-                            .ports
-                            .iter()
-                            .map(|r| format!("{}-{}", r.begin, r.end))
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        peers,
-                    });
-                }
-                let now = crate::util::now_ms();
-                ClusterView {
-                    backend: "mesos".into(),
-                    offers: m.agents.values().map(|a| a.free.clone()).collect(),
-                    hosts,
-                    waiting,
-                    running: self.core.running(),
-                    mesos: Some(MesosView {
-                        masters: m.masters.clone(),
-                        leader: m.master.clone(),
-                        framework_id: m.fw.id().map(str::to_string),
-                        state: m.state.into(),
-                        last_error: m.last_error.clone(),
-                        heartbeat_interval_secs: m.heartbeat_secs,
-                        last_heartbeat_secs_ago: m
-                            .fw
-                            .last_heartbeat_ms()
-                            .map(|t| now.saturating_sub(t) as f64 / 1000.0),
-                        offers_held: m.fw.placeable().len(),
-                        suppressed: m.fw.is_suppressed(),
-                        reconciling: m.fw.reconciling(),
-                        tasks: m.fw.task_count(),
-                    }),
-                }
-            }
+            Backend::Mesos(m) => m.view(waiting, self.core.running()),
         }
     }
 
@@ -797,65 +423,14 @@ impl Runner {
                             }
                         }
                         Backend::Mesos(m) => {
-                            // Data files live on the agents; only explicit
-                            // paths are passed on (see docs/role-files.md).
-                            let specs = build_peers(
-                                &ctx,
-                                &roles,
-                                &placement,
-                                &|path: &str, _host: &str| vec![path.to_string()],
-                            );
-                            let url = format!("{}/api/blobs/{}", m.advertise, meta.sha256);
-                            let mut rows = Vec::new();
-                            let mut launches = Vec::new();
-                            for (spec, slot) in specs.iter().zip(&placement.peers) {
-                                let Some(offer) = m.fw.agent_of(slot.offer) else {
-                                    continue;
-                                };
-                                let agent = offer.agent_id.value.clone();
-                                let task = crate::mesos::task_info(
-                                    job,
-                                    spec,
-                                    &roles.roles()[slot.role],
-                                    &agent,
-                                    &url,
-                                    &meta.app,
-                                    m.kill_grace,
-                                );
-                                rows.push(TaskRow {
-                                    idx: spec.index,
-                                    task_id: task.task_id.value.clone(),
-                                    framework_id: m.fw.id().unwrap_or_default().to_string(),
-                                    agent_id: agent.clone(),
-                                    agent_url: agent_url(offer),
-                                });
-                                m.task_res.insert(
-                                    (job, spec.index),
-                                    (agent, spec.cpus_milli as u64, spec.mem_mb),
-                                );
-                                launches.push(Launch {
-                                    offer: slot.offer,
-                                    task,
-                                });
-                            }
-                            // Where each peer runs is durable before it is launched.
-                            let db = self.bus.db().clone();
-                            if let Err(e) = db
-                                .call(move |c| crate::db::insert_tasks(c, job, &rows))
-                                .await
-                            {
-                                tracing::error!(job, error = %e, "could not record the tasks");
-                            }
-                            m.pending.extend(launches);
+                            m.launch(self.bus.db(), job, &roles, &meta, &placement)
+                                .await;
                         }
                     }
                 }
                 Action::Kill { job, peers } => match &mut self.backend {
                     Backend::Local(b) => b.kill(job, &peers),
-                    Backend::Mesos(m) => {
-                        let calls = m.fw.kill(job, &peers);
-                        m.send(calls);
-                    }
+                    Backend::Mesos(m) => m.kill(job, &peers),
                 },
                 Action::Ended { job, state } => {
                     let meta = self.meta.remove(&job);
@@ -863,9 +438,9 @@ impl Runner {
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
                     let fetch = match &self.backend {
                         Backend::Local(_) => None,
-                        Backend::Mesos(m) => Some(m.files.clone()),
+                        Backend::Mesos(m) => Some(m.files()),
                     };
-                    spawn_archive(
+                    crate::archive::spawn(
                         self.bus.clone(),
                         self.jobs_dir.clone(),
                         job,
@@ -919,60 +494,4 @@ impl Runner {
             .await;
         }
     }
-}
-
-/// Builds a job's archive off the queue, then records it. On Mesos the
-/// sandboxes are first copied from the agents (files API) into the job's
-/// directory, where the local backend keeps them.
-pub fn spawn_archive(
-    bus: Bus,
-    jobs_dir: PathBuf,
-    job: u64,
-    binary: String,
-    cap: u64,
-    fetch: Option<Files>,
-) {
-    let job_dir = jobs_dir.join(job.to_string());
-    tokio::spawn(async move {
-        if let Some(files) = fetch {
-            let rows = match bus.db().call(move |c| crate::db::tasks_of(c, job)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(job, error = %e, "cannot read the job's tasks");
-                    vec![]
-                }
-            };
-            for r in rows {
-                let dest = job_dir.join(format!("peer-{}", r.idx));
-                if let Err(e) = tokio::fs::create_dir_all(&dest).await {
-                    tracing::error!(job, error = %e, "cannot create {}", dest.display());
-                    continue;
-                }
-                let sandbox = files::sandbox(&r.framework_id, &r.task_id);
-                match files
-                    .copy_sandbox(&r.agent_url, &sandbox, &dest, &binary, cap)
-                    .await
-                {
-                    Ok(n) => tracing::debug!(job, peer = r.idx, files = n, "sandbox copied"),
-                    Err(e) => {
-                        tracing::warn!(job, peer = r.idx, error = %e, "cannot copy the sandbox");
-                        let note = format!("The sandbox of this peer could not be fetched: {e}\n");
-                        let _ = tokio::fs::write(dest.join("SANDBOX-MISSING.txt"), note).await;
-                    }
-                }
-            }
-        }
-        let built =
-            tokio::task::spawn_blocking(move || crate::archive::build(&job_dir, &binary, cap))
-                .await;
-        match built {
-            Ok(Ok(size)) => {
-                if let Err(e) = bus.record(job, EventKind::Archive { size }).await {
-                    tracing::error!(job, error = %e, "could not record the archive");
-                }
-            }
-            Ok(Err(e)) => tracing::error!(job, error = %e, "archive failed"),
-            Err(e) => tracing::error!(job, error = %e, "archive task failed"),
-        }
-    });
 }

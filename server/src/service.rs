@@ -15,7 +15,8 @@ use crate::blobs::{Blob, BlobStore, WriteError};
 use crate::db::{self, Db, NewJob};
 use crate::error::ApiError;
 use crate::events::Bus;
-use crate::runner::{JobMeta, RunnerHandle};
+use crate::queue::JobMeta;
+use crate::runner::RunnerHandle;
 
 /// Everything a request handler can reach.
 #[derive(Clone)]

@@ -1,10 +1,13 @@
 //! The Mesos backend: a framework speaking the v1 scheduler HTTP API.
 //!
-//! `framework` is the pure core (offers, tasks, reconciliation); `conn`
+//! `framework` is the pure core (offers, tasks, reconciliation); `backend`
+//! is what the runner drives (tasks recorded and launched, events turned
+//! into peer updates, teardown) and `start` wires it all; `conn`
 //! keeps the subscription and sends calls; `detect` finds the leading
 //! master (a list or ZooKeeper); `files` reads sandboxes through
 //! the agents' files API; `task` turns peers into TaskInfos.
 
+pub mod backend;
 pub mod conn;
 pub mod detect;
 pub mod files;
