@@ -982,3 +982,118 @@ async fn offers_and_launches_on_reserved_resources_match_the_recording() {
         assert_same(stream, &s.summaries(), &recorded(sc, stream));
     }
 }
+
+/// The keys of a JSON object, sorted (nested objects by their own keys).
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().take(1).map(shape).collect()),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        other => other.clone(),
+    }
+}
+
+/// agent-monitor: a peer that holds ~200 MB and burns a core, read twice
+/// through the agent's `/monitor/statistics`, `/containers` and the v1
+/// operator API's GET_CONTAINERS, as the recorder read the real agent.
+#[tokio::test]
+async fn an_agents_resource_statistics_for_a_busy_task_have_the_recorded_shape_and_meaning() {
+    const BURN: &str = "#!/usr/bin/env python3\nimport time\nb = bytearray(200 * 1024 * 1024)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nt = time.time()\nwhile time.time() - t < 12:\n    pass\n";
+    let m = TestMaster::start(1.0).await;
+    let agent = m.add_agent(4.0, 4096.0, (31000, 32000)).await;
+    let app = super::helpers::spawn_app_with(|c| {
+        c.master = Some(m.addr(0));
+        c.fast_timers = true;
+    })
+    .await;
+    app.upload("burn", BURN).await;
+    // cpus:1, mem:512 as `mesos-execute` asked in the recording.
+    let id = app
+        .submit("burn", "name: burn\npeers: 1\ncpu: 1\nmem: 0.5\n")
+        .await;
+    super::all_running(&app, id, 1).await;
+    let task = format!("job{id}.peer0");
+    let http = reqwest::Client::new();
+    let base = m.agent_url(&agent);
+    let stats = || async {
+        http.get(format!("{base}/monitor/statistics"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    // As recorded: 4 s after TASK_RUNNING, then 5 s later (shorter here).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = stats().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = stats().await;
+
+    let want = json_of("agent-monitor", "monitor-statistics-1.json");
+    assert_eq!(shape(&first), shape(&want), "{first:#}");
+    let (a, b) = (&first[0], &second[0]);
+    assert_eq!(
+        a["executor_id"],
+        task.as_str(),
+        "the executor id is the task id"
+    );
+    assert_eq!(a["source"], task.as_str());
+    assert_eq!(a["framework_id"], m.framework_id().unwrap().as_str());
+    // The limits carry the command executor's overhead, as recorded.
+    for k in ["cpus_soft_limit", "mem_limit_bytes", "mem_soft_limit_bytes"] {
+        assert_eq!(a["statistics"][k], want[0]["statistics"][k], "{k}");
+    }
+    // CPU is cumulative: cores = its growth over the timestamps' growth.
+    let cpu = |v: &Value| {
+        v["statistics"]["cpus_user_time_secs"].as_f64().unwrap()
+            + v["statistics"]["cpus_system_time_secs"].as_f64().unwrap()
+    };
+    let ts = |v: &Value| v["statistics"]["timestamp"].as_f64().unwrap();
+    let cores = (cpu(b) - cpu(a)) / (ts(b) - ts(a));
+    assert!(
+        (0.5..=1.2).contains(&cores),
+        "a burning peer used {cores:.2} cores"
+    );
+    let rss = a["statistics"]["mem_rss_bytes"].as_u64().unwrap();
+    assert!(rss >= 200 << 20, "it holds about 200 MB: {rss}");
+
+    let c: Value = http
+        .get(format!("{base}/containers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shape(&c),
+        shape(&json_of("agent-monitor", "containers-1.json")),
+        "{c:#}"
+    );
+    assert_eq!(c[0]["executor_id"], task.as_str());
+    let op: Value = http
+        .post(format!("{base}/api/v1"))
+        .header("accept", "application/json")
+        .json(&json!({"type": "GET_CONTAINERS", "get_containers": {"show_nested": true, "show_standalone": true}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shape(&op),
+        shape(&json_of("agent-monitor", "operator-get-containers-1.json")),
+        "{op:#}"
+    );
+    app.client
+        .post(app.url(&format!("/api/jobs/{id}/kill")))
+        .send()
+        .await
+        .unwrap();
+    // A task that has ended is no longer reported.
+    app.wait_archived(id).await;
+    assert_eq!(stats().await, json!([]));
+}

@@ -29,6 +29,12 @@
 //!   raw file bytes in its JSON (invalid UTF-8 where a window splits a
 //!   character), at most 64 KiB a read.
 //!
+//! - Each agent serves `/monitor/statistics` and `/containers` as the
+//!   agent-monitor recording shows: one entry per running executor (the
+//!   executor id is the task id), cumulative CPU seconds and resident
+//!   memory of the task's whole process group, limits with the command
+//!   executor's overhead (0.1 cpus, 32 MiB), a fractional epoch timestamp.
+//!
 //! TLS on demand: `start_tls` serves the master and every agent over
 //! HTTPS with a certificate the test makes, and offers then name agents
 //! with `scheme: "https"`, as agents started with `LIBPROCESS_SSL_ENABLED`
@@ -576,6 +582,9 @@ impl TestMaster {
             .route("/files/read", get(files_read))
             .route("/files/browse", get(files_browse))
             .route("/files/download", get(files_download))
+            .route("/monitor/statistics", get(monitor_statistics))
+            .route("/containers", get(containers))
+            .route("/api/v1", post(agent_operator))
             .with_state((self.c.clone(), id.clone()));
         let tls = self.c.lock().unwrap().tls.clone();
         serve(listener, app, tls);
@@ -588,7 +597,7 @@ impl TestMaster {
         (c.agents.len() == 1).then(|| c.agents.keys().next().unwrap().clone())
     }
 
-    /// `http://127.0.0.1:<port>` of an agent's files API.
+    /// `http://127.0.0.1:<port>` of an agent's HTTP endpoint (files API, monitor).
     pub fn agent_url(&self, id: &str) -> String {
         format!(
             "http://127.0.0.1:{}",
@@ -1986,6 +1995,139 @@ pub fn mesos_json_bytes(data: &[u8]) -> Vec<u8> {
     }
     out.push(b'"');
     out
+}
+
+/// CPU seconds (user, system) and resident bytes of every process in a
+/// process group, from `/proc/<pid>/stat`; reaped children count through
+/// their parent's `cutime`/`cstime`, as the kernel accounts them.
+fn group_usage(pgid: i32) -> (f64, f64, u64) {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let (mut user, mut sys, mut rss) = (0.0, 0.0, 0u64);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command, which is in parentheses and may hold spaces.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 22 || f[2].parse::<i32>().ok() != Some(pgid) {
+            continue;
+        }
+        let n = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
+        user += (n(11) + n(13)) / tick;
+        sys += (n(12) + n(14)) / tick;
+        rss += f[21].parse::<u64>().unwrap_or(0) * page;
+    }
+    (user, sys, rss)
+}
+
+/// One running executor's entry, as `/monitor/statistics` gives it.
+fn executor_statistics(fw: &str, task: &str, t: &TaskRec) -> serde_json::Value {
+    let (user, sys, rss) = group_usage(t.pgid.unwrap_or(0));
+    let cpus: f64 = t.res.values().map(|r| r.cpus).sum();
+    let mem: f64 = t.res.values().map(|r| r.mem).sum();
+    // The command executor's own share, which the agent adds to the task's.
+    let mem_limit = ((mem + 32.0) * 1024.0 * 1024.0) as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    serde_json::json!({
+        "executor_id": task,
+        "executor_name": format!("Command Executor (Task: {task}) (Command: sh -c '...')"),
+        "framework_id": fw,
+        "source": task,
+        "statistics": {
+            "cpus_soft_limit": ((cpus + 0.1) * 1000.0).round() / 1000.0,
+            "cpus_system_time_secs": sys,
+            "cpus_user_time_secs": user,
+            "mem_limit_bytes": mem_limit,
+            "mem_rss_bytes": rss,
+            "mem_soft_limit_bytes": mem_limit,
+            "timestamp": now,
+        }
+    })
+}
+
+/// The agent's running executors (tasks with a live process group).
+fn running_executors(c: &Shared, agent: &str) -> Vec<(String, serde_json::Value, i32)> {
+    let g = c.lock().unwrap();
+    let fw = g.fw.as_ref().map(|f| f.id.clone()).unwrap_or_default();
+    g.tasks
+        .iter()
+        .filter(|(_, t)| {
+            t.agent == agent && t.pgid.is_some() && !proto::calls::is_terminal(t.state)
+        })
+        .map(|(id, t)| (id.clone(), executor_statistics(&fw, id, t), t.pgid.unwrap()))
+        .collect()
+}
+
+async fn monitor_statistics(State((c, agent)): State<(Shared, String)>) -> Response {
+    let list: Vec<serde_json::Value> = running_executors(&c, &agent)
+        .into_iter()
+        .map(|(_, v, _)| v)
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn containers(State((c, agent)): State<(Shared, String)>) -> Response {
+    let list: Vec<serde_json::Value> = running_executors(&c, &agent)
+        .into_iter()
+        .map(|(task, mut v, pgid)| {
+            // A container id per task, stable for its life.
+            let cid = format!("container-{task}");
+            let o = v.as_object_mut().unwrap();
+            o.insert("container_id".into(), cid.clone().into());
+            o.insert(
+                "status".into(),
+                serde_json::json!({"container_id": {"value": cid}, "executor_pid": pgid}),
+            );
+            v
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+/// The agent's v1 operator API, JSON only and GET_CONTAINERS only (what
+/// the recording holds).
+async fn agent_operator(State((c, agent)): State<(Shared, String)>, body: Bytes) -> Response {
+    let call: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("Failed to parse body into JSON: {e}"),
+            )
+        }
+    };
+    if call["type"] != "GET_CONTAINERS" {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "the test master's agents answer GET_CONTAINERS only",
+        );
+    }
+    let containers: Vec<serde_json::Value> = running_executors(&c, &agent)
+        .into_iter()
+        .map(|(task, v, pgid)| {
+            let cid = format!("container-{task}");
+            serde_json::json!({
+                "framework_id": {"value": v["framework_id"]},
+                "executor_id": {"value": task},
+                "executor_name": v["executor_name"],
+                "container_id": {"value": cid},
+                "container_status": {"container_id": {"value": cid}, "executor_pid": pgid},
+                "resource_statistics": v["statistics"],
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "type": "GET_CONTAINERS",
+        "get_containers": {"containers": containers},
+    }))
+    .into_response()
 }
 
 /// Mesos caps a read at 16 pages.
