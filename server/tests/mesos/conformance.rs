@@ -1016,15 +1016,11 @@ async fn an_agents_resource_statistics_for_a_busy_task_have_the_recorded_shape_a
     let task = format!("job{id}.peer0");
     let http = reqwest::Client::new();
     let base = m.agent_url(&agent);
-    let stats = || async {
-        http.get(format!("{base}/monitor/statistics"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
+    let get = |url: &str| {
+        let req = http.get(url);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
     };
+    let stats = || get(&format!("{base}/monitor/statistics"));
     // As recorded: 4 s after TASK_RUNNING, then 5 s later (shorter here).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let first = stats().await;
@@ -1059,14 +1055,7 @@ async fn an_agents_resource_statistics_for_a_busy_task_have_the_recorded_shape_a
     let rss = a["statistics"]["mem_rss_bytes"].as_u64().unwrap();
     assert!(rss >= 200 << 20, "it holds about 200 MB: {rss}");
 
-    let c: Value = http
-        .get(format!("{base}/containers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c = get(&format!("{base}/containers")).await;
     assert_eq!(
         shape(&c),
         shape(&json_of("agent-monitor", "containers-1.json")),

@@ -61,6 +61,32 @@ async fn wait_job(
     panic!("job {id} never reached {what}");
 }
 
+/// Uploads the test peer as app `peerprog`.
+async fn upload_peer(client: &reqwest::Client, base: &str) {
+    let part = reqwest::multipart::Part::bytes(PEER.as_bytes().to_vec()).file_name("peerprog");
+    let r = client
+        .post(format!("{base}/apps"))
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Submits `role_file` for `peerprog`; returns the job id.
+async fn submit(client: &reqwest::Client, base: &str, role_file: &str) -> u64 {
+    let r: serde_json::Value = client
+        .post(format!("{base}/api/jobs"))
+        .json(&serde_json::json!({"app": "peerprog", "role_file": role_file}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["id"].as_u64().unwrap()
+}
+
 #[tokio::test]
 async fn a_dispatcher_killed_mid_job_resubscribes_with_its_framework_id_reconciles_and_the_job_finishes(
 ) {
@@ -76,24 +102,8 @@ async fn a_dispatcher_killed_mid_job_resubscribes_with_its_framework_id_reconcil
     eventually("subscribed", 20, || m.is_subscribed().then_some(())).await;
     let fw = m.framework_id().unwrap();
 
-    let part = reqwest::multipart::Part::bytes(PEER.as_bytes().to_vec()).file_name("peerprog");
-    let r = client
-        .post(format!("{base}/apps"))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r: serde_json::Value = client
-        .post(format!("{base}/api/jobs"))
-        .json(&serde_json::json!({"app": "peerprog", "role_file": sleepers(3, 4)}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = r["id"].as_u64().unwrap();
+    upload_peer(&client, &base).await;
+    let id = submit(&client, &base, &sleepers(3, 4)).await;
     wait_job(&client, &base, id, "running", |j| {
         j["peers"]
             .as_array()
@@ -201,34 +211,17 @@ async fn a_dispatcher_killed_the_moment_its_acknowledgement_arrives_has_already_
     let client = reqwest::Client::new();
     let mut server = start(dir.path(), port, &m.addr(0), &[]);
     eventually("subscribed", 20, || m.is_subscribed().then_some(())).await;
-    let part = reqwest::multipart::Part::bytes(PEER.as_bytes().to_vec()).file_name("peerprog");
-    let r = client
-        .post(format!("{base}/apps"))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    upload_peer(&client, &base).await;
 
     for round in 0..8 {
         let pid = server.id() as i32;
-        let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let k = killed.clone();
+        let killed = std::sync::atomic::AtomicBool::new(false);
         m.on_terminal_ack(move || {
-            if !k.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         });
-        let r: serde_json::Value = client
-            .post(format!("{base}/api/jobs"))
-            .json(&serde_json::json!({"app": "peerprog", "role_file": sleepers(1, 0)}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = r["id"].as_u64().unwrap();
+        let id = submit(&client, &base, &sleepers(1, 0)).await;
         eventually("the dispatcher killed at the acknowledgement", 30, || {
             server.try_wait().unwrap().map(|_| ())
         })

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use zookeeper_client as zk;
 
+use super::helpers::TestApp;
 use super::master::TestMaster;
 use super::{eventually, spawn_app_with};
 
@@ -94,6 +95,15 @@ async fn start_zookeeper() -> ZooKeeper {
     panic!("ZooKeeper did not start on port {port}");
 }
 
+/// A dispatcher whose `--master` is this zk:// URL.
+async fn following(url: String) -> TestApp {
+    spawn_app_with(|c| {
+        c.master = Some(url);
+        c.fast_timers = true;
+    })
+    .await
+}
+
 /// Registers a master as Mesos does: a sequential `json.info_` node under
 /// `/mesos`; returns the node's path.
 async fn register(zk: &zk::Client, acls: zk::Acls<'_>, addr: &str) -> String {
@@ -125,11 +135,7 @@ async fn the_leader_comes_from_a_real_zookeeper_and_a_leader_change_is_followed(
     let second = register(&zk, zk::Acls::anyone_all(), &m.addr(1)).await;
     zk.create("/mesos/log_replicas", b"", &open).await.unwrap();
 
-    let app = spawn_app_with(|c| {
-        c.master = Some(format!("zk://{server}/mesos"));
-        c.fast_timers = true;
-    })
-    .await;
+    let app = following(format!("zk://{server}/mesos")).await;
     eventually("subscribed to the ZooKeeper leader", 20, || {
         m.is_subscribed().then_some(())
     })
@@ -189,11 +195,7 @@ async fn nodes_only_a_digest_user_may_read_are_followed_with_zk_credentials_and_
     zk.create("/mesos", b"", &mine).await.unwrap();
     register(&zk, zk::Acls::creator_all(), &m.addr(0)).await;
 
-    let without = spawn_app_with(|c| {
-        c.master = Some(format!("zk://{server}/mesos"));
-        c.fast_timers = true;
-    })
-    .await;
+    let without = following(format!("zk://{server}/mesos")).await;
     let c = without
         .wait_cluster("the ACL refusal is shown", |c| {
             c["mesos"]["last_error"]
@@ -208,11 +210,7 @@ async fn nodes_only_a_digest_user_may_read_are_followed_with_zk_credentials_and_
     );
     assert!(!m.is_subscribed());
 
-    let with = spawn_app_with(|c| {
-        c.master = Some(format!("zk://ops:s3cret@{server}/mesos"));
-        c.fast_timers = true;
-    })
-    .await;
+    let with = following(format!("zk://ops:s3cret@{server}/mesos")).await;
     let c = with
         .wait_cluster("subscribed with the credentials", |c| {
             c["mesos"]["state"] == "subscribed"
@@ -242,11 +240,7 @@ async fn a_redirect_from_the_master_zookeeper_names_does_not_make_the_subscripti
     zk.create("/mesos", b"", &open).await.unwrap();
     // ZooKeeper names endpoint 1; endpoint 0 leads and 1 redirects to it.
     register(&zk, zk::Acls::anyone_all(), &m.addr(1)).await;
-    let app = spawn_app_with(|c| {
-        c.master = Some(format!("zk://{server}/mesos"));
-        c.fast_timers = true;
-    })
-    .await;
+    let app = following(format!("zk://{server}/mesos")).await;
     eventually("subscribed through the redirect", 20, || {
         m.is_subscribed().then_some(())
     })
