@@ -166,6 +166,56 @@ test('reloading a job page mid-run catches up', () => withApp(async (d, page) =>
   await shot(page, 'job-after-reload');
 }));
 
+async function archived(base, id) {
+  for (let i = 0; i < 400; i++) {
+    const j = await (await fetch(`${base}/api/jobs/${id}`)).json();
+    if (j.archive_size !== null) return j;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`job ${id} was never archived`);
+}
+
+test('a finished job page left open makes one request per stream and says ended', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'hello', '#!/bin/sh\necho "hello from $DISPATCHER_PEER_INDEX"\n');
+  const id = await submitJob(d.base, 'hello', 'name: h\npeers: 2\ncpu: 0.1\n');
+  await archived(d.base, id);
+  const streams = new Map();
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.endsWith('/events') || u.pathname.endsWith('/logs')) {
+      const k = u.pathname + u.search;
+      streams.set(k, (streams.get(k) || 0) + 1);
+    }
+  });
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.locator('.title-row [data-testid=conn]').getByText('ended').waitFor({ timeout: 10000 });
+  await page.getByTestId('log').getByText('hello from 0').waitFor({ timeout: 10000 });
+  await page.getByTestId('log-count').getByText(/ended/).waitFor({ timeout: 10000 });
+  // Left open: an EventSource that took the end for a drop would be back
+  // within its 3 s retry, again and again.
+  await new Promise((r) => setTimeout(r, 30000));
+  assert.ok(streams.size >= 2, `the job's events and a log were streamed: ${[...streams.keys()]}`);
+  for (const [url, n] of streams) assert.equal(n, 1, `${url} was requested ${n} times`);
+  assert.equal(await page.locator('.title-row [data-testid=conn]').textContent(), 'ended');
+  await shot(page, 'job-ended');
+}));
+
+test('a running job page reconnects after the server restarts and catches up', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'sleeper', '#!/bin/sh\necho started\nsleep 60\n');
+  const id = await submitJob(d.base, 'sleeper', 'name: s\npeers: 1\ncpu: 0.1\n');
+  let eventRequests = 0;
+  page.on('request', (r) => { if (new URL(r.url()).pathname === `/api/jobs/${id}/events`) eventRequests++; });
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.locator('.title-row [data-testid=state]').getByText('RUNNING').waitFor({ timeout: 10000 });
+  await page.locator('.title-row [data-testid=conn]').getByText('live').waitFor({ timeout: 10000 });
+  // The local backend stops its peers on shutdown and records why.
+  await d.restart();
+  await page.locator('.title-row [data-testid=state]').getByText('FAILED').waitFor({ timeout: 20000 });
+  await page.getByText('the dispatcher shut down while this job was running').first().waitFor({ timeout: 10000 });
+  await page.locator('.title-row [data-testid=conn]').getByText('ended').waitFor({ timeout: 20000 });
+  assert.ok(eventRequests >= 2, `the page reconnected (${eventRequests} requests)`);
+}));
+
 test('time to first render and shipped sizes (figures)', async () => {
   const d = await startDispatcher();
   const page = await browser.newPage();

@@ -31,18 +31,25 @@ export async function startDispatcher(extra = []) {
   const port = await freePort();
   const ports = `${portBase}-${portBase + 99}`;
   portBase += 100;
-  const proc = spawn(binary, ['-d', dir, '-p', String(port), '--cpus', '4', '--mem-mb', '4096', '--ports', ports, '--kill-grace-secs', '1', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
-  proc.stderr.on('data', (d) => { log += d; });
   const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try { const r = await fetch(`${base}/api/health`); if (r.ok) break; } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const launch = async () => {
+    const p = spawn(binary, ['-d', dir, '-p', String(port), '--cpus', '4', '--mem-mb', '4096', '--ports', ports, '--kill-grace-secs', '1', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+    p.stderr.on('data', (d) => { log += d; });
+    for (let i = 0; i < 200; i++) {
+      try { const r = await fetch(`${base}/api/health`); if (r.ok) break; } catch {}
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return p;
+  };
+  const halt = async (p) => { p.kill('SIGTERM'); await new Promise((r) => p.once('exit', r)); };
+  let proc = await launch();
   return {
     base, dir,
     log: () => log,
-    async stop() { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); rmSync(dir, { recursive: true, force: true }); },
+    /// Stops the dispatcher and starts it again on the same port and data directory.
+    async restart() { await halt(proc); proc = await launch(); },
+    async stop() { await halt(proc); rmSync(dir, { recursive: true, force: true }); },
   };
 }
 

@@ -1,7 +1,9 @@
 //! Server-sent events with a visible connection state. The browser's
 //! EventSource reconnects by itself and sends `Last-Event-ID`, so a stream
-//! catches up after a drop; this wrapper only reports the state and keeps
-//! the listeners alive until the owning view is cleaned up.
+//! catches up after a drop; this wrapper reports the state and keeps the
+//! listeners alive until the owning view is cleaned up. A stream that ends
+//! on purpose sends `end` last: the wrapper then closes it (no reconnect,
+//! no replay) and reports `Ended`.
 
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -13,6 +15,8 @@ pub enum Conn {
     Open,
     Reconnecting,
     Closed,
+    /// The server said the stream is complete.
+    Ended,
 }
 
 struct Held {
@@ -48,6 +52,14 @@ pub fn subscribe(
         let _ = source.add_event_listener_with_callback(name, c.as_ref().unchecked_ref());
         closures.push(c);
     }
+    // After the caller's own `end` handler, if it has one.
+    let src = source.clone();
+    let end = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        src.close();
+        state.set(Conn::Ended);
+    });
+    let _ = source.add_event_listener_with_callback("end", end.as_ref().unchecked_ref());
+    closures.push(end);
     let open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| state.set(Conn::Open));
     source.set_onopen(Some(open.as_ref().unchecked_ref()));
     closures.push(open);

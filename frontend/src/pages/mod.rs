@@ -18,10 +18,12 @@ pub fn ConnBadge(conn: ReadSignal<Conn>) -> impl IntoView {
         Conn::Open => "live",
         Conn::Reconnecting => "reconnecting…",
         Conn::Closed => "offline",
+        Conn::Ended => "ended",
     };
     let class = move || match conn.get() {
         Conn::Open => "conn conn-live",
         Conn::Closed => "conn conn-off",
+        Conn::Ended => "conn conn-ended",
         _ => "conn conn-wait",
     };
     view! { <span class=class role="status" data-testid="conn">{text}</span> }

@@ -2,7 +2,9 @@
 //! (one job). Each event's `id` is its sequence number; a client that
 //! reconnects with `Last-Event-ID` (or `?after=`) gets what it missed from
 //! the database, then live events. A one-job stream ends once that job's
-//! archive is ready, so `curl -N` returns when there is nothing more to see.
+//! archive is ready, so `curl -N` returns when there is nothing more to see;
+//! its last event is `end` (no id), which tells a browser's EventSource that
+//! the end is on purpose and not a drop to reconnect after.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -119,7 +121,7 @@ fn stream(
 }
 
 /// Sends one event; false when the stream should end (client gone, or the
-/// job's last event sent).
+/// job's last event sent, followed by `end`).
 async fn send(
     tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
     ev: &Event,
@@ -128,7 +130,14 @@ async fn send(
     if tx.send(Ok(to_sse(ev))).await.is_err() {
         return false;
     }
-    !(job.is_some() && matches!(ev.kind, EventKind::Archive { .. }))
+    let last = job.is_some() && matches!(ev.kind, EventKind::Archive { .. });
+    if last {
+        let end = SseEvent::default()
+            .event("end")
+            .data(serde_json::json!({ "job": ev.job, "after": ev.seq }).to_string());
+        let _ = tx.send(Ok(end)).await;
+    }
+    !last
 }
 
 async fn pump(

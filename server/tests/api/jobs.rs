@@ -281,7 +281,20 @@ async fn a_job_killed_while_waiting_gets_an_empty_archive_and_its_event_stream_e
     )
     .await
     .expect("the stream ends once the archive is ready");
-    assert!(events.contains("event: archive"), "{events}");
+    // Its last event says the end is on purpose, so that a browser does
+    // not reconnect.
+    let frames: Vec<&str> = events
+        .split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .collect();
+    assert!(
+        frames[frames.len() - 2].contains("event: archive"),
+        "{events}"
+    );
+    assert!(
+        frames[frames.len() - 1].starts_with("event: end\ndata: {\"job\":"),
+        "{events}"
+    );
     app.client
         .post(app.url(&format!("/api/jobs/{hog}/kill")))
         .send()
