@@ -443,6 +443,16 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
     }))
 }
 
+/// How many jobs are in each state (the `jobs_state` index answers it).
+pub fn jobs_by_state(c: &Connection) -> Result<Vec<(String, u64)>, Internal> {
+    let mut st =
+        c.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn sha_of_job(c: &Connection, id: u64) -> Result<Option<(String, String, String)>, Internal> {
     Ok(c.query_row(
         "SELECT app, uid, sha256 FROM jobs WHERE id = ?1",

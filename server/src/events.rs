@@ -15,6 +15,7 @@ pub struct Bus {
     db: Db,
     tx: broadcast::Sender<Event>,
     order: Arc<Mutex<()>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Bus {
@@ -24,7 +25,13 @@ impl Bus {
             db,
             tx,
             order: Arc::new(Mutex::new(())),
+            metrics: Arc::default(),
         }
+    }
+
+    /// What this process counts for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn db(&self) -> &Db {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod local;
 pub mod mesos;
+pub mod metrics;
 pub mod queue;
 pub mod runner;
 pub mod sched;

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use app::model::{ClusterView, EventKind, HostView, JobState, PeerState, WaitingJob};
 use app::peer::{build_peers, JobContext};
@@ -99,6 +99,8 @@ pub struct Runner {
     jobs_dir: PathBuf,
     blobs: crate::blobs::BlobStore,
     meta: HashMap<u64, (Arc<RoleFile>, JobMeta)>,
+    /// When each job was submitted and launched, for `/metrics`.
+    timing: HashMap<u64, (Instant, Option<Instant>)>,
     archive_cap: u64,
     rx: mpsc::UnboundedReceiver<Msg>,
 }
@@ -115,6 +117,7 @@ impl Runner {
         let mut backend = backend_for(tx.clone());
         if let Backend::Mesos(m) = &mut backend {
             m.set_queue(tx.clone());
+            m.set_metrics(bus.metrics().clone());
         }
         let ticker = tx.clone();
         tokio::spawn(async move {
@@ -135,6 +138,7 @@ impl Runner {
                 jobs_dir,
                 blobs,
                 meta: HashMap::new(),
+                timing: HashMap::new(),
                 archive_cap,
                 rx,
             },
@@ -161,6 +165,7 @@ impl Runner {
                         .time_limit
                         .or(roles.time_limit().map(|t| t.secs()));
                     self.meta.insert(job, (roles.clone(), meta));
+                    self.timing.insert(job, (Instant::now(), None));
                     if let Backend::Mesos(m) = &mut self.backend {
                         m.job_arrived();
                     }
@@ -218,6 +223,7 @@ impl Runner {
                     continue;
                 }
                 Msg::Mesos(ev) => {
+                    let arrived = Instant::now();
                     let waiting = self.core.waiting() > 0;
                     let Backend::Mesos(m) = &mut self.backend else {
                         continue;
@@ -239,6 +245,9 @@ impl Runner {
                     // The updates are recorded (or changed nothing): only
                     // now may the agent forget them.
                     if let Backend::Mesos(m) = &self.backend {
+                        if !out.acks.is_empty() {
+                            self.bus.metrics().mesos_acked(arrived.elapsed());
+                        }
                         m.send(out.acks);
                     }
                     self.place_and_settle(now, true).await;
@@ -387,6 +396,10 @@ impl Runner {
                     let Some((roles, meta)) = self.meta.get(&job).cloned() else {
                         continue;
                     };
+                    if let Some((submitted, launched)) = self.timing.get_mut(&job) {
+                        self.bus.metrics().launched(submitted.elapsed());
+                        *launched = Some(Instant::now());
+                    }
                     let ctx = JobContext {
                         job_id: job,
                         binary: &meta.app,
@@ -435,6 +448,11 @@ impl Runner {
                 Action::Ended { job, state } => {
                     let meta = self.meta.remove(&job);
                     tracing::info!(job, %state, "job ended");
+                    if let (Some((_, Some(launched))), Some((_, m))) =
+                        (self.timing.remove(&job), meta.as_ref())
+                    {
+                        self.bus.metrics().ended(&m.app, launched.elapsed());
+                    }
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
                     let fetch = match &self.backend {
                         Backend::Local(_) => None,

@@ -273,6 +273,7 @@ pub fn check_name(kind: &str, s: &str) -> Result<(), ApiError> {
 /// and records it; returns the version and whether it is new.
 pub async fn upload(st: &AppState, mp: Multipart) -> Result<(AppVersion, bool), ApiError> {
     let _permit = st.settings.limits.upload_permit()?;
+    let started = std::time::Instant::now();
     let form = read_form(
         &st.blobs,
         mp,
@@ -300,7 +301,9 @@ pub async fn upload(st: &AppState, mp: Multipart) -> Result<(AppVersion, bool), 
     };
     let uid = form.field("uid").map(str::to_string);
     let tag = form.field("tag").unwrap_or_default().to_string();
+    let size = blob.size;
     let (v, created) = add_version(st, name, blob, uid, tag).await?;
+    st.bus.metrics().upload(size, started.elapsed());
     tracing::info!(app = %v.app, uid = %v.uid, size = v.size, created, "app version stored");
     Ok((v, created))
 }

@@ -22,6 +22,26 @@ pub async fn health(State(st): State<AppState>) -> Json<Value> {
     )
 }
 
+pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let jobs_by_state = st.db.call(|c| db::jobs_by_state(c)).await?;
+    let view = st.runner.cluster().await;
+    let limits = &st.settings.limits;
+    let gauges = crate::metrics::Gauges {
+        jobs_by_state,
+        peers_running: view
+            .as_ref()
+            .map_or(0, |v| v.hosts.iter().map(|h| h.peers as u64).sum()),
+        waiting: view.as_ref().map_or(0, |v| v.waiting.len()),
+        streams: limits.max_streams - limits.streams.available_permits(),
+        mesos: view.and_then(|v| v.mesos),
+    };
+    Ok((
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        st.bus.metrics().render(&gauges),
+    )
+        .into_response())
+}
+
 pub async fn list_apps(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let apps = st.db.call(|c| db::apps(c)).await?;
     Ok(Json(json!({ "apps": apps })))

@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         get "/api/jobs/{id}" => json::get_job, op("jobs", "A job: state, peers, role file", Reply(200, "JobDetail"));
         get "/api/jobs/{id}/archive" => json::archive, op("jobs", "A finished job's sandboxes (.tar.gz)", Bytes("application/gzip"));
         post "/api/validate" => json::validate, op("jobs", "Check a role file without submitting it", Reply(200, "Validation")).body(RoleFile);
+        get "/metrics" => json::metrics, op("meta", "Prometheus metrics (text format 0.0.4)", Bytes("text/plain"));
         get "/api/cluster" => json::cluster, op("cluster", "The backend: capacity, use, and for Mesos the master, framework and agents", Reply(200, "Cluster"));
         get "/api/events" => sse::all_events, op("events", "Every job's events, live", Events).query(&[("after", "integer", "resume after this event id")]);
         get "/api/jobs/{id}/events" => sse::job_events, op("events", "One job's events, live; ends once its archive is ready, with a last `end` event (no id)", Events).query(&[("after", "integer", "resume after this event id")]);
@@ -147,6 +148,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::web::dashboard))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.bus.metrics().clone(),
+            crate::metrics::track,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

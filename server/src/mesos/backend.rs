@@ -16,7 +16,7 @@ use app::RoleFile;
 use proto::Call;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::conn::ConnEvent;
+use super::conn::{call_kind, ConnEvent};
 use super::files::Files;
 use super::framework::{Framework, Launch};
 use crate::config::Config;
@@ -64,6 +64,7 @@ pub struct MesosBackend {
     pub kill_grace: Duration,
     /// The runner's own queue (answers of calls come back through it).
     queue: Option<mpsc::UnboundedSender<Msg>>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 struct AgentRec {
@@ -100,11 +101,13 @@ impl MesosBackend {
             tearing_down: false,
             kill_grace: Duration::from_secs(5),
             queue: None,
+            metrics: Default::default(),
         }
     }
 
     pub fn send(&self, calls: Vec<Call>) {
         for c in calls {
+            self.metrics.mesos_call(call_kind(&c));
             let _ = self.calls.send((c, None));
         }
     }
@@ -130,6 +133,11 @@ impl MesosBackend {
     /// Where answers of calls (a TEARDOWN's) come back.
     pub fn set_queue(&mut self, queue: mpsc::UnboundedSender<Msg>) {
         self.queue = Some(queue);
+    }
+
+    /// Where calls, offers and subscriptions are counted.
+    pub fn set_metrics(&mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        self.metrics = metrics;
     }
 
     pub fn files(&self) -> Files {
@@ -290,6 +298,7 @@ impl MesosBackend {
             }
             ConnEvent::Event(ev) => {
                 if let Some(o) = ev.offers.as_ref() {
+                    self.metrics.mesos_offers(o.offers.len());
                     for o in &o.offers {
                         let view = super::offer_from(o, self.fw.role());
                         self.agents.insert(
@@ -321,6 +330,7 @@ impl MesosBackend {
         }
         if self.fw.is_subscribed() && self.state != "subscribed" {
             self.state = "subscribed";
+            self.metrics.mesos_subscribed();
             let after = self
                 .disconnected_at
                 .take()
@@ -410,6 +420,7 @@ impl MesosBackend {
         };
         let id = self.fw.id().unwrap_or_default().to_string();
         self.tearing_down = true;
+        self.metrics.mesos_call("TEARDOWN");
         let (done, delivered) = oneshot::channel();
         let _ = self.calls.send((call, Some(done)));
         let queue = self.queue.clone();

@@ -457,7 +457,7 @@ pub async fn send_calls(
     }
 }
 
-fn call_kind(call: &Call) -> &'static str {
+pub fn call_kind(call: &Call) -> &'static str {
     call.r#type
         .and_then(|t| proto::mesos::scheduler::call::Type::try_from(t).ok())
         .map(|t| t.as_str_name())

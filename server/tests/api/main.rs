@@ -10,4 +10,5 @@ mod events;
 mod hostile;
 mod jobs;
 mod k3;
+mod metrics;
 mod restart;

@@ -602,3 +602,40 @@ async fn a_refused_subscription_is_shown_with_the_masters_message_and_fails_no_r
         assert_eq!(r.launches.len(), 1);
     });
 }
+
+#[tokio::test]
+async fn on_mesos_the_metrics_pass_promtool_and_count_offers_calls_subscriptions_and_acknowledgements(
+) {
+    let (m, app) = cluster(&[2.0]).await;
+    let id = app.submit("peerprog", &sleepers(1, 0)).await;
+    assert_eq!(app.wait_archived(id).await["state"], "FINISHED");
+    // Counted when sent; the master counts them when they arrive.
+    eventually("every update acknowledged", 10, || {
+        (m.unacked() == 0).then_some(())
+    })
+    .await;
+    let text = app.get_text("/metrics").await;
+    helpers::promtool_accepts(&text);
+    let s = |series: &str| helpers::sample(&text, series);
+    assert_eq!(
+        s("dispatcher_mesos_subscription_state{state=\"subscribed\"}"),
+        1.0
+    );
+    assert_eq!(
+        s("dispatcher_mesos_subscription_state{state=\"refused\"}"),
+        0.0
+    );
+    assert_eq!(s("dispatcher_mesos_subscriptions_total"), 1.0);
+    assert!(s("dispatcher_mesos_offers_received_total") >= 1.0);
+    assert_eq!(
+        s("dispatcher_mesos_calls_total{type=\"ACCEPT\"}"),
+        m.calls_of(C::Accept).len() as f64
+    );
+    // STARTING, RUNNING and FINISHED came from the executor, with uuids.
+    assert_eq!(
+        s("dispatcher_mesos_calls_total{type=\"ACKNOWLEDGE\"}"),
+        m.calls_of(C::Acknowledge).len() as f64
+    );
+    assert!(s("dispatcher_mesos_ack_delay_seconds_count") >= 3.0);
+    assert_eq!(s("dispatcher_jobs{state=\"FINISHED\"}"), 1.0);
+}
