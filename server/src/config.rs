@@ -169,9 +169,19 @@ pub struct Config {
     #[arg(long, requires = "master")]
     pub teardown: bool,
 
+    /// Log format on stderr: `text` for people, `json` (one object per line, with the request and job ids of each event's spans) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Shorter Mesos timers (backoff, reconciliation retries, silent tasks), for tests.
     #[arg(long, hide = true)]
     pub fast_timers: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Config {

@@ -2,6 +2,7 @@
 //! the application until SIGINT or SIGTERM.
 
 use clap::Parser;
+use dispatcher::config::LogFormat;
 use dispatcher::{Application, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -9,13 +10,19 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> std::process::ExitCode {
     let cfg = Config::parse();
     let teardown = cfg.teardown;
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cfg.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let app = match Application::build(cfg).await {
         Ok(app) => app,
         Err(e) => {

@@ -497,6 +497,8 @@ async fn submit_version(
             replay_of,
         })
         .await?;
+    // Inside the request's span: this line ties its request id to the job.
+    tracing::info!(job = ev.job, app = %meta.app, peers = rf.total_peers(), "job submitted");
     st.runner.submit(ev.job, Arc::new(rf), meta);
     Ok(Submitted {
         id: ev.job,

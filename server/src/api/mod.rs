@@ -152,8 +152,46 @@ pub fn router(state: AppState) -> Router {
             state.bus.metrics().clone(),
             crate::metrics::track,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // The path only: query strings are the client's and stay out.
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id, shown in its log lines and answered in
+/// `X-Request-Id`: the caller's own (letters, digits, `.`, `_`, `-`; at
+/// most 64) or a new one.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let given = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:x}-{n}", std::process::id())
+    });
+    let value = header::HeaderValue::from_str(&id).expect("checked or made of safe bytes");
+    req.headers_mut().insert(REQUEST_ID, value.clone());
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(REQUEST_ID, value);
+    resp
 }
 
 async fn not_found() -> ApiError {

@@ -10,5 +10,6 @@ mod events;
 mod hostile;
 mod jobs;
 mod k3;
+mod log_format;
 mod metrics;
 mod restart;
