@@ -177,6 +177,14 @@ pub struct PeerInfo {
     pub reason: String,
     pub started: Option<String>,
     pub ended: Option<String>,
+    /// Usage so far (samples of `--usage-every-secs`): the most resident
+    /// memory seen, the mean cores used, and how many samples.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
+    #[serde(default)]
+    pub mean_cpu: Option<f64>,
+    #[serde(default)]
+    pub usage_samples: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -160,6 +160,32 @@ impl<R: Read> Read for PadTo<R> {
     }
 }
 
+/// Each peer's usage samples as `peer-<n>/usage.csv`, beside its sandbox.
+async fn write_usage(bus: &Bus, job_dir: &Path, job: u64) {
+    let peers = match bus.db().call(move |c| crate::db::job(c, job)).await {
+        Ok(Some(j)) => j.job.peers_total,
+        _ => 0,
+    };
+    for peer in 0..peers {
+        let samples = match bus
+            .db()
+            .call(move |c| crate::db::usage_of(c, job, peer))
+            .await
+        {
+            Ok(s) if !s.is_empty() => s,
+            _ => continue,
+        };
+        let dir = job_dir.join(format!("peer-{peer}"));
+        let written = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(dir.join("usage.csv"), crate::usage::csv(&samples)).await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(job, peer, error = %e, "cannot write usage.csv");
+        }
+    }
+}
+
 /// Builds a job's archive off the queue, then records it. On Mesos the
 /// sandboxes are first copied from the agents (files API) into the job's
 /// directory, where the local backend keeps them.
@@ -201,6 +227,7 @@ pub fn spawn(
                 }
             }
         }
+        write_usage(&bus, &job_dir, job).await;
         let built = tokio::task::spawn_blocking(move || build(&job_dir, &binary, cap)).await;
         match built {
             Ok(Ok(size)) => {

@@ -169,6 +169,10 @@ pub struct Config {
     #[arg(long, requires = "master")]
     pub teardown: bool,
 
+    /// Seconds between samples of each running peer's CPU and memory (0: none). Shown on the job page, served at /api/jobs/<id>/peers/<n>/usage and archived as usage.csv.
+    #[arg(long, default_value_t = 5.0)]
+    pub usage_every_secs: f64,
+
     /// Log format on stderr: `text` for people, `json` (one object per line, with the request and job ids of each event's spans) for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

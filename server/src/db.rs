@@ -79,6 +79,14 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    t_ms INTEGER NOT NULL,
+    cpu REAL NOT NULL,
+    rss INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_peer ON usage (job_id, idx, t_ms);
 CREATE TABLE IF NOT EXISTS tasks (
     job_id INTEGER NOT NULL REFERENCES jobs (id),
     idx INTEGER NOT NULL,
@@ -432,9 +440,32 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
                 reason: r.get(7)?,
                 started: r.get(8)?,
                 ended: r.get(9)?,
+                peak_rss_bytes: None,
+                mean_cpu: None,
+                usage_samples: 0,
             })
         })?
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<PeerInfo>, _>>()?;
+    let mut peers = peers;
+    let mut st = c.prepare_cached(
+        "SELECT idx, MAX(rss), AVG(cpu), COUNT(*) FROM usage WHERE job_id = ?1 GROUP BY idx",
+    )?;
+    let usage = st.query_map(params![id as i64], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, f64>(2)?,
+            r.get::<_, i64>(3)? as u64,
+        ))
+    })?;
+    for u in usage {
+        let (idx, peak, mean, n) = u?;
+        if let Some(p) = peers.get_mut(idx as usize) {
+            p.peak_rss_bytes = Some(peak);
+            p.mean_cpu = Some(mean);
+            p.usage_samples = n;
+        }
+    }
     Ok(Some(JobDetail {
         job,
         role_file,
@@ -449,6 +480,61 @@ pub fn jobs_by_state(c: &Connection) -> Result<Vec<(String, u64)>, Internal> {
         c.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
     let rows = st.query_map([], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Most samples kept per peer: past this, every other one is dropped, so a
+/// long run keeps its whole span at a coarser grain.
+pub const USAGE_POINTS: usize = 1000;
+
+/// Stores usage samples, thinning any peer that has grown past the cap.
+pub fn insert_usage(c: &mut Connection, samples: &[crate::usage::Sample]) -> Result<(), Internal> {
+    let tx = c.transaction()?;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO usage (job_id, idx, t_ms, cpu, rss) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut count =
+            tx.prepare_cached("SELECT COUNT(*) FROM usage WHERE job_id = ?1 AND idx = ?2")?;
+        let mut thin = tx.prepare_cached(
+            "DELETE FROM usage WHERE rowid IN (SELECT rowid FROM (SELECT rowid, ROW_NUMBER() OVER (ORDER BY t_ms) AS n FROM usage WHERE job_id = ?1 AND idx = ?2) WHERE n % 2 = 0)",
+        )?;
+        for s in samples {
+            ins.execute(params![
+                s.job as i64,
+                s.peer,
+                s.t_ms as i64,
+                s.cpu,
+                s.rss_bytes as i64
+            ])?;
+            let n: i64 = count.query_row(params![s.job as i64, s.peer], |r| r.get(0))?;
+            if n as usize > USAGE_POINTS {
+                thin.execute(params![s.job as i64, s.peer])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A peer's samples, oldest first.
+pub fn usage_of(
+    c: &Connection,
+    job: u64,
+    peer: u32,
+) -> Result<Vec<crate::usage::Sample>, Internal> {
+    let mut st = c.prepare_cached(
+        "SELECT t_ms, cpu, rss FROM usage WHERE job_id = ?1 AND idx = ?2 ORDER BY t_ms",
+    )?;
+    let rows = st.query_map(params![job as i64, peer], |r| {
+        Ok(crate::usage::Sample {
+            job,
+            peer,
+            t_ms: r.get::<_, i64>(0)? as u64,
+            cpu: r.get(1)?,
+            rss_bytes: r.get::<_, i64>(2)? as u64,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -602,4 +688,38 @@ pub fn tasks_of(c: &Connection, job: u64) -> Result<Vec<TaskRow>, Internal> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_run_keeps_at_most_the_cap_of_samples_over_its_whole_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(dir.path().join("db")).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let samples: Vec<_> = (0..2500u64)
+            .map(|i| crate::usage::Sample {
+                job: 1,
+                peer: 0,
+                t_ms: i * 1000,
+                cpu: 1.0,
+                rss_bytes: i,
+            })
+            .collect();
+        for chunk in samples.chunks(7) {
+            insert_usage(&mut c, chunk).unwrap();
+        }
+        let kept = usage_of(&c, 1, 0).unwrap();
+        assert!(
+            kept.len() <= USAGE_POINTS && kept.len() > USAGE_POINTS / 2,
+            "{}",
+            kept.len()
+        );
+        assert_eq!(kept[0].t_ms, 0, "the start is kept");
+        assert!(kept.last().unwrap().t_ms >= 2_490_000, "the end is kept");
+        assert!(kept.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
+        assert!(usage_of(&c, 1, 1).unwrap().is_empty());
+    }
 }

@@ -16,6 +16,7 @@ pub struct Bus {
     tx: broadcast::Sender<Event>,
     order: Arc<Mutex<()>>,
     metrics: Arc<crate::metrics::Metrics>,
+    usage: broadcast::Sender<crate::usage::Sample>,
 }
 
 impl Bus {
@@ -26,7 +27,17 @@ impl Bus {
             tx,
             order: Arc::new(Mutex::new(())),
             metrics: Arc::default(),
+            usage: broadcast::channel(1024).0,
         }
+    }
+
+    /// Announces usage samples (already stored) to live job streams.
+    pub fn publish_usage(&self, s: crate::usage::Sample) {
+        let _ = self.usage.send(s);
+    }
+
+    pub fn subscribe_usage(&self) -> broadcast::Receiver<crate::usage::Sample> {
+        self.usage.subscribe()
     }
 
     /// What this process counts for `/metrics`.

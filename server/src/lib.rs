@@ -21,6 +21,7 @@ pub mod queue;
 pub mod runner;
 pub mod sched;
 pub mod service;
+pub mod usage;
 pub mod util;
 pub mod web;
 
@@ -167,6 +168,8 @@ impl Application {
             total_offer: runner.total_offer(),
             backend,
             files: files.clone(),
+            usage_every: (cfg.usage_every_secs.is_finite() && cfg.usage_every_secs > 0.0)
+                .then(|| Duration::from_secs_f64(cfg.usage_every_secs.clamp(0.05, 3600.0))),
         };
         tokio::spawn(runner.run());
         settle_unfinished(&bus, &handle, backend == "mesos").await?;
@@ -219,6 +222,15 @@ impl Application {
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut state = self.state;
+        if let Some(every) = state.settings.usage_every {
+            usage::spawn_sampler(
+                state.bus.clone(),
+                self.runner.clone(),
+                state.settings.files.clone(),
+                every,
+                stop_rx.clone(),
+            );
+        }
         state.shutdown = stop_rx;
         let router = api::router(state);
         let runner = self.runner;

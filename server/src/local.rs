@@ -55,6 +55,19 @@ impl LocalBackend {
         }
     }
 
+    /// Live peers' process groups (each peer leads its own).
+    pub fn targets(&self) -> Vec<crate::usage::Target> {
+        self.live
+            .iter()
+            .filter(|(_, l)| !l.killing)
+            .map(|(&(job, peer), l)| crate::usage::Target::Process {
+                job,
+                peer,
+                pgid: l.pid as i32,
+            })
+            .collect()
+    }
+
     pub fn capacity(&self) -> &Capacity {
         &self.cap
     }

@@ -36,6 +36,8 @@ pub enum Msg {
     },
     Tick,
     Cluster(oneshot::Sender<ClusterView>),
+    /// The peers running now, for the usage sampler.
+    Targets(oneshot::Sender<Vec<crate::usage::Target>>),
     Shutdown(oneshot::Sender<()>),
     /// A job that was running before a restart (Mesos: its tasks live on).
     Adopt {

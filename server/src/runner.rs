@@ -48,6 +48,12 @@ impl RunnerHandle {
         rx.await.unwrap_or(false)
     }
 
+    pub async fn targets(&self) -> Vec<crate::usage::Target> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Targets(tx));
+        rx.await.unwrap_or_default()
+    }
+
     pub async fn cluster(&self) -> Option<ClusterView> {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Cluster(tx));
@@ -193,6 +199,24 @@ impl Runner {
                         m.tick(now);
                     }
                     Input::Tick { now_ms: now }
+                }
+                Msg::Targets(reply) => {
+                    let targets = match &self.backend {
+                        Backend::Local(b) => b.targets(),
+                        Backend::Mesos(_) => self
+                            .core
+                            .running()
+                            .into_iter()
+                            .flat_map(|job| {
+                                self.core
+                                    .live(job)
+                                    .into_iter()
+                                    .map(move |peer| crate::usage::Target::Task { job, peer })
+                            })
+                            .collect(),
+                    };
+                    let _ = reply.send(targets);
+                    continue;
                 }
                 Msg::Cluster(reply) => {
                     let _ = reply.send(self.view());

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use app::model::{AppVersion, JobOptions};
 use app::placement::{place, Offer};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub backend: &'static str,
     /// Mesos: the agents' files API (sandboxes of live and finished peers).
     pub files: Option<crate::mesos::files::Files>,
+    /// How often running peers' usage is sampled (none: not at all).
+    pub usage_every: Option<Duration>,
 }
 
 /// What one request may ask for; each is a flag (see `Config`) and each

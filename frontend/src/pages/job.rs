@@ -59,8 +59,28 @@ fn JobView(id: u64) -> impl IntoView {
     // them, so a reload mid-run catches up.
     sse::subscribe(
         &format!("/api/jobs/{id}/events"),
-        &["job", "peer", "archive"],
-        move |_, data| {
+        &["job", "peer", "archive", "usage"],
+        move |name, data| {
+            if name == "usage" {
+                // A live sample: fold it into the peer's peak and mean.
+                let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                let (Some(index), Some(cpu), Some(rss)) = (
+                    v["peer"].as_u64(),
+                    v["cpu"].as_f64(),
+                    v["rss_bytes"].as_u64(),
+                ) else {
+                    return;
+                };
+                peers.update(|ps| {
+                    if let Some(p) = ps.iter_mut().find(|p| p.index as u64 == index) {
+                        let n = p.usage_samples as f64;
+                        p.mean_cpu = Some((p.mean_cpu.unwrap_or(0.0) * n + cpu) / (n + 1.0));
+                        p.peak_rss_bytes = Some(p.peak_rss_bytes.unwrap_or(0).max(rss));
+                        p.usage_samples += 1;
+                    }
+                });
+                return;
+            }
             let Ok(ev) = serde_json::from_str::<Event>(&data) else {
                 return;
             };
@@ -100,10 +120,21 @@ fn JobView(id: u64) -> impl IntoView {
                             reason,
                             started: None,
                             ended: None,
+                            peak_rss_bytes: None,
+                            mean_cpu: None,
+                            usage_samples: 0,
                         };
-                        // The page shows no per-peer times, so the event replaces the row.
+                        // The page shows no per-peer times, so the event
+                        // replaces the row (keeping its usage so far).
                         match ps.iter_mut().find(|p| p.index == index) {
-                            Some(p) => *p = info,
+                            Some(p) => {
+                                *p = PeerInfo {
+                                    peak_rss_bytes: p.peak_rss_bytes,
+                                    mean_cpu: p.mean_cpu,
+                                    usage_samples: p.usage_samples,
+                                    ..info
+                                }
+                            }
                             None => {
                                 ps.push(info);
                                 ps.sort_by_key(|p| p.index);
@@ -181,6 +212,14 @@ fn JobView(id: u64) -> impl IntoView {
         })
     });
     let ended = move || job.with(|j| j.as_ref().is_some_and(|j| j.job.state.is_terminal()));
+    // Cores each role asked for per peer, from the job's role file.
+    let asked_cpu = move |role: &str| {
+        job.with_untracked(|j| {
+            let rf = app::RoleFile::parse(&j.as_ref()?.role_file).ok()?.0;
+            let r = rf.roles().iter().find(|r| r.name == role)?;
+            Some(r.cpu.cores())
+        })
+    };
     let duration = move || {
         job.with(|j| {
             let j = j.as_ref()?;
@@ -230,14 +269,22 @@ fn JobView(id: u64) -> impl IntoView {
             <h2>"Peers"</h2>
             <div class="table-wrap">
             <table data-testid="peers-table">
-                <thead><tr><th>"#"</th><th>"Role"</th><th>"Host:port"</th><th>"State"</th><th>"Exit"</th><th>"Reason"</th></tr></thead>
+                <thead><tr><th>"#"</th><th>"Role"</th><th>"Host:port"</th><th>"State"</th><th>"Exit"</th><th>"CPU (mean / asked)"</th><th>"Memory (peak)"</th><th>"Reason"</th></tr></thead>
                 <tbody>
-                    <For each=move || peers.get() key=|p| (p.index, p.state, p.exit_code) children=|p| {
+                    <For each=move || peers.get() key=|p| (p.index, p.state, p.exit_code, p.usage_samples) children=move |p| {
                         let exit = match (p.exit_code, p.signal) { (Some(c), _) => format!("code {c}"), (None, Some(s)) => format!("signal {s}"), _ => "—".into() };
+                        let asked = asked_cpu(&p.role);
+                        let cpu = match (p.mean_cpu, asked) {
+                            (Some(m), Some(a)) => format!("{m:.2} / {a}"),
+                            (Some(m), None) => format!("{m:.2}"),
+                            (None, _) => "—".into(),
+                        };
+                        let mem = p.peak_rss_bytes.map(|b| human_bytes(b as f64)).unwrap_or_else(|| "—".into());
                         view! {
                             <tr data-testid=format!("peer-{}", p.index)>
                                 <td>{p.index}</td><td>{p.role.clone()}</td><td>{format!("{}:{}", p.host, p.port)}</td>
-                                <td><StateBadge state=p.state.as_str().to_string()/></td><td>{exit}</td><td>{p.reason.clone()}</td>
+                                <td><StateBadge state=p.state.as_str().to_string()/></td><td>{exit}</td>
+                                <td data-testid="peer-cpu">{cpu}</td><td data-testid="peer-mem">{mem}</td><td>{p.reason.clone()}</td>
                             </tr>
                         }
                     }/>

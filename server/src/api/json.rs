@@ -193,6 +193,29 @@ pub async fn get_job(
         .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
 }
 
+/// A peer's usage samples, oldest first: `[{peer, time, cpu, rss_bytes}]`.
+pub async fn peer_usage(
+    State(st): State<AppState>,
+    Path((id, peer)): Path<(String, u32)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    let job = st
+        .db
+        .call(move |c| db::job(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    if peer >= job.job.peers_total {
+        return Err(ApiError::not_found(format!(
+            "job {id} has {} peers; there is no peer {peer}",
+            job.job.peers_total
+        )));
+    }
+    let samples = st.db.call(move |c| db::usage_of(c, id, peer)).await?;
+    Ok(Json(Value::Array(
+        samples.iter().map(crate::usage::Sample::to_json).collect(),
+    )))
+}
+
 pub async fn kill(
     State(st): State<AppState>,
     Path(id): Path<String>,

@@ -285,12 +285,18 @@ fn schemas() -> Value {
         })),
         "Diagnostic": diag,
         "SseEvent": {"type": "object", "description": "one server-sent event", "required": ["data"], "properties": {
-            "event": {"enum": ["job", "peer", "archive", "log", "end", "gap"]},
+            "event": {"enum": ["job", "peer", "archive", "log", "end", "gap", "usage"]},
             "id": {"type": "string", "pattern": "^[0-9]+$"},
             "data": {"type": "string", "description": "jobs: an event as JSON; logs: the bytes as text"}
         }},
         "Name": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$",
             "description": "letters, digits, '.', '_' and '-'; at most 128, not starting with '.'"},
+        "Usage": {"type": "array", "items": obj(&["peer", "time", "cpu", "rss_bytes"], json!({
+            "peer": {"type": "integer", "minimum": 0},
+            "time": {"type": "string", "format": "date-time"},
+            "cpu": {"type": "number", "minimum": 0, "description": "cores used since the previous sample"},
+            "rss_bytes": {"type": "integer", "minimum": 0}
+        }))},
         "Health": obj(&["status", "backend", "version"], json!({
             "status": {"const": "ok"}, "backend": {"enum": ["local", "mesos"]}, "version": {"type": "string"}
         })),

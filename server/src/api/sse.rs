@@ -106,13 +106,16 @@ fn stream(
     let (tx, rx) = mpsc::channel(256);
     // Subscribe before reading the backlog so nothing falls in between.
     let sub = st.bus.subscribe();
+    let usage = job.map(|_| st.bus.subscribe_usage());
     let mut shutdown = st.shutdown.clone();
     tokio::spawn(async move {
         // Held while the stream lives: it counts against --max-event-streams.
         let _permit = permit;
         let closed = tx.clone();
+        let usage_tx = tx.clone();
         tokio::select! {
             _ = pump(st, job, after, sub, tx) => {}
+            _ = usage_events(job, usage, usage_tx) => {}
             _ = closed.closed() => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
@@ -138,6 +141,32 @@ async fn send(
         let _ = tx.send(Ok(end)).await;
     }
     !last
+}
+
+/// A job stream's live `usage` events (no id: samples are served whole by
+/// the usage route, not replayed). A slow client misses some, not others.
+async fn usage_events(
+    job: Option<u64>,
+    sub: Option<broadcast::Receiver<crate::usage::Sample>>,
+    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+) {
+    let (Some(job), Some(mut sub)) = (job, sub) else {
+        return std::future::pending().await;
+    };
+    loop {
+        match sub.recv().await {
+            Ok(s) if s.job == job => {
+                let ev = SseEvent::default()
+                    .event("usage")
+                    .data(s.to_json().to_string());
+                if tx.try_send(Ok(ev)).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
 }
 
 async fn pump(

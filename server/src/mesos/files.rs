@@ -26,6 +26,23 @@ pub struct Files {
 /// data, which JSON escaping can make up to six times longer.
 const MAX_READ_BODY: usize = 6 * 65536 + 1024;
 
+/// One executor in `/monitor/statistics`.
+#[derive(Deserialize, Debug)]
+pub struct MonitorEntry {
+    pub executor_id: String,
+    pub framework_id: String,
+    pub statistics: MonitorStatistics,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct MonitorStatistics {
+    pub timestamp: f64,
+    pub cpus_user_time_secs: f64,
+    pub cpus_system_time_secs: f64,
+    pub mem_rss_bytes: u64,
+}
+
 #[derive(Deserialize, Debug)]
 pub struct Entry {
     pub path: String,
@@ -90,6 +107,38 @@ impl Files {
             ));
         }
         Ok(resp)
+    }
+
+    /// The agent's `/monitor/statistics`: one entry per running executor,
+    /// with cumulative CPU seconds and resident memory
+    /// (scenarios/agent-monitor).
+    pub async fn monitor_statistics(&self, agent: &str) -> Result<Vec<MonitorEntry>, String> {
+        let req = self
+            .client
+            .get(format!("{agent}/monitor/statistics"))
+            .timeout(Duration::from_secs(10));
+        let resp = super::authorized(req, self.creds.as_ref())
+            .send()
+            .await
+            .map_err(|e| format!("monitor statistics of {agent}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(explain(
+                &format!("monitor statistics of {agent}"),
+                resp.status(),
+                self.creds.as_ref(),
+            ));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("monitor statistics of {agent}: {e}"))?;
+        if body.len() > 16 << 20 {
+            return Err(format!(
+                "monitor statistics of {agent}: {} bytes",
+                body.len()
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("monitor statistics of {agent}: {e}"))
     }
 
     /// Up to `length` bytes of `path` from `offset`; an empty answer at the

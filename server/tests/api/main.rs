@@ -13,3 +13,6 @@ mod k3;
 mod log_format;
 mod metrics;
 mod restart;
+mod usage;
+#[path = "../common/usage_check.rs"]
+mod usage_check;

@@ -10,6 +10,8 @@ mod master;
 mod restart;
 mod soak;
 mod tls;
+#[path = "../common/usage_check.rs"]
+mod usage_check;
 mod zookeeper;
 
 use std::time::{Duration, Instant};
@@ -638,4 +640,22 @@ async fn on_mesos_the_metrics_pass_promtool_and_count_offers_calls_subscriptions
     );
     assert!(s("dispatcher_mesos_ack_delay_seconds_count") >= 3.0);
     assert_eq!(s("dispatcher_jobs{state=\"FINISHED\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn on_mesos_a_busy_peer_s_usage_comes_from_the_agent_s_monitor_statistics() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let masters = m.addr(0);
+    let app = spawn_app_with(|c| {
+        c.master = Some(masters);
+        c.fast_timers = true;
+        c.usage_every_secs = 0.5;
+    })
+    .await;
+    app.upload("burner", usage_check::BURNER).await;
+    let id = app
+        .submit("burner", "name: b\npeers: 1\ncpu: 1\nmem: 0.5\n")
+        .await;
+    usage_check::check_burner_usage(&app, id).await;
 }
