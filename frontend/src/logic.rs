@@ -210,6 +210,57 @@ pub fn curl_for(
     )
 }
 
+/// The smallest of 1, 2 or 5 times a power of ten that is at least `v`
+/// (a chart's top).
+pub fn nice_ceiling(v: f64) -> f64 {
+    if !(v > 0.0) || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|c| *c >= v * 0.999_999)
+        .unwrap_or(10.0 * p)
+}
+
+/// A line chart's geometry: every series' `(time, value)` points scaled
+/// into a `w` × `h` box (y up), as SVG `points` attributes, with the top
+/// value (room for `reference`) and the time span.
+pub struct Chart {
+    pub lines: Vec<String>,
+    pub top: f64,
+    pub t0: f64,
+    pub t1: f64,
+}
+
+pub fn chart(series: &[Vec<(f64, f64)>], reference: Option<f64>, w: f64, h: f64) -> Chart {
+    let all = series.iter().flatten();
+    let t0 = all.clone().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let t1 = all.clone().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let max = all.map(|p| p.1).fold(reference.unwrap_or(0.0), f64::max);
+    let top = nice_ceiling(max);
+    let span = if t1 > t0 { t1 - t0 } else { 1.0 };
+    let lines = series
+        .iter()
+        .map(|pts| {
+            pts.iter()
+                .map(|(t, v)| {
+                    let x = if t1 > t0 {
+                        (t - t0) / span * w
+                    } else {
+                        w / 2.0
+                    };
+                    let y = h - (v / top).clamp(0.0, 1.0) * h;
+                    format!("{x:.1},{y:.1}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    Chart { lines, top, t0, t1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +347,29 @@ mod tests {
         let b = parse_time_ms("2026-11-23T00:28:36.5Z").unwrap();
         assert_eq!(b - a, 3_600_000.0);
         assert_eq!(parse_time_ms("1970-01-01T00:00:01Z"), Some(1000.0));
+    }
+
+    #[test]
+    fn chart_tops_are_round_and_points_fit_the_box() {
+        assert_eq!(nice_ceiling(0.97), 1.0);
+        assert_eq!(nice_ceiling(1.3), 2.0);
+        assert_eq!(nice_ceiling(3.0), 5.0);
+        assert_eq!(nice_ceiling(671_154_176.0), 1e9);
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        let c = chart(
+            &[vec![(1000.0, 0.5), (2000.0, 1.0)], vec![(1500.0, 0.25)]],
+            Some(1.5),
+            100.0,
+            50.0,
+        );
+        assert_eq!(c.top, 2.0);
+        assert_eq!((c.t0, c.t1), (1000.0, 2000.0));
+        assert_eq!(c.lines[0], "0.0,37.5 100.0,25.0");
+        assert_eq!(c.lines[1], "50.0,43.8");
+        // One point alone sits in the middle.
+        assert_eq!(
+            chart(&[vec![(5.0, 1.0)]], None, 100.0, 50.0).lines[0],
+            "50.0,0.0"
+        );
     }
 }

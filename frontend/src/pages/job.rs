@@ -32,6 +32,7 @@ pub fn JobPage() -> impl IntoView {
 fn JobView(id: u64) -> impl IntoView {
     let navigate = use_navigate();
     let job = RwSignal::new(None::<JobDetail>);
+    let samples = RwSignal::new(super::charts::Samples::new());
     let peers = RwSignal::new(Vec::<PeerInfo>::new());
     let history = RwSignal::new(Vec::<(u32, f64, PeerState)>::new());
     let error = RwSignal::new(None::<String>);
@@ -48,7 +49,41 @@ fn JobView(id: u64) -> impl IntoView {
                         *p = d.peers.clone();
                     }
                 });
+                // The usage so far; live samples arrive as `usage` events.
+                let sampled: Vec<u32> = d
+                    .peers
+                    .iter()
+                    .filter(|p| p.usage_samples > 0)
+                    .map(|p| p.index)
+                    .take(super::charts::MAX_PEERS)
+                    .collect();
                 job.set(Some(d));
+                for n in sampled {
+                    if let Ok(v) =
+                        api::get::<serde_json::Value>(&format!("/api/jobs/{id}/peers/{n}/usage"))
+                            .await
+                    {
+                        let pts: Vec<(f64, f64, f64)> = v
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| {
+                                Some((
+                                    parse_time_ms(s["time"].as_str()?)?,
+                                    s["cpu"].as_f64()?,
+                                    s["rss_bytes"].as_f64()?,
+                                ))
+                            })
+                            .collect();
+                        samples.update(|m| {
+                            let e = m.entry(n).or_default();
+                            // Live samples may have come first: merge by time.
+                            e.extend(pts);
+                            e.sort_by(|a, b| a.0.total_cmp(&b.0));
+                            e.dedup_by(|a, b| a.0 == b.0);
+                        });
+                    }
+                }
             }
             Err(e) if e.message.starts_with("there is no job") => missing.set(true),
             Err(e) => error.set(Some(e.message)),
@@ -71,6 +106,13 @@ fn JobView(id: u64) -> impl IntoView {
                 ) else {
                     return;
                 };
+                if let Some(t) = v["time"].as_str().and_then(parse_time_ms) {
+                    samples.update(|m| {
+                        m.entry(index as u32)
+                            .or_default()
+                            .push((t, cpu, rss as f64))
+                    });
+                }
                 peers.update(|ps| {
                     if let Some(p) = ps.iter_mut().find(|p| p.index as u64 == index) {
                         let n = p.usage_samples as f64;
@@ -291,6 +333,13 @@ fn JobView(id: u64) -> impl IntoView {
                 </tbody>
             </table>
             </div>
+            <super::charts::UsageCharts samples=samples asked_cpu=Signal::derive(move || {
+                // The request drawn as the reference: the first role's.
+                job.with(|j| {
+                    let rf = app::RoleFile::parse(&j.as_ref()?.role_file).ok()?.0;
+                    Some(rf.roles().first()?.cpu.cores())
+                })
+            })/>
             <Timeline peers=peers history=history now=now ended=Signal::derive(ended)/>
             <LogPanel id=id peers=peers/>
             <h2>"Role file"</h2>

@@ -1,6 +1,7 @@
 //! One module per page.
 
 pub mod apps;
+pub mod charts;
 pub mod cluster;
 pub mod job;
 pub mod jobs;
