@@ -213,7 +213,7 @@ pub fn curl_for(
 /// The smallest of 1, 2 or 5 times a power of ten that is at least `v`
 /// (a chart's top).
 pub fn nice_ceiling(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());

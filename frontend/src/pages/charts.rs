@@ -11,8 +11,11 @@ use leptos::prelude::*;
 
 use crate::logic::{chart, human_bytes};
 
-/// `(time ms, cores, rss bytes)` per sample, by peer.
-pub type Samples = BTreeMap<u32, Vec<(f64, f64, f64)>>;
+/// One sample: time (ms), cores, resident bytes.
+pub type Point = (f64, f64, f64);
+
+/// Samples by peer.
+pub type Samples = BTreeMap<u32, Vec<Point>>;
 
 /// Peers drawn at most; the rest are in the route and the archive.
 pub const MAX_PEERS: usize = 32;
@@ -36,10 +39,10 @@ fn usage_chart(
     testid: &'static str,
     samples: &Samples,
     reference: Option<(f64, String)>,
-    pick: fn(&(f64, f64, f64)) -> f64,
+    pick: fn(&Point) -> f64,
     fmt: fn(f64) -> String,
 ) -> impl IntoView {
-    let peers: Vec<(u32, Vec<(f64, f64, f64)>)> = samples
+    let peers: Vec<(u32, Vec<Point>)> = samples
         .iter()
         .take(MAX_PEERS)
         .map(|(p, s)| (*p, s.clone()))
