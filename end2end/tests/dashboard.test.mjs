@@ -258,6 +258,26 @@ test('the job page charts each peer\'s CPU and memory while it runs and keeps th
   }
 });
 
+test('an app\'s page charts the duration and outcome of its past runs', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'varied', '#!/bin/sh\nsleep "$SECS"\nexit "$CODE"\n');
+  const runs = [['0.2', '0'], ['1', '0'], ['0.5', '3']];
+  const ids = [];
+  for (const [secs, code] of runs) {
+    ids.push(await submitJob(d.base, 'varied', `name: v\npeers: 1\ncpu: 0.1\nenvars: [{name: SECS, value: '${secs}'}, {name: CODE, value: '${code}'}]\n`));
+  }
+  for (const id of ids) await archived(d.base, id);
+  await page.goto(`${d.base}/apps`);
+  await page.getByTestId('app-varied').getByRole('button', { name: 'varied' }).click();
+  const dots = page.getByTestId('history-chart').locator('circle');
+  await dots.nth(2).waitFor({ timeout: 10000 });
+  assert.equal(await dots.count(), 3);
+  const tips = await dots.locator('title').allTextContents();
+  assert.ok(tips.some((t) => /^job \d+ \(FAILED\): /.test(t)), tips.join(' | '));
+  assert.equal(tips.filter((t) => /\(FINISHED\)/.test(t)).length, 2, tips.join(' | '));
+  assert.equal(await page.getByTestId('history-chart').locator('circle.state-failed').count(), 1);
+  await shot(page, 'app-history');
+}));
+
 test('time to first render and shipped sizes (figures)', async () => {
   const d = await startDispatcher();
   const page = await browser.newPage();

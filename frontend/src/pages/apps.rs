@@ -332,6 +332,7 @@ pub fn AppsPage() -> impl IntoView {
                                 </tr>
                                 <Show when=move || expanded.get().as_deref() == Some(n4.as_str())>
                                     <tr class="versions"><td colspan="6">
+                                        <super::charts::AppHistory app=name.clone()/>
                                         <table class="inner">
                                             <thead><tr><th>"Version"</th><th>"sha256"</th><th>"Size"</th><th>"Tag"</th><th>"Uploaded"</th></tr></thead>
                                             <tbody>

@@ -92,7 +92,7 @@ fn usage_chart(
     view! {
         <figure class="usage-chart" data-testid=testid>
             <figcaption>{title}<span class="muted">{format!(" (top {})", fmt(c.top))}</span></figcaption>
-            <svg viewBox=format!("0 0 {W} {H}") preserveAspectRatio="none" role="img" aria-label=title>
+            <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=title>
                 <line class="axis" x1="0" x2=W.to_string() y1=H.to_string() y2=H.to_string()/>
                 {reference}
                 {lines}
@@ -128,5 +128,58 @@ pub fn UsageCharts(samples: RwSignal<Samples>, asked_cpu: Signal<Option<f64>>) -
             </div>
         }
         .into_any()
+    }
+}
+
+/// An app's past jobs: duration against submission time, one dot per job
+/// coloured by outcome, so that a regression shows at a glance.
+#[component]
+pub fn AppHistory(app: String) -> impl IntoView {
+    let jobs = RwSignal::new(None::<Vec<app::model::JobSummary>>);
+    let url = format!(
+        "/api/jobs?app={}&limit=200",
+        js_sys::encode_uri_component(&app)
+    );
+    leptos::task::spawn_local(async move {
+        if let Ok(p) = crate::api::get::<app::model::JobPage>(&url).await {
+            jobs.try_set(Some(p.jobs));
+        }
+    });
+    move || {
+        let list = jobs.get()?;
+        let done: Vec<(f64, f64, &app::model::JobSummary)> = list
+            .iter()
+            .filter_map(|j| {
+                let t = crate::logic::parse_time_ms(&j.submitted)?;
+                let s = crate::logic::parse_time_ms(j.started.as_deref()?)?;
+                let e = crate::logic::parse_time_ms(j.ended.as_deref()?)?;
+                Some((t, (e - s).max(0.0) / 1000.0, j))
+            })
+            .collect();
+        if done.is_empty() {
+            return Some(view! { <p class="muted" data-testid="history-empty">"No finished runs of this app yet."</p> }.into_any());
+        }
+        let series = vec![done.iter().map(|(t, d, _)| (*t, *d)).collect::<Vec<_>>()];
+        let c = chart(&series, None, W, H);
+        let dots = c.lines[0]
+            .split(' ')
+            .zip(&done)
+            .filter_map(|(xy, (_, d, j))| {
+                let (x, y) = xy.split_once(',')?;
+                let class = format!("run state-{}", j.state.as_str().to_lowercase());
+                let tip = format!("job {} ({}): {}", j.id, j.state.as_str(), crate::logic::human_duration(*d));
+                Some(view! { <circle class=class cx=x.to_string() cy=y.to_string() r="4"><title>{tip}</title></circle> })
+            })
+            .collect_view();
+        Some(view! {
+            <figure class="usage-chart history-chart" data-testid="history-chart">
+                <figcaption>"Duration of past runs"<span class="muted">{format!(" (top {}, {} runs)", crate::logic::human_duration(c.top), done.len())}</span></figcaption>
+                <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label="duration of past runs">
+                    <line class="axis" x1="0" x2=W.to_string() y1=H.to_string() y2=H.to_string()/>
+                    {dots}
+                </svg>
+                <div class="muted chart-span">{format!("{} – {}", clock(c.t0), clock(c.t1))}</div>
+            </figure>
+        }.into_any())
     }
 }
