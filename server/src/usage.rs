@@ -68,10 +68,20 @@ pub fn rfc3339(t_ms: u64) -> String {
 
 /// CPU seconds and resident bytes of a process group, read from `/proc`.
 pub fn process_group(pgid: i32) -> Option<(f64, u64)> {
+    process_groups(&[pgid]).remove(&pgid)
+}
+
+/// CPU seconds and resident bytes of each of these process groups, in one
+/// pass over `/proc` (a round costs one scan, whatever the peer count).
+pub fn process_groups(pgids: &[i32]) -> HashMap<i32, (f64, u64)> {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let (mut cpu, mut rss, mut found) = (0.0, 0u64, false);
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+    let wanted: std::collections::HashSet<i32> = pgids.iter().copied().collect();
+    let mut out: HashMap<i32, (f64, u64)> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
         let name = e.file_name();
         if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
@@ -85,15 +95,18 @@ pub fn process_group(pgid: i32) -> Option<(f64, u64)> {
             continue;
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 22 || f[2].parse::<i32>().ok() != Some(pgid) {
+        let Some(group) = f.get(2).and_then(|g| g.parse::<i32>().ok()) else {
+            continue;
+        };
+        if f.len() < 22 || !wanted.contains(&group) {
             continue;
         }
         let n = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
-        cpu += (n(11) + n(12) + n(13) + n(14)) / tick;
-        rss += f[21].parse::<u64>().unwrap_or(0) * page;
-        found = true;
+        let e = out.entry(group).or_default();
+        e.0 += (n(11) + n(12) + n(13) + n(14)) / tick;
+        e.1 += f[21].parse::<u64>().unwrap_or(0) * page;
     }
-    found.then_some((cpu, rss))
+    out
 }
 
 /// Cumulative readings (CPU seconds, resident bytes, when in seconds) of
@@ -108,18 +121,28 @@ async fn read(
     let mut out = Vec::new();
     // Mesos targets, by agent: one request each.
     let mut by_agent: HashMap<String, Vec<(u64, u32, String)>> = HashMap::new();
+    let groups: Vec<(u64, u32, i32)> = targets
+        .iter()
+        .filter_map(|t| match *t {
+            Target::Process { job, peer, pgid } => Some((job, peer, pgid)),
+            Target::Task { .. } => None,
+        })
+        .collect();
+    if !groups.is_empty() {
+        let pgids: Vec<i32> = groups.iter().map(|g| g.2).collect();
+        let at = now();
+        let read = tokio::task::spawn_blocking(move || process_groups(&pgids))
+            .await
+            .unwrap_or_default();
+        for (job, peer, pgid) in groups {
+            if let Some(&(cpu, rss)) = read.get(&pgid) {
+                out.push(((job, peer), cpu, rss, at));
+            }
+        }
+    }
     for t in targets {
         match *t {
-            Target::Process { job, peer, pgid } => {
-                let at = now();
-                let got = tokio::task::spawn_blocking(move || process_group(pgid))
-                    .await
-                    .ok()
-                    .flatten();
-                if let Some((cpu, rss)) = got {
-                    out.push(((job, peer), cpu, rss, at));
-                }
-            }
+            Target::Process { .. } => {}
             Target::Task { job, peer } => {
                 if let std::collections::hash_map::Entry::Vacant(e) = tasks.entry(job) {
                     if let Ok(rows) = db.call(move |c| crate::db::tasks_of(c, job)).await {
