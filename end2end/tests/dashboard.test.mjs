@@ -243,6 +243,15 @@ test('the job page charts each peer\'s CPU and memory while it runs and keeps th
     const peak = await page.getByTestId('peer-0').getByTestId('peer-mem').textContent();
     assert.match(peak, /MiB|GiB|MB|GB/, `peak memory shown: ${peak}`);
     await shot(page, 'job-usage-after');
+    // The dark theme: lines and reference in the theme's colours.
+    await page.emulateMedia({ colorScheme: 'dark' });
+    const stroke = await page.getByTestId('cpu-chart').locator('.ref').evaluate((e) => getComputedStyle(e).stroke);
+    await page.emulateMedia({ colorScheme: 'light' });
+    const strokeLight = await page.getByTestId('cpu-chart').locator('.ref').evaluate((e) => getComputedStyle(e).stroke);
+    assert.notEqual(stroke, strokeLight, 'the reference line follows the theme');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shot(page, 'job-usage-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
     // Phone width: the charts fit.
     await page.setViewportSize({ width: 390, height: 844 });
     const box = await page.getByTestId('cpu-chart').boundingBox();
