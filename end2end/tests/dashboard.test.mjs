@@ -8,8 +8,8 @@ let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-async function withApp(fn) {
-  const d = await startDispatcher();
+async function withApp(fn, flags = []) {
+  const d = await startDispatcher(flags);
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -216,56 +216,43 @@ test('a running job page reconnects after the server restarts and catches up', (
   assert.ok(eventRequests >= 2, `the page reconnected (${eventRequests} requests)`);
 }));
 
-test('the job page charts each peer\'s CPU and memory while it runs and keeps them after', async () => {
-  const d = await startDispatcher(['--usage-every-secs', '0.5']);
-  const page = await browser.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  try {
-    // Two peers: one burns a core and holds 120 MB, one idles.
-    await uploadApp(d.base, 'burner', '#!/usr/bin/env python3\nimport os, time\nif os.environ["DISPATCHER_PEER_INDEX"] == "0":\n    b = bytearray(120 * 1024 * 1024)\n    for i in range(0, len(b), 4096):\n        b[i] = 1\n    t = time.time()\n    while time.time() - t < 6:\n        pass\nelse:\n    time.sleep(6)\n');
-    const id = await submitJob(d.base, 'burner', 'name: b\npeers: 2\ncpu: 1\n');
-    await page.goto(`${d.base}/jobs/${id}`);
-    await page.getByTestId('usage-empty').or(page.getByTestId('cpu-chart')).first().waitFor({ timeout: 10000 });
-    const lines = page.getByTestId('cpu-chart').getByTestId('usage-line');
-    await lines.nth(1).waitFor({ timeout: 15000 });
-    assert.equal(await jobState(d.base, id), 'RUNNING', 'charted live, while the job ran');
-    assert.equal(await page.getByTestId('mem-chart').getByTestId('usage-line').count(), 2);
-    // Hover text names the peer and the value; the request is drawn.
-    const tip = await lines.first().locator('circle title').first().textContent();
-    assert.match(tip, /^peer 0 at \d\d:\d\d:\d\d: \d+\.\d\d cores$/);
-    assert.match(await page.getByTestId('cpu-chart').locator('.ref title').textContent(), /asked: 1 cores/);
-    await shot(page, 'job-usage-mid-run');
-    await page.locator('.title-row [data-testid=state]').getByText('FINISHED').waitFor({ timeout: 20000 });
-    // After the end, a fresh page draws them from the usage route.
-    await page.goto(`${d.base}/jobs/${id}`);
-    await page.getByTestId('cpu-chart').getByTestId('usage-line').nth(1).waitFor({ timeout: 10000 });
-    const peak = await page.getByTestId('peer-0').getByTestId('peer-mem').textContent();
-    assert.match(peak, /MiB|GiB|MB|GB/, `peak memory shown: ${peak}`);
-    await shot(page, 'job-usage-after');
-    // The dark theme: lines and reference in the theme's colours.
-    await page.emulateMedia({ colorScheme: 'dark' });
-    const stroke = await page.getByTestId('cpu-chart').locator('.ref').evaluate((e) => getComputedStyle(e).stroke);
-    await page.emulateMedia({ colorScheme: 'light' });
-    const strokeLight = await page.getByTestId('cpu-chart').locator('.ref').evaluate((e) => getComputedStyle(e).stroke);
-    assert.notEqual(stroke, strokeLight, 'the reference line follows the theme');
-    await page.emulateMedia({ colorScheme: 'dark' });
-    await shot(page, 'job-usage-dark');
-    await page.emulateMedia({ colorScheme: 'light' });
-    // Phone width: the charts fit.
-    await page.setViewportSize({ width: 390, height: 844 });
-    const box = await page.getByTestId('cpu-chart').boundingBox();
-    assert.ok(box.width <= 390, `chart ${box.width}px wide on a phone`);
-    await shot(page, 'job-usage-phone');
-    assert.deepEqual(errors, [], 'no errors in the page');
-  } catch (e) {
-    console.error(d.log().slice(-3000));
-    throw e;
-  } finally {
-    await page.close();
-    await d.stop();
-  }
-});
+test('the job page charts each peer\'s CPU and memory while it runs and keeps them after', () => withApp(async (d, page) => {
+  // Two peers: one burns a core and holds 120 MB, one idles.
+  await uploadApp(d.base, 'burner', '#!/usr/bin/env python3\nimport os, time\nif os.environ["DISPATCHER_PEER_INDEX"] == "0":\n    b = bytearray(120 * 1024 * 1024)\n    for i in range(0, len(b), 4096):\n        b[i] = 1\n    t = time.time()\n    while time.time() - t < 6:\n        pass\nelse:\n    time.sleep(6)\n');
+  const id = await submitJob(d.base, 'burner', 'name: b\npeers: 2\ncpu: 1\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.getByTestId('usage-empty').or(page.getByTestId('cpu-chart')).first().waitFor({ timeout: 10000 });
+  const lines = page.getByTestId('cpu-chart').getByTestId('usage-line');
+  await lines.nth(1).waitFor({ timeout: 15000 });
+  assert.equal(await jobState(d.base, id), 'RUNNING', 'charted live, while the job ran');
+  assert.equal(await page.getByTestId('mem-chart').getByTestId('usage-line').count(), 2);
+  // Hover text names the peer and the value; the request is drawn.
+  const tip = await lines.first().locator('circle title').first().textContent();
+  assert.match(tip, /^peer 0 at \d\d:\d\d:\d\d: \d+\.\d\d cores$/);
+  assert.match(await page.getByTestId('cpu-chart').locator('.ref title').textContent(), /asked: 1 cores/);
+  await shot(page, 'job-usage-mid-run');
+  await page.locator('.title-row [data-testid=state]').getByText('FINISHED').waitFor({ timeout: 20000 });
+  // After the end, a fresh page draws them from the usage route.
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.getByTestId('cpu-chart').getByTestId('usage-line').nth(1).waitFor({ timeout: 10000 });
+  const peak = await page.getByTestId('peer-0').getByTestId('peer-mem').textContent();
+  assert.match(peak, /MiB|GiB|MB|GB/, `peak memory shown: ${peak}`);
+  await shot(page, 'job-usage-after');
+  // The dark theme: lines and reference in the theme's colours.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const stroke = await page.getByTestId('cpu-chart').locator('.ref').evaluate((e) => getComputedStyle(e).stroke);
+  await page.emulateMedia({ colorScheme: 'light' });
+  const strokeLight = await page.getByTestId('cpu-chart').locator('.ref').evaluate((e) => getComputedStyle(e).stroke);
+  assert.notEqual(stroke, strokeLight, 'the reference line follows the theme');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot(page, 'job-usage-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
+  // Phone width: the charts fit.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const box = await page.getByTestId('cpu-chart').boundingBox();
+  assert.ok(box.width <= 390, `chart ${box.width}px wide on a phone`);
+  await shot(page, 'job-usage-phone');
+}, ['--usage-every-secs', '0.5']));
 
 test('an app\'s page charts the duration and outcome of its past runs', () => withApp(async (d, page) => {
   await uploadApp(d.base, 'varied', '#!/bin/sh\nsleep "$SECS"\nexit "$CODE"\n');

@@ -199,17 +199,7 @@ pub async fn peer_usage(
     Path((id, peer)): Path<(String, u32)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = job_id(&id)?;
-    let job = st
-        .db
-        .call(move |c| db::job(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
-    if peer >= job.job.peers_total {
-        return Err(ApiError::not_found(format!(
-            "job {id} has {} peers; there is no peer {peer}",
-            job.job.peers_total
-        )));
-    }
+    super::job_with_peer(&st, id, peer).await?;
     let samples = st.db.call(move |c| db::usage_of(c, id, peer)).await?;
     Ok(Json(Value::Array(
         samples.iter().map(crate::usage::Sample::to_json).collect(),

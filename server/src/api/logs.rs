@@ -51,17 +51,7 @@ pub async fn peer_logs(
             "stream {stream:?} must be stdout or stderr"
         )));
     }
-    let job = st
-        .db
-        .call(move |c| db::job(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
-    if peer >= job.job.peers_total {
-        return Err(ApiError::not_found(format!(
-            "job {id} has {} peers; there is no peer {peer}",
-            job.job.peers_total
-        )));
-    }
+    super::job_with_peer(&st, id, peer).await?;
     let resume = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(

@@ -335,6 +335,26 @@ async fn require_read(State(st): State<AppState>, req: Request, next: Next) -> R
 }
 
 /// Parses a job id from a path segment (K3 allowed `12.tar`-like suffixes).
+/// A job that has peer `peer`, or a 404 that says which is missing.
+pub async fn job_with_peer(
+    st: &AppState,
+    id: u64,
+    peer: u32,
+) -> Result<app::model::JobDetail, ApiError> {
+    let job = st
+        .db
+        .call(move |c| crate::db::job(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    if peer >= job.job.peers_total {
+        return Err(ApiError::not_found(format!(
+            "job {id} has {} peers; there is no peer {peer}",
+            job.job.peers_total
+        )));
+    }
+    Ok(job)
+}
+
 pub fn job_id(raw: &str) -> Result<u64, ApiError> {
     raw.split('.')
         .next()
