@@ -185,6 +185,11 @@ pub struct PeerInfo {
     pub mean_cpu: Option<f64>,
     #[serde(default)]
     pub usage_samples: u64,
+    /// What placement gave the peer: cores and memory.
+    #[serde(default)]
+    pub asked_cpu: Option<f64>,
+    #[serde(default)]
+    pub asked_mem_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -230,6 +230,7 @@ test('the job page charts each peer\'s CPU and memory while it runs and keeps th
   const tip = await lines.first().locator('circle title').first().textContent();
   assert.match(tip, /^peer 0 at \d\d:\d\d:\d\d: \d+\.\d\d cores$/);
   assert.match(await page.getByTestId('cpu-chart').locator('.ref title').textContent(), /asked: 1 cores/);
+  assert.match(await page.getByTestId('mem-chart').locator('.ref title').textContent(), /^given: \d/);
   await shot(page, 'job-usage-mid-run');
   await page.locator('.title-row [data-testid=state]').getByText('FINISHED').waitFor({ timeout: 20000 });
   // After the end, a fresh page draws them from the usage route.

@@ -79,6 +79,13 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS allot (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    cpus_milli INTEGER NOT NULL,
+    mem_mb INTEGER NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
 CREATE TABLE IF NOT EXISTS usage (
     job_id INTEGER NOT NULL,
     idx INTEGER NOT NULL,
@@ -443,6 +450,8 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
                 peak_rss_bytes: None,
                 mean_cpu: None,
                 usage_samples: 0,
+                asked_cpu: None,
+                asked_mem_bytes: None,
             })
         })?
         .collect::<Result<Vec<PeerInfo>, _>>()?;
@@ -466,6 +475,21 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
             p.usage_samples = n;
         }
     }
+    let mut st = c.prepare_cached("SELECT idx, cpus_milli, mem_mb FROM allot WHERE job_id = ?1")?;
+    let allot = st.query_map(params![id as i64], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for a in allot {
+        let (idx, cpus, mem) = a?;
+        if let Some(p) = peers.get_mut(idx as usize) {
+            p.asked_cpu = Some(cpus as f64 / 1000.0);
+            p.asked_mem_bytes = (mem > 0).then_some(mem as u64 * 1024 * 1024);
+        }
+    }
     Ok(Some(JobDetail {
         job,
         role_file,
@@ -482,6 +506,25 @@ pub fn jobs_by_state(c: &Connection) -> Result<Vec<(String, u64)>, Internal> {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What placement gave each peer: `(index, cpus in thousandths, memory in MB)`.
+pub fn insert_allot(
+    c: &mut Connection,
+    job: u64,
+    peers: &[(u32, u32, u64)],
+) -> Result<(), Internal> {
+    let tx = c.transaction()?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO allot (job_id, idx, cpus_milli, mem_mb) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (idx, cpus, mem) in peers {
+            st.execute(params![job as i64, idx, cpus, *mem as i64])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Most samples kept per peer: past this, every other one is dropped, so a

@@ -424,6 +424,20 @@ impl Runner {
                         self.bus.metrics().launched(submitted.elapsed());
                         *launched = Some(Instant::now());
                     }
+                    // What each peer was given, for its usage to be read against.
+                    let allot: Vec<(u32, u32, u64)> = placement
+                        .peers
+                        .iter()
+                        .map(|s| (s.index, s.cpus_milli, s.mem_mb))
+                        .collect();
+                    if let Err(e) = self
+                        .bus
+                        .db()
+                        .call(move |c| crate::db::insert_allot(c, job, &allot))
+                        .await
+                    {
+                        tracing::error!(job, error = %e, "could not record what the peers were given");
+                    }
                     let ctx = JobContext {
                         job_id: job,
                         binary: &meta.app,

@@ -104,7 +104,11 @@ fn usage_chart(
 
 /// Both charts, with a legend; an empty state until the first samples.
 #[component]
-pub fn UsageCharts(samples: RwSignal<Samples>, asked_cpu: Signal<Option<f64>>) -> impl IntoView {
+pub fn UsageCharts(
+    samples: RwSignal<Samples>,
+    asked_cpu: Signal<Option<f64>>,
+    asked_mem: Signal<Option<f64>>,
+) -> impl IntoView {
     move || {
         let s = samples.get();
         if s.values().all(|v| v.is_empty()) {
@@ -119,12 +123,15 @@ pub fn UsageCharts(samples: RwSignal<Samples>, asked_cpu: Signal<Option<f64>>) -
         let more =
             (s.len() > MAX_PEERS).then(|| format!(" (first {MAX_PEERS} of {} peers)", s.len()));
         let cpu_ref = asked_cpu.get().map(|c| (c, format!("asked: {c} cores")));
+        let mem_ref = asked_mem
+            .get()
+            .map(|m| (m, format!("given: {}", human_bytes(m))));
         view! {
             <h2>"Resource usage"{more}</h2>
             <div class="legend-row">{legend}</div>
             <div class="charts">
                 {usage_chart("CPU (cores)", "cpu-chart", &s, cpu_ref, |x| x.1, |v| format!("{v:.2} cores"))}
-                {usage_chart("Memory (resident)", "mem-chart", &s, None, |x| x.2, human_bytes)}
+                {usage_chart("Memory (resident)", "mem-chart", &s, mem_ref, |x| x.2, human_bytes)}
             </div>
         }
         .into_any()

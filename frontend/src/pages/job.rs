@@ -165,6 +165,8 @@ fn JobView(id: u64) -> impl IntoView {
                             peak_rss_bytes: None,
                             mean_cpu: None,
                             usage_samples: 0,
+                            asked_cpu: None,
+                            asked_mem_bytes: None,
                         };
                         // The page shows no per-peer times, so the event
                         // replaces the row (keeping its usage so far).
@@ -174,6 +176,8 @@ fn JobView(id: u64) -> impl IntoView {
                                     peak_rss_bytes: p.peak_rss_bytes,
                                     mean_cpu: p.mean_cpu,
                                     usage_samples: p.usage_samples,
+                                    asked_cpu: p.asked_cpu,
+                                    asked_mem_bytes: p.asked_mem_bytes,
                                     ..info
                                 }
                             }
@@ -311,17 +315,21 @@ fn JobView(id: u64) -> impl IntoView {
             <h2>"Peers"</h2>
             <div class="table-wrap">
             <table data-testid="peers-table">
-                <thead><tr><th>"#"</th><th>"Role"</th><th>"Host:port"</th><th>"State"</th><th>"Exit"</th><th>"CPU (mean / asked)"</th><th>"Memory (peak)"</th><th>"Reason"</th></tr></thead>
+                <thead><tr><th>"#"</th><th>"Role"</th><th>"Host:port"</th><th>"State"</th><th>"Exit"</th><th>"CPU (mean / asked)"</th><th>"Memory (peak / asked)"</th><th>"Reason"</th></tr></thead>
                 <tbody>
                     <For each=move || peers.get() key=|p| (p.index, p.state, p.exit_code, p.usage_samples) children=move |p| {
                         let exit = match (p.exit_code, p.signal) { (Some(c), _) => format!("code {c}"), (None, Some(s)) => format!("signal {s}"), _ => "—".into() };
-                        let asked = asked_cpu(&p.role);
+                        let asked = p.asked_cpu.or_else(|| asked_cpu(&p.role));
                         let cpu = match (p.mean_cpu, asked) {
                             (Some(m), Some(a)) => format!("{m:.2} / {a}"),
                             (Some(m), None) => format!("{m:.2}"),
                             (None, _) => "—".into(),
                         };
-                        let mem = p.peak_rss_bytes.map(|b| human_bytes(b as f64)).unwrap_or_else(|| "—".into());
+                        let mem = match (p.peak_rss_bytes, p.asked_mem_bytes) {
+                            (Some(b), Some(a)) => format!("{} / {}", human_bytes(b as f64), human_bytes(a as f64)),
+                            (Some(b), None) => human_bytes(b as f64),
+                            (None, _) => "—".into(),
+                        };
                         view! {
                             <tr data-testid=format!("peer-{}", p.index)>
                                 <td>{p.index}</td><td>{p.role.clone()}</td><td>{format!("{}:{}", p.host, p.port)}</td>
@@ -333,13 +341,16 @@ fn JobView(id: u64) -> impl IntoView {
                 </tbody>
             </table>
             </div>
-            <super::charts::UsageCharts samples=samples asked_cpu=Signal::derive(move || {
-                // The request drawn as the reference: the first role's.
-                job.with(|j| {
-                    let rf = app::RoleFile::parse(&j.as_ref()?.role_file).ok()?.0;
-                    Some(rf.roles().first()?.cpu.cores())
+            <super::charts::UsageCharts samples=samples
+                asked_cpu=Signal::derive(move || {
+                    // The most any peer was given: the line a peer should stay under.
+                    let given = peers.with(|ps| ps.iter().filter_map(|p| p.asked_cpu).reduce(f64::max));
+                    given.or_else(|| job.with(|j| {
+                        let rf = app::RoleFile::parse(&j.as_ref()?.role_file).ok()?.0;
+                        Some(rf.roles().first()?.cpu.cores())
+                    }))
                 })
-            })/>
+                asked_mem=Signal::derive(move || peers.with(|ps| ps.iter().filter_map(|p| p.asked_mem_bytes).max()).map(|b| b as f64))/>
             <Timeline peers=peers history=history now=now ended=Signal::derive(ended)/>
             <LogPanel id=id peers=peers/>
             <h2>"Role file"</h2>

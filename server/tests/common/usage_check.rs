@@ -43,6 +43,9 @@ pub async fn check_burner_usage(app: &TestApp, id: u64) {
     assert!(p["peak_rss_bytes"].as_u64().unwrap() >= 150 << 20, "{p}");
     assert!(p["mean_cpu"].as_f64().unwrap() > 0.3, "{p}");
     assert_eq!(p["usage_samples"].as_u64().unwrap() as usize, samples.len());
+    // Against what placement gave it.
+    assert_eq!(p["asked_cpu"], 1.0, "{p}");
+    assert!(p["asked_mem_bytes"].as_u64().unwrap() >= 100 << 20, "{p}");
     // And archived.
     let entries = app.archive(id).await;
     let csv = String::from_utf8_lossy(file(&entries, "peer-0/usage.csv")).to_string();
