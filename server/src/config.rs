@@ -101,6 +101,10 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1")]
     pub peer_address: String,
 
+    /// Local backend: run each peer in a cgroup v2 of its own, so that what it forks (even a daemon that leaves its process group) is sampled and stopped with it. `auto`: under the dispatcher's own cgroup when that is writable, else process groups only; `off`; or a delegated cgroup v2 directory (e.g. a systemd unit's with Delegate=yes), which must be usable.
+    #[arg(long, default_value = "auto", value_name = "auto|off|DIR")]
+    pub cgroup: String,
+
     /// Seconds a killed peer gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 5)]
     pub kill_grace_secs: u64,

@@ -10,6 +10,7 @@ pub mod access;
 pub mod api;
 pub mod archive;
 pub mod blobs;
+pub mod cgroup;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -116,6 +117,12 @@ impl Application {
             },
         };
         let grace = Duration::from_secs(cfg.kill_grace_secs);
+        let cgroups = match &masters {
+            None => cgroup::Cgroups::open(&cfg.cgroup, &cfg.dir)
+                .map_err(Internal)?
+                .map(std::sync::Arc::new),
+            Some(_) => None,
+        };
         let archive_cap = cfg.archive_file_cap_mb.saturating_mul(1 << 20);
         let framework_id = db.call(|c| db::get_kv(c, "framework_id")).await?;
         let mut go = None;
@@ -125,7 +132,9 @@ impl Application {
             let go = &mut go;
             let (creds, files, transport) = (creds.clone(), files.clone(), transport.clone());
             move |tx: tokio::sync::mpsc::UnboundedSender<queue::Msg>| match masters {
-                None => runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace)),
+                None => {
+                    runner::Backend::Local(local::LocalBackend::new(capacity, tx, grace, cgroups))
+                }
                 Some(masters) => {
                     let files = files.expect("made with the masters");
                     let mesos = mesos::backend::Parts {

@@ -3,13 +3,15 @@
 //!
 //! It offers what is free of the machine's configured cpus, memory and port
 //! range, starts the peers a placement names, and reports each start and exit
-//! to the runner's queue. Killing a peer signals its whole process group:
+//! to the runner's queue. Killing a peer signals its whole process group and,
+//! when it has one, its cgroup (which also holds what left the group):
 //! SIGTERM, then SIGKILL after a grace period.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use app::model::PeerState;
@@ -17,6 +19,7 @@ use app::peer::{PeerSpec, CONFIG_FILE};
 use app::placement::{remove_port, Offer, PortRange};
 use tokio::sync::mpsc;
 
+use crate::cgroup::{self, Cgroups};
 use crate::queue::Msg;
 use crate::sched::PeerUpdate;
 
@@ -32,6 +35,7 @@ pub struct Capacity {
 
 struct Live {
     pid: u32,
+    cgroup: Option<PathBuf>,
     cpus_milli: u64,
     mem_mb: u64,
     port: u16,
@@ -43,16 +47,31 @@ pub struct LocalBackend {
     live: HashMap<(u64, u32), Live>,
     tx: mpsc::UnboundedSender<Msg>,
     grace: Duration,
+    cgroups: Option<Arc<Cgroups>>,
 }
 
+/// A live peer's process group and cgroup, to signal.
+type Stop = (u32, Option<PathBuf>);
+
 impl LocalBackend {
-    pub fn new(cap: Capacity, tx: mpsc::UnboundedSender<Msg>, grace: Duration) -> LocalBackend {
+    pub fn new(
+        cap: Capacity,
+        tx: mpsc::UnboundedSender<Msg>,
+        grace: Duration,
+        cgroups: Option<Arc<Cgroups>>,
+    ) -> LocalBackend {
         LocalBackend {
             cap,
             live: HashMap::new(),
             tx,
             grace,
+            cgroups,
         }
+    }
+
+    /// Where peers' cgroups are made, if they get any.
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_deref()
     }
 
     /// Live peers' process groups (each peer leads its own).
@@ -64,6 +83,7 @@ impl LocalBackend {
                 job,
                 peer,
                 pgid: l.pid as i32,
+                cgroup: l.cgroup.clone(),
             })
             .collect()
     }
@@ -155,6 +175,32 @@ impl LocalBackend {
     }
 
     fn spawn(&mut self, job: u64, spec: &PeerSpec, sandbox: &Path) -> Result<u32, String> {
+        let cg = self.cgroups.as_ref().and_then(|c| {
+            c.create(job, spec.index)
+                .map_err(|e| tracing::warn!(job, peer = spec.index, error = %e, "no cgroup for the peer; it runs as a process group"))
+                .ok()
+        });
+        match self.spawn_in(job, spec, sandbox, cg.as_deref()) {
+            Err(e) if cg.is_some() => {
+                // Entering the cgroup failed (or exec did): nothing of the
+                // peer ran, so it can start again without one.
+                tracing::warn!(job, peer = spec.index, error = %e, "could not start the peer in its cgroup; trying without");
+                if let Some(cg) = &cg {
+                    cgroup::remove_when_empty(cg, Duration::ZERO);
+                }
+                self.spawn_in(job, spec, sandbox, None)
+            }
+            r => r,
+        }
+    }
+
+    fn spawn_in(
+        &mut self,
+        job: u64,
+        spec: &PeerSpec,
+        sandbox: &Path,
+        cg: Option<&Path>,
+    ) -> Result<u32, String> {
         let stdout = std::fs::File::create(sandbox.join("stdout")).map_err(|e| e.to_string())?;
         let stderr = std::fs::File::create(sandbox.join("stderr")).map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new("/bin/sh");
@@ -168,6 +214,13 @@ impl LocalBackend {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(cg) = cg {
+            let enter = cgroup::Enter::new(cg).map_err(|e| e.to_string())?;
+            // SAFETY: `enter` makes only async-signal-safe calls.
+            unsafe {
+                cmd.pre_exec(move || enter.enter());
+            }
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("could not start /bin/sh: {e}"))?;
@@ -178,6 +231,7 @@ impl LocalBackend {
             (job, spec.index),
             Live {
                 pid,
+                cgroup: cg.map(Path::to_path_buf),
                 cpus_milli: spec.cpus_milli as u64,
                 mem_mb: spec.mem_mb,
                 port: spec.port,
@@ -216,9 +270,16 @@ impl LocalBackend {
     ) -> PeerUpdate {
         let live = self.live.remove(&(job, index));
         let killing = live.as_ref().map(|l| l.killing).unwrap_or(false);
-        // Children the peer left behind in its group go with it.
+        // Children the peer left behind, in its group or its cgroup, go
+        // with it; then the cgroup is removed.
         if let Some(l) = live {
-            signal_groups(&[l.pid], libc::SIGKILL);
+            let stop = [(l.pid, l.cgroup)];
+            signal(&stop, libc::SIGKILL);
+            if let [(_, Some(cg))] = stop {
+                tokio::task::spawn_blocking(move || {
+                    cgroup::remove_when_empty(&cg, Duration::from_secs(5))
+                });
+            }
         }
         match status {
             Ok(s) => match (s.code(), s.signal()) {
@@ -264,27 +325,45 @@ impl LocalBackend {
 
     /// SIGTERM to each peer's process group now, SIGKILL after the grace period.
     pub fn kill(&mut self, job: u64, peers: &[u32]) {
-        let mut groups = Vec::new();
+        let mut stop: Vec<Stop> = Vec::new();
         for idx in peers {
             if let Some(l) = self.live.get_mut(&(job, *idx)) {
                 l.killing = true;
-                groups.push(l.pid);
+                stop.push((l.pid, l.cgroup.clone()));
             }
         }
-        signal_groups(&groups, libc::SIGTERM);
+        signal(&stop, libc::SIGTERM);
         let grace = self.grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            signal_groups(&groups, libc::SIGKILL);
+            signal(&stop, libc::SIGKILL);
         });
     }
 
     /// Stops everything now (shutdown): SIGTERM, a moment, SIGKILL.
     pub async fn kill_all_now(&mut self) {
-        let groups: Vec<u32> = self.live.values().map(|l| l.pid).collect();
-        signal_groups(&groups, libc::SIGTERM);
+        let stop: Vec<Stop> = self
+            .live
+            .values()
+            .map(|l| (l.pid, l.cgroup.clone()))
+            .collect();
+        signal(&stop, libc::SIGTERM);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        signal_groups(&groups, libc::SIGKILL);
+        signal(&stop, libc::SIGKILL);
+    }
+}
+
+/// Signals peers' process groups and cgroups (SIGKILL: the whole cgroup at
+/// once).
+fn signal(stop: &[Stop], sig: i32) {
+    let groups: Vec<u32> = stop.iter().map(|s| s.0).collect();
+    signal_groups(&groups, sig);
+    for cg in stop.iter().filter_map(|s| s.1.as_deref()) {
+        if sig == libc::SIGKILL {
+            cgroup::kill(cg);
+        } else {
+            cgroup::signal(cg, sig);
+        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Resource usage of running peers, sampled every `--usage-every-secs`.
 //!
-//! Local backend: each peer leads its own process group; its CPU seconds
-//! (user + system, reaped children included through `cutime`/`cstime`) and
-//! resident memory are summed over the group's processes in `/proc`.
-//! (Peers are not put in cgroups of their own, so a cgroup's counters would
-//! mix them; the process group is the peer.) Mesos: the agents'
+//! Local backend: a peer in a cgroup v2 of its own (see `cgroup`) is read
+//! from its `cpu.stat` (every process it ever held) and memory. Otherwise
+//! it leads its own process group; its CPU seconds (user + system, reaped
+//! children included through `cutime`/`cstime`) and resident memory are
+//! summed over the group's processes in `/proc`. Mesos: the agents'
 //! `/monitor/statistics`, one request per agent per round, matched to a task
 //! by executor id (scenarios/agent-monitor: cumulative CPU seconds, RSS of
 //! the whole container, the command executor included).
@@ -26,8 +26,13 @@ use crate::runner::RunnerHandle;
 /// A peer to sample.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// A local peer: its process group.
-    Process { job: u64, peer: u32, pgid: i32 },
+    /// A local peer: its cgroup when it has one, else its process group.
+    Process {
+        job: u64,
+        peer: u32,
+        pgid: i32,
+        cgroup: Option<std::path::PathBuf>,
+    },
     /// A Mesos task: found through the job's task rows.
     Task { job: u64, peer: u32 },
 }
@@ -71,10 +76,38 @@ pub fn process_group(pgid: i32) -> Option<(f64, u64)> {
     process_groups(&[pgid]).remove(&pgid)
 }
 
+/// What `/proc/<pid>/stat` says of one process.
+pub struct ProcStat {
+    pub pgrp: i32,
+    /// Its own CPU seconds and those of the children it reaped.
+    pub cpu_secs: f64,
+    pub rss_pages: u64,
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // The fields after the command, which is in parentheses and may hold
+    // anything.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.len() < 22 {
+        return None;
+    }
+    let n = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
+    Some(ProcStat {
+        pgrp: f[2].parse().ok()?,
+        cpu_secs: (n(11) + n(12) + n(13) + n(14)) / tick,
+        rss_pages: f[21].parse().unwrap_or(0),
+    })
+}
+
 /// CPU seconds and resident bytes of each of these process groups, in one
 /// pass over `/proc` (a round costs one scan, whatever the peer count).
 pub fn process_groups(pgids: &[i32]) -> HashMap<i32, (f64, u64)> {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     let wanted: std::collections::HashSet<i32> = pgids.iter().copied().collect();
     let mut out: HashMap<i32, (f64, u64)> = HashMap::new();
@@ -86,25 +119,18 @@ pub fn process_groups(pgids: &[i32]) -> HashMap<i32, (f64, u64)> {
         if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+        let Some(s) = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+        else {
             continue;
         };
-        // The fields after the command, which is in parentheses and may
-        // hold anything.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let Some(group) = f.get(2).and_then(|g| g.parse::<i32>().ok()) else {
-            continue;
-        };
-        if f.len() < 22 || !wanted.contains(&group) {
+        if !wanted.contains(&s.pgrp) {
             continue;
         }
-        let n = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
-        let e = out.entry(group).or_default();
-        e.0 += (n(11) + n(12) + n(13) + n(14)) / tick;
-        e.1 += f[21].parse::<u64>().unwrap_or(0) * page;
+        let e = out.entry(s.pgrp).or_default();
+        e.0 += s.cpu_secs;
+        e.1 += s.rss_pages * page;
     }
     out
 }
@@ -121,29 +147,50 @@ async fn read(
     let mut out = Vec::new();
     // Mesos targets, by agent: one request each.
     let mut by_agent: HashMap<String, Vec<(u64, u32, String)>> = HashMap::new();
-    let groups: Vec<(u64, u32, i32)> = targets
+    let local: Vec<(u64, u32, i32, Option<std::path::PathBuf>)> = targets
         .iter()
-        .filter_map(|t| match *t {
-            Target::Process { job, peer, pgid } => Some((job, peer, pgid)),
+        .filter_map(|t| match t {
+            Target::Process {
+                job,
+                peer,
+                pgid,
+                cgroup,
+            } => Some((*job, *peer, *pgid, cgroup.clone())),
             Target::Task { .. } => None,
         })
         .collect();
-    if !groups.is_empty() {
-        let pgids: Vec<i32> = groups.iter().map(|g| g.2).collect();
+    if !local.is_empty() {
         let at = now();
-        let read = tokio::task::spawn_blocking(move || process_groups(&pgids))
-            .await
-            .unwrap_or_default();
-        for (job, peer, pgid) in groups {
-            if let Some(&(cpu, rss)) = read.get(&pgid) {
-                out.push(((job, peer), cpu, rss, at));
-            }
-        }
+        let read = tokio::task::spawn_blocking(move || {
+            let pgids: Vec<i32> = local
+                .iter()
+                .filter(|l| l.3.is_none())
+                .map(|l| l.2)
+                .collect();
+            let groups = if pgids.is_empty() {
+                HashMap::new()
+            } else {
+                process_groups(&pgids)
+            };
+            local
+                .into_iter()
+                .filter_map(|(job, peer, pgid, cg)| {
+                    let got = match cg {
+                        Some(cg) => crate::cgroup::usage(&cg),
+                        None => groups.get(&pgid).copied(),
+                    };
+                    got.map(|(cpu, rss)| ((job, peer), cpu, rss))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        out.extend(read.into_iter().map(|(k, cpu, rss)| (k, cpu, rss, at)));
     }
     for t in targets {
-        match *t {
+        match t {
             Target::Process { .. } => {}
-            Target::Task { job, peer } => {
+            &Target::Task { job, peer } => {
                 if let std::collections::hash_map::Entry::Vacant(e) = tasks.entry(job) {
                     if let Ok(rows) = db.call(move |c| crate::db::tasks_of(c, job)).await {
                         e.insert(rows);

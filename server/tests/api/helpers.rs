@@ -271,6 +271,16 @@ pub fn file<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
         .1
 }
 
+/// Where `--cgroup auto` makes the peers' cgroups of a dispatcher started
+/// by this test process, if this machine lets it make them.
+pub fn writable_cgroup_v2() -> Option<PathBuf> {
+    let own = dispatcher::cgroup::own_cgroup()?;
+    let probe = own.join(format!("dispatcher-probe-{}", std::process::id()));
+    let ok = std::fs::create_dir(&probe).is_ok();
+    let _ = std::fs::remove_dir(&probe);
+    ok.then_some(own)
+}
+
 /// True while a process with this pid exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -56,7 +56,10 @@ async fn a_restart_marks_running_jobs_failed_stops_their_peers_and_keeps_waiting
     };
     client
         .post(format!("{base}/apps"))
-        .multipart(form("long", "#!/bin/sh\necho $$ > pid\nexec sleep 300\n"))
+        .multipart(form(
+            "long",
+            "#!/bin/sh\nsetsid sleep 300 &\necho $! > daemon\necho $$ > pid\nexec sleep 300\n",
+        ))
         .send()
         .await
         .unwrap();
@@ -131,6 +134,29 @@ async fn a_restart_marks_running_jobs_failed_stops_their_peers_and_keeps_waiting
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!alive(pid), "the leftover peer was stopped");
+    // A daemon it started outside its process group went with it, swept
+    // from the peer's cgroup; without cgroups nothing can find it.
+    let daemon: i32 =
+        std::fs::read_to_string(dir.path().join(format!("jobs/{running}/peer-0/daemon")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    if writable_cgroup_v2().is_some() {
+        for _ in 0..100 {
+            if !alive(daemon) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(daemon), "the peer's daemon was stopped");
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI gives a writable cgroup v2"
+        );
+        unsafe { libc_kill(daemon, 9) };
+    }
     // The job that was only waiting runs now.
     let mut state = Value::Null;
     for _ in 0..200 {
