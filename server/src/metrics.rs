@@ -86,6 +86,7 @@ struct Inner {
     /// Mesos: calls sent, by type.
     mesos_calls: BTreeMap<String, u64>,
     mesos_offers: u64,
+    mesos_declined: u64,
     mesos_subscriptions: u64,
     mesos_ack_delay: Histogram,
 }
@@ -148,6 +149,11 @@ impl Metrics {
 
     pub fn mesos_offers(&self, n: usize) {
         self.with(|m| m.mesos_offers += n as u64);
+    }
+
+    /// Offers given back in a DECLINE (one call may decline several).
+    pub fn mesos_declined(&self, n: usize) {
+        self.with(|m| m.mesos_declined += n as u64);
     }
 
     pub fn mesos_subscribed(&self) {
@@ -306,6 +312,17 @@ impl Metrics {
                 out,
                 "dispatcher_mesos_offers_received_total {}",
                 m.mesos_offers
+            );
+            head(
+                &mut out,
+                "dispatcher_mesos_offers_declined_total",
+                "counter",
+                "Offers declined (given back unused, each counted once).",
+            );
+            let _ = writeln!(
+                out,
+                "dispatcher_mesos_offers_declined_total {}",
+                m.mesos_declined
             );
             head(
                 &mut out,

@@ -108,6 +108,9 @@ impl MesosBackend {
     pub fn send(&self, calls: Vec<Call>) {
         for c in calls {
             self.metrics.mesos_call(call_kind(&c));
+            if let Some(d) = &c.decline {
+                self.metrics.mesos_declined(d.offer_ids.len());
+            }
             let _ = self.calls.send((c, None));
         }
     }

@@ -325,3 +325,62 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
 }
+
+/// `docs/grafana-dashboard.json` only queries metric families that `text`
+/// (a full `/metrics`, Mesos included) holds, and every query is PromQL
+/// that Prometheus' own parser takes (`promtool check rules`, with Grafana's
+/// variables given values).
+pub fn grafana_dashboard_matches(text: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    );
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let families: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let panels = d["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for (i, p) in panels.iter().enumerate() {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{p}");
+        for (k, t) in targets.iter().enumerate() {
+            let expr = t["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("dispatcher_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for n in names {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| n.strip_suffix(s).filter(|f| families.contains(f)))
+                    .unwrap_or(n);
+                assert!(families.contains(family), "{n} (in {expr:?}) is not served");
+            }
+            let concrete = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*");
+            rules.push_str(&format!(
+                "      - record: dashboard:p{i}_{k}\n        expr: {}\n",
+                serde_json::to_string(&concrete).unwrap()
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

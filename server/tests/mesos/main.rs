@@ -630,7 +630,8 @@ async fn a_refused_subscription_is_shown_with_the_masters_message_and_fails_no_r
 #[tokio::test]
 async fn on_mesos_the_metrics_pass_promtool_and_count_offers_calls_subscriptions_and_acknowledgements(
 ) {
-    let (m, app) = cluster(&[2.0]).await;
+    // Two agents for one peer: the other agent's offer is declined.
+    let (m, app) = cluster(&[2.0, 2.0]).await;
     let id = app.submit("peerprog", &sleepers(1, 0)).await;
     assert_eq!(app.wait_archived(id).await["state"], "FINISHED");
     // Counted when sent; the master counts them when they arrive.
@@ -640,6 +641,7 @@ async fn on_mesos_the_metrics_pass_promtool_and_count_offers_calls_subscriptions
     .await;
     let text = app.get_text("/metrics").await;
     helpers::promtool_accepts(&text);
+    helpers::grafana_dashboard_matches(&text);
     let s = |series: &str| helpers::sample(&text, series);
     assert_eq!(
         s("dispatcher_mesos_subscription_state{state=\"subscribed\"}"),
@@ -661,6 +663,13 @@ async fn on_mesos_the_metrics_pass_promtool_and_count_offers_calls_subscriptions
         m.calls_of(C::Acknowledge).len() as f64
     );
     assert!(s("dispatcher_mesos_ack_delay_seconds_count") >= 3.0);
+    let declined: usize = m
+        .calls_of(C::Decline)
+        .iter()
+        .map(|c| c.decline.as_ref().map_or(0, |d| d.offer_ids.len()))
+        .sum();
+    assert!(declined >= 1);
+    assert_eq!(s("dispatcher_mesos_offers_declined_total"), declined as f64);
     assert_eq!(s("dispatcher_jobs{state=\"FINISHED\"}"), 1.0);
 }
 
