@@ -165,6 +165,41 @@ pub struct JobSummary {
     pub replay_of: Option<u64>,
 }
 
+/// What an event does to a job's row in a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowChange {
+    /// The row now says what the server's would.
+    Updated,
+    /// A peer changed: how many run is the server's to count, so the row is
+    /// fetched again.
+    Refetch,
+}
+
+impl JobSummary {
+    /// Applies one of this job's events as the server records it (`started`
+    /// at the first RUNNING, `ended` at the end).
+    pub fn apply(&mut self, ev: &Event) -> RowChange {
+        match &ev.kind {
+            EventKind::Job { state, reason } => {
+                self.state = *state;
+                self.reason = reason.clone();
+                if *state == JobState::Running && self.started.is_none() {
+                    self.started = Some(ev.time.clone());
+                }
+                if state.is_terminal() && self.ended.is_none() {
+                    self.ended = Some(ev.time.clone());
+                }
+                RowChange::Updated
+            }
+            EventKind::Archive { size } => {
+                self.archive_size = Some(*size);
+                RowChange::Updated
+            }
+            EventKind::Peer { .. } => RowChange::Refetch,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub index: u32,
@@ -207,6 +242,13 @@ pub struct JobPage {
     pub total: u64,
     pub offset: u64,
     pub limit: u64,
+    /// `?before=` for the next (older) page; none when this one is the last.
+    #[serde(default)]
+    pub next_before: Option<u64>,
+    /// The newest event when the page was read: `/api/events?after=` this
+    /// sees every change since, and nothing older.
+    #[serde(default)]
+    pub events_seq: u64,
 }
 
 /// What happened, as stored and streamed over SSE.
@@ -312,4 +354,89 @@ pub struct HostView {
 pub struct WaitingJob {
     pub job: u64,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> JobSummary {
+        JobSummary {
+            id: 7,
+            app: "a".into(),
+            uid: "u".into(),
+            state: JobState::Submitted,
+            reason: String::new(),
+            user: String::new(),
+            tag: String::new(),
+            submitted: "2026-12-03T10:00:00Z".into(),
+            started: None,
+            ended: None,
+            peers_total: 2,
+            peers_running: 0,
+            archive_size: None,
+            replay_of: None,
+        }
+    }
+
+    fn ev(seq: u64, time: &str, kind: EventKind) -> Event {
+        Event {
+            seq,
+            job: 7,
+            time: time.into(),
+            kind,
+        }
+    }
+
+    fn job(state: JobState, reason: &str) -> EventKind {
+        EventKind::Job {
+            state,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_row_follows_its_job_through_running_to_failed_and_archived() {
+        let mut r = row();
+        let running = ev(2, "2026-12-03T10:00:01Z", job(JobState::Running, ""));
+        assert_eq!(r.apply(&running), RowChange::Updated);
+        assert_eq!(r.started.as_deref(), Some("2026-12-03T10:00:01Z"));
+        assert_eq!(r.ended, None);
+        let failed = ev(
+            5,
+            "2026-12-03T10:00:09Z",
+            job(JobState::Failed, "peer 1 exited 3"),
+        );
+        r.apply(&failed);
+        assert_eq!(
+            (r.state, r.reason.as_str()),
+            (JobState::Failed, "peer 1 exited 3")
+        );
+        assert_eq!(r.started.as_deref(), Some("2026-12-03T10:00:01Z"));
+        assert_eq!(r.ended.as_deref(), Some("2026-12-03T10:00:09Z"));
+        r.apply(&ev(
+            6,
+            "2026-12-03T10:00:10Z",
+            EventKind::Archive { size: 99 },
+        ));
+        assert_eq!(r.archive_size, Some(99));
+    }
+
+    #[test]
+    fn a_peer_event_asks_for_the_row_again() {
+        let mut r = row();
+        let before = r.clone();
+        let peer = EventKind::Peer {
+            index: 0,
+            role: "w".into(),
+            host: "h".into(),
+            port: 1,
+            state: PeerState::Running,
+            exit_code: None,
+            signal: None,
+            reason: String::new(),
+        };
+        assert_eq!(r.apply(&ev(3, "t", peer)), RowChange::Refetch);
+        assert_eq!(r, before, "nothing guessed");
+    }
 }

@@ -10,10 +10,24 @@ use tokio::sync::{broadcast, Mutex};
 use crate::db::Db;
 use crate::error::Internal;
 
+/// An event as broadcast: serialized once, whatever the number of clients.
+#[derive(Debug)]
+pub struct Live {
+    pub event: Event,
+    pub json: String,
+}
+
+impl Live {
+    fn new(event: Event) -> Arc<Live> {
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        Arc::new(Live { event, json })
+    }
+}
+
 #[derive(Clone)]
 pub struct Bus {
     db: Db,
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<Arc<Live>>,
     order: Arc<Mutex<()>>,
     metrics: Arc<crate::metrics::Metrics>,
     usage: broadcast::Sender<crate::usage::Sample>,
@@ -55,7 +69,7 @@ impl Bus {
             .db
             .call(move |c| crate::db::record(c, job, &kind))
             .await?;
-        let _ = self.tx.send(ev.clone());
+        let _ = self.tx.send(Live::new(ev.clone()));
         Ok(ev)
     }
 
@@ -67,7 +81,7 @@ impl Bus {
             .call(move |c| crate::db::record_many(c, &events))
             .await?;
         for ev in &evs {
-            let _ = self.tx.send(ev.clone());
+            let _ = self.tx.send(Live::new(ev.clone()));
         }
         Ok(evs)
     }
@@ -79,11 +93,11 @@ impl Bus {
             .db
             .call(move |c| crate::db::insert_job(c, &job))
             .await?;
-        let _ = self.tx.send(ev.clone());
+        let _ = self.tx.send(Live::new(ev.clone()));
         Ok(ev)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Live>> {
         self.tx.subscribe()
     }
 }

@@ -86,6 +86,7 @@ pub struct JobQuery {
     state: Option<String>,
     limit: Option<u64>,
     offset: Option<u64>,
+    before: Option<u64>,
 }
 
 pub async fn list_jobs(
@@ -108,6 +109,7 @@ pub async fn list_jobs(
     let filter = JobFilter {
         app: q.app.filter(|a| !a.is_empty()),
         state,
+        before: q.before,
         limit,
         offset: q.offset.unwrap_or(0),
     };

@@ -96,6 +96,7 @@ pub async fn list_jobs(State(st): State<AppState>) -> Result<Json<Value>, ApiErr
                 &JobFilter {
                     app: None,
                     state: None,
+                    before: None,
                     limit: 1000,
                     offset: 0,
                 },
@@ -141,6 +142,7 @@ async fn app_jobs_inner(st: AppState, app: String) -> Result<Json<Value>, ApiErr
                 &JobFilter {
                     app: Some(app),
                     state: None,
+                    before: None,
                     limit: 1000,
                     offset: 0,
                 },

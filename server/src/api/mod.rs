@@ -116,13 +116,13 @@ pub fn router(state: AppState) -> Router {
         get "/jobs/{app}/{id}/archive" => k3::archive, op("k3", "A finished job's sandboxes (.tar.gz)", Bytes("application/gzip"));
         get "/api/apps" => json::list_apps, op("apps", "List apps", Reply(200, "AppList"));
         get "/api/apps/{name}" => json::get_app, op("apps", "An app's versions, newest first", Reply(200, "AppDetail"));
-        get "/api/jobs" => json::list_jobs, op("jobs", "List jobs, newest first", Reply(200, "JobPage")).query(&[("app", "string", "only this app's jobs"), ("state", "string", "only jobs in this state"), ("limit", "integer", "at most this many (default 50)"), ("offset", "integer", "skip this many")]);
+        get "/api/jobs" => json::list_jobs, op("jobs", "List jobs, newest first", Reply(200, "JobPage")).query(&[("app", "string", "only this app's jobs"), ("state", "string", "only jobs in this state"), ("limit", "integer", "at most this many (default 50)"), ("offset", "integer", "skip this many (costs as many rows; prefer before)"), ("before", "integer", "only jobs older than this id: the previous page's next_before (keyset pagination, as cheap deep as shallow)")]);
         get "/api/jobs/{id}" => json::get_job, op("jobs", "A job: state, peers, role file", Reply(200, "JobDetail"));
         get "/api/jobs/{id}/archive" => json::archive, op("jobs", "A finished job's sandboxes (.tar.gz)", Bytes("application/gzip"));
         post "/api/validate" => json::validate, op("jobs", "Check a role file without submitting it", Reply(200, "Validation")).body(RoleFile);
         get "/metrics" => json::metrics, op("meta", "Prometheus metrics (text format 0.0.4)", Bytes("text/plain"));
         get "/api/cluster" => json::cluster, op("cluster", "The backend: capacity, use, and for Mesos the master, framework and agents", Reply(200, "Cluster"));
-        get "/api/events" => sse::all_events, op("events", "Every job's events, live", Events).query(&[("after", "integer", "resume after this event id")]);
+        get "/api/events" => sse::all_events, op("events", "Every job's events from now on (after=0: the whole history first)", Events).query(&[("after", "integer", "resume after this event id; 0 replays every event ever recorded")]);
         get "/api/jobs/{id}/events" => sse::job_events, op("events", "One job's events, live; ends once its archive is ready, with a last `end` event (no id)", Events).query(&[("after", "integer", "resume after this event id")]);
         get "/api/jobs/{id}/peers/{peer}/usage" => json::peer_usage, op("jobs", "A peer's CPU (cores) and resident memory over time, sampled every --usage-every-secs", Reply(200, "Usage"));
         get "/api/jobs/{id}/peers/{peer}/logs" => logs::peer_logs, op("events", "A peer's stdout or stderr, live", Events).query(&[("stream", "string", "stdout (default) or stderr"), ("offset", "integer", "start at this byte"), ("follow", "boolean", "keep the stream open while the peer runs (default true)")]);

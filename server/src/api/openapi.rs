@@ -318,7 +318,7 @@ fn schemas() -> Value {
             "name": {"type": "string"},
             "versions": {"type": "array", "items": {"$ref": "#/components/schemas/AppVersion"}}
         })),
-        "JobPage": obj(&["jobs", "total"], json!({"jobs": {"type": "array"}, "total": {"type": "integer"}})),
+        "JobPage": obj(&["jobs", "total", "events_seq"], json!({"jobs": {"type": "array"}, "total": {"type": "integer"}, "next_before": {"type": ["integer", "null"]}, "events_seq": {"type": "integer"}})),
         "JobDetail": obj(&["id", "state", "role_file", "peers"], json!({
             "id": {"type": "integer"}, "state": {"type": "string"},
             "role_file": {"type": "string"}, "peers": {"type": "array"}

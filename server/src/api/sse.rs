@@ -1,12 +1,15 @@
 //! Server-sent events: `/api/events` (every job) and `/api/jobs/<id>/events`
 //! (one job). Each event's `id` is its sequence number; a client that
 //! reconnects with `Last-Event-ID` (or `?after=`) gets what it missed from
-//! the database, then live events. A one-job stream ends once that job's
+//! the database, then live events. `/api/events` without either starts
+//! now: a year of history is not what a new watcher wants (`?after=0`
+//! replays it); a job's stream starts at that job's first event. A one-job stream ends once that job's
 //! archive is ready, so `curl -N` returns when there is nothing more to see;
 //! its last event is `end` (no id), which tells a browser's EventSource that
 //! the end is on purpose and not a drop to reconnect after.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -22,6 +25,7 @@ use app::model::{Event, EventKind};
 use super::job_id;
 use crate::db;
 use crate::error::ApiError;
+use crate::events::Live;
 use crate::service::AppState;
 
 #[derive(Deserialize)]
@@ -29,20 +33,21 @@ pub struct After {
     after: Option<u64>,
 }
 
-/// Where to resume. Only this server's own event ids are accepted: a
-/// `Last-Event-ID` it did not send is refused, not silently read as 0.
-fn last_event_id(headers: &HeaderMap, q: &After) -> Result<u64, ApiError> {
+/// Where to resume (`None`: neither said). Only this server's own event
+/// ids are accepted: a `Last-Event-ID` it did not send is refused, not
+/// silently read as 0.
+fn last_event_id(headers: &HeaderMap, q: &After) -> Result<Option<u64>, ApiError> {
     match headers.get("last-event-id") {
-        None => Ok(q.after.unwrap_or(0)),
+        None => Ok(q.after),
         Some(v) => v
             .to_str()
             .ok()
             .map(str::trim)
             .and_then(|v| {
                 if v.is_empty() {
-                    Some(0)
+                    Some(Some(0))
                 } else {
-                    v.parse().ok()
+                    v.parse().ok().map(Some)
                 }
             })
             .ok_or_else(|| {
@@ -67,7 +72,14 @@ pub async fn all_events(
 ) -> Result<EventStream, ApiError> {
     let after = last_event_id(&headers, &q)?;
     let permit = st.settings.limits.stream_permit()?;
-    Ok(stream(st, None, after, permit))
+    // Subscribed before "now" is read, and read before the answer: an event
+    // recorded once the client has its response is never skipped.
+    let sub = st.bus.subscribe();
+    let after = match after {
+        Some(a) => a,
+        None => st.db.call(|c| db::last_seq(c)).await?,
+    };
+    Ok(stream(st, None, after, sub, permit))
 }
 
 pub async fn job_events(
@@ -77,15 +89,16 @@ pub async fn job_events(
     Query(q): Query<After>,
 ) -> Result<EventStream, ApiError> {
     let id = job_id(&id)?;
-    let after = last_event_id(&headers, &q)?;
+    let after = last_event_id(&headers, &q)?.unwrap_or(0);
     if st.db.call(move |c| db::sha_of_job(c, id)).await?.is_none() {
         return Err(ApiError::not_found(format!("there is no job {id}")));
     }
     let permit = st.settings.limits.stream_permit()?;
-    Ok(stream(st, Some(id), after, permit))
+    let sub = st.bus.subscribe();
+    Ok(stream(st, Some(id), after, sub, permit))
 }
 
-fn to_sse(ev: &Event) -> SseEvent {
+fn to_sse(ev: &Event, json: &str) -> SseEvent {
     let name = match ev.kind {
         EventKind::Job { .. } => "job",
         EventKind::Peer { .. } => "peer",
@@ -94,18 +107,19 @@ fn to_sse(ev: &Event) -> SseEvent {
     SseEvent::default()
         .id(ev.seq.to_string())
         .event(name)
-        .data(serde_json::to_string(ev).unwrap_or_default())
+        .data(json)
 }
 
+/// `sub` was made before `after` was known, so that nothing recorded after
+/// it falls between the backlog and the live events.
 fn stream(
     st: AppState,
     job: Option<u64>,
     after: u64,
+    sub: broadcast::Receiver<Arc<Live>>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(256);
-    // Subscribe before reading the backlog so nothing falls in between.
-    let sub = st.bus.subscribe();
     let usage = job.map(|_| st.bus.subscribe_usage());
     let mut shutdown = st.shutdown.clone();
     tokio::spawn(async move {
@@ -128,9 +142,10 @@ fn stream(
 async fn send(
     tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
     ev: &Event,
+    json: &str,
     job: Option<u64>,
 ) -> bool {
-    if tx.send(Ok(to_sse(ev))).await.is_err() {
+    if tx.send(Ok(to_sse(ev, json))).await.is_err() {
         return false;
     }
     let last = job.is_some() && matches!(ev.kind, EventKind::Archive { .. });
@@ -173,7 +188,7 @@ async fn pump(
     st: AppState,
     job: Option<u64>,
     mut last: u64,
-    mut sub: broadcast::Receiver<Event>,
+    mut sub: broadcast::Receiver<Arc<Live>>,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     loop {
@@ -196,19 +211,21 @@ async fn pump(
             }
             for ev in &batch {
                 last = ev.seq;
-                if !send(&tx, ev, job).await {
+                let json = serde_json::to_string(ev).unwrap_or_default();
+                if !send(&tx, ev, &json, job).await {
                     return;
                 }
             }
         }
         loop {
             match sub.recv().await {
-                Ok(ev) => {
+                Ok(live) => {
+                    let ev = &live.event;
                     if ev.seq <= last || job.is_some_and(|j| j != ev.job) {
                         continue;
                     }
                     last = ev.seq;
-                    if !send(&tx, &ev, job).await {
+                    if !send(&tx, ev, &live.json, job).await {
                         return;
                     }
                 }

@@ -125,6 +125,44 @@ async fn a_client_resumes_with_last_event_id_and_misses_nothing() {
 }
 
 #[tokio::test]
+async fn a_new_all_jobs_stream_starts_now_and_after_0_replays_the_history() {
+    let app = spawn_app().await;
+    app.upload("p", "#!/bin/sh\n").await;
+    let old = app.submit("p", "name: r\npeers: 1\ncpu: 0.1\n").await;
+    app.wait_archived(old).await;
+    let page: Value = app.get_json("/api/jobs").await;
+    let seq = page["events_seq"].as_u64().unwrap();
+
+    let now = app.client.get(app.url("/api/events")).send().await.unwrap();
+    let everything = app
+        .client
+        .get(app.url("/api/events?after=0"))
+        .send()
+        .await
+        .unwrap();
+    let from_page = app
+        .client
+        .get(app.url(&format!("/api/events?after={seq}")))
+        .send()
+        .await
+        .unwrap();
+    // Answered streams have their starting point: the next job comes now.
+    let new = app.submit("p", "name: r\npeers: 1\ncpu: 0.1\n").await;
+    let live = read_events(now, 1).await;
+    assert_eq!(live[0].2["job"], new, "no old event first: {live:?}");
+    assert_eq!(live[0].0, seq + 1);
+    let all = read_until(everything, |e| e.iter().any(|e| e.2["job"] == new)).await;
+    assert_eq!(all[0].0, 1, "after=0 starts at the first event ever");
+    assert!(all.iter().any(|e| e.2["job"] == old && e.1 == "archive"));
+    let since = read_events(from_page, 1).await;
+    assert_eq!(
+        since[0].0,
+        seq + 1,
+        "after the page's events_seq: nothing missed"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_for_an_unknown_job_is_a_404() {
     let app = spawn_app().await;
     let r = app

@@ -495,6 +495,25 @@ async fn the_job_list_pages_and_filters() {
     assert_eq!(page["total"], 2);
     let page: Value = app.get_json("/api/jobs?state=FAILED").await;
     assert_eq!(page["jobs"][0]["app"], "b");
+    // Keyset pages: each names the next, they meet the offsets' pages, and
+    // the last one says there is no next.
+    let first: Value = app.get_json("/api/jobs?limit=2").await;
+    assert_eq!(first["next_before"], ids[1]);
+    let second: Value = app
+        .get_json(&format!("/api/jobs?limit=2&before={}", ids[1]))
+        .await;
+    let by_offset: Value = app.get_json("/api/jobs?limit=2&offset=2").await;
+    assert_eq!(second["jobs"], by_offset["jobs"]);
+    assert_eq!(second["jobs"][0]["id"], ids[0]);
+    assert!(second["next_before"].is_null(), "{second}");
+    assert_eq!(second["total"], 3, "total counts every match, not the page");
+    let a_older: Value = app
+        .get_json(&format!("/api/jobs?app=a&state=FINISHED&before={}", ids[1]))
+        .await;
+    assert_eq!(a_older["jobs"][0]["id"], ids[0]);
+    assert_eq!(a_older["jobs"].as_array().unwrap().len(), 1);
+    // The page says which event it reflects, for a stream to start from.
+    assert!(first["events_seq"].as_u64().unwrap() >= 9, "{first}");
     let r = app
         .client
         .get(app.url("/api/jobs?state=BOGUS"))

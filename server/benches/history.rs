@@ -1,0 +1,265 @@
+//! History benchmark: a data directory holding a year of jobs (100,000
+//! finished jobs of 4 peers and 3 events each; `BENCH_SHORT=1` or CI=true
+//! keeps the same 100,000 jobs but fewer requests), served by the real
+//! `dispatcher` binary. Prints p50/p99 of the job list (first page, a filter
+//! that matches nothing, a deep page by offset and by `before`) and of a
+//! job's detail, then what a new `/api/events` client receives before its
+//! first live event. A read whose cost follows the history shows here.
+//!
+//! `cargo bench -p dispatcher --bench history`
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use app::model::{EventKind, JobState, PeerState};
+use futures_util::StreamExt;
+
+const JOBS: u64 = 100_000;
+const PEERS: u32 = 4;
+
+/// Writes the jobs straight into the database the dispatcher will open
+/// (schema made by the dispatcher's own code; one transaction, no fsync).
+fn fill(dir: &std::path::Path) {
+    let path = dir.join("dispatcher.db");
+    drop(dispatcher::db::Db::open(&path).unwrap());
+    let mut c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("PRAGMA synchronous = OFF;").unwrap();
+    let tx = c.transaction().unwrap();
+    {
+        let mut job = tx.prepare("INSERT INTO jobs (id, app, uid, sha256, state, role_file, options, peers_total, submitted, started, ended, archive_size) VALUES (?1, ?2, 'u1', 'ab', 'FINISHED', ?3, '{}', 4, ?4, ?4, ?4, 1000)").unwrap();
+        let mut peer = tx.prepare("INSERT INTO peers (job_id, idx, role, host, port, state, exit_code, started, ended) VALUES (?1, ?2, 'workers', 'localhost', ?3, 'FINISHED', 0, ?4, ?4)").unwrap();
+        let mut event = tx
+            .prepare("INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)")
+            .unwrap();
+        let role_file = "name: tpch\nroles:\n  workers:\n    peers: 4\n    cpu: 1\n    mem: 1\n    k3_globals:\n      query: q18\n";
+        let kinds = [
+            EventKind::Job {
+                state: JobState::Submitted,
+                reason: String::new(),
+            },
+            EventKind::Job {
+                state: JobState::Finished,
+                reason: String::new(),
+            },
+            EventKind::Archive { size: 1000 },
+        ];
+        let kinds: Vec<String> = kinds
+            .iter()
+            .map(|k| serde_json::to_string(k).unwrap())
+            .collect();
+        let _ = PeerState::Finished;
+        for id in 1..=JOBS {
+            let t = "2026-01-01T00:00:00Z";
+            let app = format!("bench_scalability_{}", id % 10);
+            job.execute(rusqlite::params![id as i64, app, role_file, t])
+                .unwrap();
+            for p in 0..PEERS {
+                peer.execute(rusqlite::params![id as i64, p, 40000 + p, t])
+                    .unwrap();
+            }
+            for k in &kinds {
+                event.execute(rusqlite::params![id as i64, t, k]).unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+async fn timed(client: &reqwest::Client, url: &str, n: usize) -> (f64, f64, usize) {
+    let mut took = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.get(url).send().await.unwrap();
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        bytes = r.bytes().await.unwrap().len();
+        took.push(t.elapsed());
+    }
+    (pct(took.clone(), 0.5), pct(took, 0.99), bytes)
+}
+
+#[tokio::main]
+async fn main() {
+    let short =
+        std::env::var("BENCH_SHORT").is_ok() || std::env::var("CI").is_ok_and(|v| v == "true");
+    let n = if short { 60 } else { 300 };
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    fill(dir.path());
+    println!(
+        "history: {JOBS} jobs, {} peers, {} events written in {:.1} s",
+        JOBS * PEERS as u64,
+        JOBS * 3,
+        t.elapsed().as_secs_f64()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ports = format!("{}-{}", 20000 + port % 20000, 20000 + port % 20000 + 9);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args([
+            "-d",
+            dir.path().to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "--ports",
+            &ports,
+            "--cpus",
+            "2",
+            "--mem-mb",
+            "1024",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dispatcher starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let cases = [
+        ("list, first page", "/api/jobs?limit=50".to_string()),
+        (
+            "list, filter matching nothing",
+            "/api/jobs?limit=50&state=KILLED".to_string(),
+        ),
+        (
+            "list, app filter",
+            "/api/jobs?limit=50&app=bench_scalability_3".to_string(),
+        ),
+        (
+            "list, deep page by offset",
+            "/api/jobs?limit=50&offset=99000".to_string(),
+        ),
+        (
+            "list, deep page by before",
+            "/api/jobs?limit=50&before=1000".to_string(),
+        ),
+        ("job detail", "/api/jobs/54321".to_string()),
+        ("k3 /jobs", "/jobs".to_string()),
+    ];
+    for (name, path) in &cases {
+        let (p50, p99, bytes) = timed(&client, &format!("{base}{path}"), n).await;
+        println!("history: {name:<32} p50 {p50:6.2} ms  p99 {p99:6.2} ms  ({bytes} bytes)");
+    }
+
+    // The SQL the list used before (`?1 IS NULL OR ...`: no index can
+    // answer it), on the same database, for a ratio within this run.
+    {
+        let c = rusqlite::Connection::open(dir.path().join("dispatcher.db")).unwrap();
+        let mut took = Vec::new();
+        for _ in 0..n.min(30) {
+            let t = Instant::now();
+            let total: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM jobs j WHERE (?1 IS NULL OR j.app = ?1) AND (?2 IS NULL OR j.state = ?2)",
+                    rusqlite::params![None::<String>, Some("KILLED")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let mut st = c.prepare_cached("SELECT j.id, (SELECT COUNT(*) FROM peers p WHERE p.job_id = j.id AND p.state = 'RUNNING') FROM jobs j WHERE (?1 IS NULL OR j.app = ?1) AND (?2 IS NULL OR j.state = ?2) ORDER BY j.id DESC LIMIT 50").unwrap();
+            let rows = st
+                .query_map(rusqlite::params![None::<String>, Some("KILLED")], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap()
+                .count();
+            assert_eq!((total, rows), (0, 0));
+            took.push(t.elapsed());
+        }
+        println!(
+            "history: {:<32} p50 {:6.2} ms  p99 {:6.2} ms  (the query before keyset and indexed filters, in SQLite alone)",
+            "old query, filter matching nothing",
+            pct(took.clone(), 0.5),
+            pct(took, 0.99)
+        );
+    }
+
+    let boundary = "b0undary";
+    let form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n#!/bin/sh\n\r\n--{boundary}--\r\n");
+    let up = client
+        .post(format!("{base}/api/apps"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(up.status().is_success());
+    // A new all-jobs stream, then a submission: what arrives before it.
+    // `?after=0` is what every new client got before streams started now.
+    for query in ["", "?after=0"] {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{base}/api/events{query}"))
+            .send()
+            .await
+            .unwrap();
+        let mut body = r.bytes_stream();
+        let j: serde_json::Value = client
+            .post(format!("{base}/api/jobs"))
+            .json(&serde_json::json!({"app": "p", "role_file": "name: x\npeers: 1\ncpu: 0.1\n"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = j["id"].as_u64().unwrap();
+        let marker = format!("\"job\":{id},");
+        let mut got: Vec<u8> = Vec::new();
+        let mut before_live = None;
+        while let Ok(Some(chunk)) =
+            tokio::time::timeout(Duration::from_secs(300), body.next()).await
+        {
+            let chunk = chunk.unwrap();
+            let from = got.len().saturating_sub(64);
+            got.extend_from_slice(&chunk);
+            if let Some(i) = String::from_utf8_lossy(&got[from..]).find(&marker) {
+                // Back to the start of that event's frame.
+                let upto = &got[..from + i];
+                before_live = Some(upto.windows(4).rposition(|w| w == b"id: ").unwrap_or(0));
+                break;
+            }
+        }
+        let before_live = before_live.expect("the new job's event arrived");
+        let events = got[..before_live]
+            .windows(4)
+            .filter(|w| *w == b"id: ")
+            .count();
+        println!(
+            "history: /api/events{:<9} a new client got {before_live} bytes ({events} events) before the first live one, which came {:.0} ms after it connected",
+            query,
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        if query.is_empty() {
+            assert_eq!(
+                before_live, 0,
+                "a new stream must start now, not with the history"
+            );
+        }
+        // Let the job end before the next client.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
