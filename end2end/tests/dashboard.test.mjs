@@ -106,6 +106,42 @@ test('a submitted 3-peer job goes from waiting to running to finished without a 
   await shot(page, 'jobs-table');
 }));
 
+test('the jobs page streams from where its list was read and updates the rows an event touches', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'quick', '#!/bin/sh\n');
+  await uploadApp(d.base, 'pair', '#!/bin/sh\nsleep 2\n');
+  // History the page must not download: 12 jobs, about 90 events.
+  const old = [];
+  for (let i = 0; i < 12; i++) old.push(await submitJob(d.base, 'quick', 'name: q\npeers: 2\ncpu: 0.1\n'));
+  for (let i = 0; i < 200 && (await (await fetch(`${d.base}/api/jobs/${old[11]}`)).json()).archive_size == null; i++) await new Promise((r) => setTimeout(r, 50));
+  const lists = [];
+  const rowFetches = [];
+  const streams = [];
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (u.pathname === '/api/events') streams.push(u.search);
+    if (u.pathname === '/api/jobs' && u.searchParams.get('limit') === '1') rowFetches.push(u.search);
+    else if (u.pathname === '/api/jobs') lists.push(u.search);
+  });
+  await page.goto(`${d.base}/jobs`);
+  await page.getByTestId(`job-row-${old[11]}`).getByText('FINISHED').waitFor();
+  const seq = (await (await fetch(`${d.base}/api/jobs`)).json()).events_seq;
+  await page.locator('.title-row [data-testid=conn]').getByText('live').waitFor({ timeout: 10000 });
+  assert.deepEqual(streams, [`?after=${seq}`], 'one stream, from the events the list reflected');
+  // A new 2-peer job: its row appears, runs and finishes in place.
+  const id = await submitJob(d.base, 'pair', 'name: p\npeers: 2\ncpu: 0.1\n');
+  const row = page.getByTestId(`job-row-${id}`);
+  await row.getByText('RUNNING').waitFor({ timeout: 10000 });
+  await row.getByText('2 / 2').waitFor({ timeout: 10000 });
+  await shot(page, 'jobs-live-row');
+  await row.getByText('FINISHED').waitFor({ timeout: 15000 });
+  await row.getByText('0 / 2').waitFor({ timeout: 10000 });
+  // The list was read for the page and once more for the new job's row;
+  // its peers' events refetched only that row.
+  assert.ok(lists.length <= 3, `list reads: ${lists.join(' ')}`);
+  assert.ok(rowFetches.length >= 1 && rowFetches.every((q) => new URLSearchParams(q).get('before') === String(id + 1)), `row reads: ${rowFetches.join(' ')}`);
+  assert.equal(streams.length, 1);
+}));
+
 test('a peer log shows lines while the peer runs', () => withApp(async (d, page) => {
   await uploadApp(d.base, 'talker', '#!/bin/sh\nfor i in $(seq 1 8); do echo "line $i"; sleep 0.5; done\n');
   const id = await submitJob(d.base, 'talker', 'name: t\npeers: 1\ncpu: 0.1\n');

@@ -1,6 +1,11 @@
 //! The jobs table: live (server-sent events), filterable, paginated.
+//!
+//! The stream starts where the first page was read (`events_seq`), so no
+//! history is downloaded; an event changes the row it names in place (a
+//! peer's event refetches that one row), and only a job that may enter the
+//! page (a new one, or any change under a state filter) refetches the page.
 
-use app::model::{JobPage, JobState, JobSummary};
+use app::model::{Event, JobPage, JobState, JobSummary, RowChange};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_query_map};
@@ -26,6 +31,11 @@ pub fn JobsPage() -> impl IntoView {
             .unwrap_or(0)
     });
     let page = RwSignal::new(None::<JobPage>);
+    // The rows, each its own signal so that an event redraws one row.
+    let rows = RwSignal::new(Vec::<(u64, RwSignal<JobSummary>)>::new());
+    // The event each row reflects: an event at or before it is old news.
+    let seen = StoredValue::new(std::collections::HashMap::<u64, u64>::new());
+    let stream_from = RwSignal::new(None::<u64>);
     let apps = RwSignal::new(Vec::<String>::new());
     let error = RwSignal::new(None::<String>);
     let (conn, set_conn) = signal(Conn::Connecting);
@@ -42,8 +52,22 @@ pub fn JobsPage() -> impl IntoView {
         spawn_local(async move {
             match api::get::<JobPage>(&url).await {
                 Ok(p) => {
+                    let seq = p.events_seq;
+                    seen.try_update_value(|s| {
+                        s.clear();
+                        s.extend(p.jobs.iter().map(|j| (j.id, seq)));
+                    });
+                    rows.try_set(
+                        p.jobs
+                            .iter()
+                            .map(|j| (j.id, RwSignal::new(j.clone())))
+                            .collect(),
+                    );
                     page.try_set(Some(p));
                     error.try_set(None);
+                    if stream_from.get_untracked().is_none() {
+                        stream_from.try_set(Some(seq));
+                    }
                 }
                 Err(e) => {
                     error.try_set(Some(e.message));
@@ -73,25 +97,89 @@ pub fn JobsPage() -> impl IntoView {
             apps.try_set(names);
         }
     });
-    // Any event may change the page: refetch, at most every 300 ms.
+    // A change the page cannot make itself: refetch, at most every 300 ms.
     let pending = StoredValue::new(false);
-    sse::subscribe(
-        "/api/events",
-        &["job", "peer", "archive"],
-        move |_, _| {
-            if pending.get_value() {
-                return;
+    let refetch_page = move || {
+        if pending.get_value() {
+            return;
+        }
+        pending.set_value(true);
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            // Nothing to do if the page was left meanwhile.
+            pending.try_set_value(false);
+            tick.try_update(|t| *t += 1);
+        });
+    };
+    // One row fetched again (a peer changed), coalesced per job.
+    let refreshing = StoredValue::new(std::collections::HashSet::<u64>::new());
+    let refetch_row = move |id: u64| {
+        if !refreshing
+            .try_update_value(|r| r.insert(id))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            refreshing.try_update_value(|r| r.remove(&id));
+            let url = format!("/api/jobs?limit=1&before={}", id + 1);
+            if let Ok(p) = api::get::<JobPage>(&url).await {
+                if let Some(j) = p.jobs.into_iter().find(|j| j.id == id) {
+                    let row =
+                        rows.with_untracked(|r| r.iter().find(|(i, _)| *i == id).map(|(_, s)| *s));
+                    if let Some(row) = row {
+                        seen.try_update_value(|s| s.insert(id, p.events_seq));
+                        row.try_set(j);
+                    }
+                }
             }
-            pending.set_value(true);
-            spawn_local(async move {
-                gloo_timers::future::TimeoutFuture::new(300).await;
-                // Nothing to do if the page was left meanwhile.
-                pending.try_set_value(false);
-                tick.try_update(|t| *t += 1);
-            });
-        },
-        set_conn,
-    );
+        });
+    };
+    let on_event = move |_: &str, data: String| {
+        let Ok(ev) = serde_json::from_str::<Event>(&data) else {
+            return;
+        };
+        let row = rows.with_untracked(|r| r.iter().find(|(i, _)| *i == ev.job).map(|(_, s)| *s));
+        let filtered = !state_filter.get_untracked().is_empty();
+        match row {
+            Some(row) => {
+                let old = seen.with_value(|s| s.get(&ev.job).copied().unwrap_or(0));
+                if ev.seq <= old {
+                    return;
+                }
+                seen.update_value(|s| {
+                    s.insert(ev.job, ev.seq);
+                });
+                let mut changed = RowChange::Updated;
+                row.update(|j| changed = j.apply(&ev));
+                if changed == RowChange::Refetch {
+                    refetch_row(ev.job);
+                }
+                if filtered && matches!(ev.kind, app::model::EventKind::Job { .. }) {
+                    refetch_page();
+                }
+            }
+            None => {
+                let newest = rows.with_untracked(|r| r.first().map(|(i, _)| *i).unwrap_or(0));
+                let is_job = matches!(ev.kind, app::model::EventKind::Job { .. });
+                let new_on_top = ev.job > newest && offset.get_untracked() == 0;
+                if is_job && (new_on_top || filtered) {
+                    refetch_page();
+                }
+            }
+        }
+    };
+    Effect::new(move |_| {
+        if let Some(seq) = stream_from.get() {
+            sse::subscribe(
+                &format!("/api/events?after={seq}"),
+                &["job", "peer", "archive"],
+                on_event,
+                set_conn,
+            );
+        }
+    });
     let clock = StoredValue::new_local(Some(gloo_timers::callback::Interval::new(
         1000,
         move || now.set(js_sys::Date::now()),
@@ -169,7 +257,7 @@ pub fn JobsPage() -> impl IntoView {
                         <table class="jobs" data-testid="jobs-table">
                             <thead><tr><th>"#"</th><th>"Status"</th><th>"App"</th><th>"Peers"</th><th>"Submitted"</th><th>"Duration"</th><th>"Tag"</th></tr></thead>
                             <tbody>
-                                {p.jobs.into_iter().map(|j| view! { <JobRow job=j now=now/> }).collect_view()}
+                                <For each=move || rows.get() key=|(id, _)| *id children=move |(_, j)| view! { <JobRow job=j now=now/> }/>
                             </tbody>
                         </table>
                         </div>
@@ -186,35 +274,39 @@ pub fn JobsPage() -> impl IntoView {
 }
 
 #[component]
-fn JobRow(job: JobSummary, now: RwSignal<f64>) -> impl IntoView {
-    let href = format!("/jobs/{}", job.id);
-    let start = job.started.as_deref().and_then(parse_time_ms);
-    let end = job.ended.as_deref().and_then(parse_time_ms);
-    let duration = move || match (start, end) {
-        (Some(s), Some(e)) => human_duration((e - s) / 1000.0),
-        (Some(s), None) => human_duration(((now.get() - s) / 1000.0).max(0.0)),
-        _ => "—".into(),
+fn JobRow(job: RwSignal<JobSummary>, now: RwSignal<f64>) -> impl IntoView {
+    let j = job.get_untracked();
+    let id = j.id;
+    let href = format!("/jobs/{id}");
+    let duration = move || {
+        let (start, end) = job.with(|j| {
+            (
+                j.started.as_deref().and_then(parse_time_ms),
+                j.ended.as_deref().and_then(parse_time_ms),
+            )
+        });
+        match (start, end) {
+            (Some(s), Some(e)) => human_duration((e - s) / 1000.0),
+            (Some(s), None) => human_duration(((now.get() - s) / 1000.0).max(0.0)),
+            _ => "—".into(),
+        }
     };
-    let submitted = job
+    let submitted = j
         .submitted
         .get(..19)
-        .unwrap_or(&job.submitted)
+        .unwrap_or(&j.submitted)
         .replace('T', " ");
-    let state = job.state.as_str().to_string();
-    let title = if job.reason.is_empty() {
-        String::new()
-    } else {
-        job.reason.clone()
-    };
     view! {
-        <tr data-testid=format!("job-row-{}", job.id)>
-            <td><a href=href.clone()>{job.id}</a></td>
-            <td title=title><StateBadge state=state/></td>
-            <td><a href=href>{job.app.clone()}</a>" "<span class="muted">{job.uid.clone()}</span></td>
-            <td>{format!("{} / {}", job.peers_running, job.peers_total)}</td>
+        <tr data-testid=format!("job-row-{id}")>
+            <td><a href=href.clone()>{id}</a></td>
+            <td title=move || job.with(|j| j.reason.clone())>
+                <StateBadge state=Signal::derive(move || job.with(|j| j.state.as_str().to_string()))/>
+            </td>
+            <td><a href=href>{j.app.clone()}</a>" "<span class="muted">{j.uid.clone()}</span></td>
+            <td>{move || job.with(|j| format!("{} / {}", j.peers_running, j.peers_total))}</td>
             <td>{submitted}</td>
             <td>{duration}</td>
-            <td>{job.tag.clone()}</td>
+            <td>{j.tag.clone()}</td>
         </tr>
     }
 }
