@@ -1,5 +1,6 @@
 //! Embeds the built dashboard (`dist/` at the workspace root, made by
-//! `trunk build`) into the binary, each file also gzip-compressed, so one
+//! `trunk build`) into the binary, each file also gzip- and
+//! brotli-compressed (the smallest the browser takes is sent), so one
 //! binary is all a user copies to a machine. Without a `dist/` the binary
 //! still builds and says how to build the dashboard.
 
@@ -18,7 +19,7 @@ fn main() {
         collect(&dist, &dist, &mut files);
     }
     files.sort();
-    let mut code = String::from("pub static ASSETS: &[(&str, &[u8], &[u8])] = &[\n");
+    let mut code = String::from("pub static ASSETS: &[(&str, &[u8], &[u8], &[u8])] = &[\n");
     for (i, rel) in files.iter().enumerate() {
         let src = dist.join(rel);
         println!("cargo:rerun-if-changed={}", src.display());
@@ -27,11 +28,20 @@ fn main() {
         gz.write_all(&bytes).unwrap();
         let gz_path = out.join(format!("asset-{i}.gz"));
         std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+        let mut br = Vec::new();
+        {
+            // Quality 11, a 4 MiB window: as small as brotli makes it.
+            let mut w = brotli::CompressorWriter::new(&mut br, 1 << 16, 11, 22);
+            w.write_all(&bytes).unwrap();
+        }
+        let br_path = out.join(format!("asset-{i}.br"));
+        std::fs::write(&br_path, br).unwrap();
         code.push_str(&format!(
-            "    ({:?}, include_bytes!({:?}), include_bytes!({:?})),\n",
+            "    ({:?}, include_bytes!({:?}), include_bytes!({:?}), include_bytes!({:?})),\n",
             format!("/{}", rel.replace('\\', "/")),
             src.canonicalize().unwrap(),
-            gz_path
+            gz_path,
+            br_path
         ));
     }
     code.push_str("];\n");

@@ -30,13 +30,13 @@ pub const RESERVED_VARS: [&str; 2] = ["me", "peers"];
 /// distribution/reference: `[domain[:port]/]path[:tag][@digest]`, lower-case
 /// path components, at most 255 characters of name.
 pub fn check_image(img: &str) -> Result<(), &'static str> {
-    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    static RE: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
     let re = RE.get_or_init(|| {
         let domain = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?";
         let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
         let tag = r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?";
         let digest = r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?";
-        regex::Regex::new(&format!(
+        regex_lite::Regex::new(&format!(
             "^(?P<name>{domain}{component}(?:/{component})*){tag}{digest}$"
         ))
         .expect("image regex")
@@ -133,14 +133,14 @@ pub type Vars = serde_json::Map<String, serde_json::Value>;
 #[derive(Clone, Debug)]
 pub struct HostMask {
     pattern: String,
-    regex: regex::Regex,
+    regex: regex_lite::Regex,
 }
 
 impl HostMask {
     pub fn new(pattern: &str) -> Result<HostMask, String> {
         // K3 used Python's re.match: anchored at the start only.
         let anchored = format!("^(?:{pattern})");
-        regex::RegexBuilder::new(&anchored)
+        regex_lite::RegexBuilder::new(&anchored)
             .size_limit(1 << 20)
             .build()
             .map(|regex| HostMask {

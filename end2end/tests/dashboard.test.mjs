@@ -324,8 +324,14 @@ test('time to first render and shipped sizes (figures)', async () => {
     for (const kind of ['wasm', 'js']) {
       const url = await page.evaluate((k) => performance.getEntriesByType('resource').map((r) => r.name).find((n) => n.endsWith('.' + k)), kind);
       const raw = (await (await fetch(url)).arrayBuffer()).byteLength;
-      const gz = Number((await fetch(url, { headers: { 'Accept-Encoding': 'gzip' } })).headers.get('content-length') || 0);
-      console.log(`dashboard: ${kind} ${(raw / 1024).toFixed(1)} KiB raw, ${(gz / 1024).toFixed(1)} KiB gzip`);
+      const sent = async (enc) => {
+        const r = await fetch(url, { headers: { 'Accept-Encoding': enc } });
+        assert.equal(r.headers.get('content-encoding'), enc);
+        return Number(r.headers.get('content-length') || 0);
+      };
+      const gz = await sent('gzip');
+      const br = await sent('br');
+      console.log(`dashboard: ${kind} ${(raw / 1024).toFixed(1)} KiB raw, ${(gz / 1024).toFixed(1)} KiB gzip, ${(br / 1024).toFixed(1)} KiB brotli`);
       assert.ok(raw > 0);
     }
     await shot(page, 'jobs-empty');

@@ -1,5 +1,5 @@
-//! The dashboard, served from the binary: embedded `dist/` files (gzip when
-//! the browser takes it), and the single-page app's `index.html` for any
+//! The dashboard, served from the binary: embedded `dist/` files (brotli or
+//! gzip when the browser takes it), and the single-page app's `index.html` for any
 //! browser navigation (a GET that prefers HTML) to a page route. API routes,
 //! archives and non-browser clients (curl's `*/*`, K3's
 //! `Accept: application/json`) are untouched, as K3 answered HTML to browsers
@@ -18,8 +18,31 @@ const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Dispatcher</t
 <code>./dev run</code> (or <code>trunk build --release --offline</code>, then rebuild the server). \
 The API is at <a href=/api/health>/api/</a>.</p>";
 
-fn asset(path: &str) -> Option<&'static (&'static str, &'static [u8], &'static [u8])> {
-    ASSETS.iter().find(|(p, _, _)| *p == path)
+type Asset = (&'static str, &'static [u8], &'static [u8], &'static [u8]);
+
+fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.0 == path)
+}
+
+/// Whether `Accept-Encoding` takes this coding (`q=0` refuses it).
+fn accepts(req: &Request, coding: &str) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    v.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (name.eq_ignore_ascii_case(coding) || name == "*") && !refused
+    })
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -36,22 +59,24 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn serve(req: &Request, entry: &'static (&'static str, &'static [u8], &'static [u8])) -> Response {
-    let (path, raw, gz) = entry;
-    let gzip = req
-        .headers()
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("gzip"));
-    let mut resp = Response::new(Body::from(if gzip { *gz } else { *raw }));
+fn serve(req: &Request, entry: &'static Asset) -> Response {
+    let (path, raw, gz, br) = entry;
+    let (body, coding) = if accepts(req, "br") {
+        (*br, Some("br"))
+    } else if accepts(req, "gzip") {
+        (*gz, Some("gzip"))
+    } else {
+        (*raw, None)
+    };
+    let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(path)),
     );
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if gzip {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    if let Some(coding) = coding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
     }
     // Trunk puts a content hash in every name but index.html.
     let cache = if *path == "/index.html" {

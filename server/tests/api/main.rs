@@ -5,6 +5,7 @@ mod helpers;
 
 mod access;
 mod apps;
+mod dashboard;
 mod disk_full;
 mod events;
 mod hostile;
