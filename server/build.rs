@@ -19,7 +19,7 @@ fn main() {
         collect(&dist, &dist, &mut files);
     }
     files.sort();
-    let mut code = String::from("pub static ASSETS: &[(&str, &[u8], &[u8], &[u8])] = &[\n");
+    let mut code = String::from("pub static ASSETS: &[Asset] = &[\n");
     for (i, rel) in files.iter().enumerate() {
         let src = dist.join(rel);
         println!("cargo:rerun-if-changed={}", src.display());

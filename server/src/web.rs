@@ -11,14 +11,15 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+/// A dashboard file: its path, then its bytes as built, gzip and brotli.
+type Asset = (&'static str, &'static [u8], &'static [u8], &'static [u8]);
+
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Dispatcher</title>\
 <h1>Dispatcher</h1><p>This binary was built without the dashboard. Build it with \
 <code>./dev run</code> (or <code>trunk build --release --offline</code>, then rebuild the server). \
 The API is at <a href=/api/health>/api/</a>.</p>";
-
-type Asset = (&'static str, &'static [u8], &'static [u8], &'static [u8]);
 
 fn asset(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.0 == path)
