@@ -1,7 +1,7 @@
 // Starts a real dispatcher (the binary built by cargo, with the dashboard
 // embedded) on a free loopback port with a temporary data directory, and a
 // headless Chromium to drive it.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -26,8 +26,10 @@ function freePort() {
 
 let portBase = 41000 + (process.pid % 50) * 200;
 
-export async function startDispatcher(extra = []) {
+/// `prepare(dir)` runs on the data directory before the first start.
+export async function startDispatcher(extra = [], prepare = null) {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-e2e-'));
+  if (prepare) await prepare(dir);
   const port = await freePort();
   const ports = `${portBase}-${portBase + 99}`;
   portBase += 100;
@@ -51,6 +53,11 @@ export async function startDispatcher(extra = []) {
     async restart() { await halt(proc); proc = await launch(); },
     async stop() { await halt(proc); rmSync(dir, { recursive: true, force: true }); },
   };
+}
+
+/// Writes `jobs` finished jobs (4 peers, 3 events each) into a data directory.
+export function fillHistory(dir, jobs) {
+  execFileSync(join(root, 'target', 'debug', 'examples', 'fill_history'), [dir, String(jobs)]);
 }
 
 export async function launchBrowser() {

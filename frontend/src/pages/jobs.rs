@@ -1,4 +1,5 @@
-//! The jobs table: live (server-sent events), filterable, paginated.
+//! The jobs table: live (server-sent events), filterable, paged by keyset
+//! (`?before=<id>`: a page deep in a year of jobs costs what the first does).
 //!
 //! The stream starts where the first page was read (`events_seq`), so no
 //! history is downloaded; an event changes the row it names in place (a
@@ -23,12 +24,12 @@ pub fn JobsPage() -> impl IntoView {
     let navigate = use_navigate();
     let app_filter = Memo::new(move |_| query.read().get("app").unwrap_or_default());
     let state_filter = Memo::new(move |_| query.read().get("state").unwrap_or_default());
-    let offset = Memo::new(move |_| {
+    // Keyset paging: a page is "older than job #before"; none is the newest.
+    let before = Memo::new(move |_| {
         query
             .read()
-            .get("offset")
+            .get("before")
             .and_then(|o| o.parse::<u64>().ok())
-            .unwrap_or(0)
     });
     let page = RwSignal::new(None::<JobPage>);
     // The rows, each its own signal so that an event redraws one row.
@@ -42,10 +43,43 @@ pub fn JobsPage() -> impl IntoView {
     let tick = RwSignal::new(0u32);
     let now = RwSignal::new(js_sys::Date::now());
 
+    // One row fetched again (a peer changed, or the page was read before an
+    // event of it that came first), coalesced per job.
+    let refreshing = StoredValue::new(std::collections::HashSet::<u64>::new());
+    let refetch_row = move |id: u64| {
+        if !refreshing
+            .try_update_value(|r| r.insert(id))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            refreshing.try_update_value(|r| r.remove(&id));
+            let url = format!("/api/jobs?limit=1&before={}", id + 1);
+            if let Ok(p) = api::get::<JobPage>(&url).await {
+                if let Some(j) = p.jobs.into_iter().find(|j| j.id == id) {
+                    let row = rows
+                        .try_with_untracked(|r| r.iter().find(|(i, _)| *i == id).map(|(_, s)| *s))
+                        .flatten();
+                    if let Some(row) = row {
+                        seen.try_update_value(|s| s.insert(id, p.events_seq));
+                        row.try_set(j);
+                    }
+                }
+            }
+        });
+    };
+    // The newest event seen of each job, whether its row is shown or not:
+    // a page read before it must read that row again.
+    let recent = StoredValue::new(std::collections::HashMap::<u64, u64>::new());
     let load = move || {
         let url = format!(
-            "/api/jobs?limit={PAGE}&offset={}&app={}&state={}",
-            offset.get_untracked(),
+            "/api/jobs?limit={PAGE}{}&app={}&state={}",
+            before
+                .get_untracked()
+                .map(|b| format!("&before={b}"))
+                .unwrap_or_default(),
             js_sys::encode_uri_component(&app_filter.get_untracked()),
             state_filter.get_untracked()
         );
@@ -53,16 +87,49 @@ pub fn JobsPage() -> impl IntoView {
             match api::get::<JobPage>(&url).await {
                 Ok(p) => {
                     let seq = p.events_seq;
+                    // A row an event (or a row read) has taken past this
+                    // page's read stays as it is: the page is older news.
+                    let newer: std::collections::HashMap<u64, (u64, JobSummary)> = rows
+                        .try_with_untracked(|r| {
+                            r.iter()
+                                .filter_map(|(id, row)| {
+                                    let at = seen.try_with_value(|s| s.get(id).copied())??;
+                                    (at > seq).then(|| (*id, (at, row.get_untracked())))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let fresh: Vec<(u64, u64, JobSummary)> = p
+                        .jobs
+                        .iter()
+                        .map(|j| match newer.get(&j.id) {
+                            Some((at, kept)) => (j.id, *at, kept.clone()),
+                            None => (j.id, seq, j.clone()),
+                        })
+                        .collect();
                     seen.try_update_value(|s| {
                         s.clear();
-                        s.extend(p.jobs.iter().map(|j| (j.id, seq)));
+                        s.extend(fresh.iter().map(|(id, at, _)| (*id, *at)));
                     });
+                    let stale: Vec<u64> = fresh
+                        .iter()
+                        .filter(|(id, at, _)| {
+                            recent
+                                .try_with_value(|r| r.get(id).is_some_and(|s| s > at))
+                                .unwrap_or(false)
+                        })
+                        .map(|(id, _, _)| *id)
+                        .collect();
+                    recent.try_update_value(|r| r.retain(|_, s| *s > seq));
                     rows.try_set(
-                        p.jobs
-                            .iter()
-                            .map(|j| (j.id, RwSignal::new(j.clone())))
+                        fresh
+                            .into_iter()
+                            .map(|(id, _, j)| (id, RwSignal::new(j)))
                             .collect(),
                     );
+                    for id in stale {
+                        refetch_row(id);
+                    }
                     page.try_set(Some(p));
                     error.try_set(None);
                     if stream_from.get_untracked().is_none() {
@@ -79,7 +146,7 @@ pub fn JobsPage() -> impl IntoView {
         let _ = (
             app_filter.get(),
             state_filter.get(),
-            offset.get(),
+            before.get(),
             tick.get(),
         );
         load();
@@ -111,35 +178,14 @@ pub fn JobsPage() -> impl IntoView {
             tick.try_update(|t| *t += 1);
         });
     };
-    // One row fetched again (a peer changed), coalesced per job.
-    let refreshing = StoredValue::new(std::collections::HashSet::<u64>::new());
-    let refetch_row = move |id: u64| {
-        if !refreshing
-            .try_update_value(|r| r.insert(id))
-            .unwrap_or(false)
-        {
-            return;
-        }
-        spawn_local(async move {
-            gloo_timers::future::TimeoutFuture::new(300).await;
-            refreshing.try_update_value(|r| r.remove(&id));
-            let url = format!("/api/jobs?limit=1&before={}", id + 1);
-            if let Ok(p) = api::get::<JobPage>(&url).await {
-                if let Some(j) = p.jobs.into_iter().find(|j| j.id == id) {
-                    let row =
-                        rows.with_untracked(|r| r.iter().find(|(i, _)| *i == id).map(|(_, s)| *s));
-                    if let Some(row) = row {
-                        seen.try_update_value(|s| s.insert(id, p.events_seq));
-                        row.try_set(j);
-                    }
-                }
-            }
-        });
-    };
     let on_event = move |_: &str, data: String| {
         let Ok(ev) = serde_json::from_str::<Event>(&data) else {
             return;
         };
+        recent.update_value(|r| {
+            let s = r.entry(ev.job).or_insert(0);
+            *s = (*s).max(ev.seq);
+        });
         let row = rows.with_untracked(|r| r.iter().find(|(i, _)| *i == ev.job).map(|(_, s)| *s));
         let filtered = !state_filter.get_untracked().is_empty();
         match row {
@@ -163,7 +209,7 @@ pub fn JobsPage() -> impl IntoView {
             None => {
                 let newest = rows.with_untracked(|r| r.first().map(|(i, _)| *i).unwrap_or(0));
                 let is_job = matches!(ev.kind, app::model::EventKind::Job { .. });
-                let new_on_top = ev.job > newest && offset.get_untracked() == 0;
+                let new_on_top = ev.job > newest && before.get_untracked().is_none();
                 if is_job && (new_on_top || filtered) {
                     refetch_page();
                 }
@@ -187,7 +233,7 @@ pub fn JobsPage() -> impl IntoView {
     on_cleanup(move || clock.update_value(|c| drop(c.take())));
 
     let nav = navigate.clone();
-    let set_query = move |app: String, state: String, off: u64| {
+    let set_query = move |app: String, state: String, older_than: Option<u64>| {
         let mut q = vec![];
         if !app.is_empty() {
             q.push(format!("app={}", js_sys::encode_uri_component(&app)));
@@ -195,8 +241,8 @@ pub fn JobsPage() -> impl IntoView {
         if !state.is_empty() {
             q.push(format!("state={state}"));
         }
-        if off > 0 {
-            q.push(format!("offset={off}"));
+        if let Some(b) = older_than {
+            q.push(format!("before={b}"));
         }
         let url = if q.is_empty() {
             "/jobs".to_string()
@@ -219,14 +265,14 @@ pub fn JobsPage() -> impl IntoView {
             </div>
             <div class="filters">
                 <label>"App "
-                    <select data-testid="filter-app" on:change=move |ev| sq1(event_target_value(&ev), state_filter.get_untracked(), 0)
+                    <select data-testid="filter-app" on:change=move |ev| sq1(event_target_value(&ev), state_filter.get_untracked(), None)
                         prop:value=move || app_filter.get()>
                         <option value="">"all"</option>
                         <For each=move || apps.get() key=|a| a.clone() children=move |a| view! { <option value=a.clone()>{a.clone()}</option> }/>
                     </select>
                 </label>
                 <label>"Status "
-                    <select data-testid="filter-state" on:change=move |ev| sq2(app_filter.get_untracked(), event_target_value(&ev), 0)
+                    <select data-testid="filter-state" on:change=move |ev| sq2(app_filter.get_untracked(), event_target_value(&ev), None)
                         prop:value=move || state_filter.get()>
                         <option value="">"all"</option>
                         {JobState::ALL.iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
@@ -236,12 +282,12 @@ pub fn JobsPage() -> impl IntoView {
             <ErrorLine error=error/>
             {move || match page.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(p) if p.jobs.is_empty() && p.offset == 0 && (!app_filter.get().is_empty() || !state_filter.get().is_empty()) => view! {
+                Some(p) if p.jobs.is_empty() && before.get().is_none() && (!app_filter.get().is_empty() || !state_filter.get().is_empty()) => view! {
                     <div class="empty">
                         <p>"No jobs match these filters. " <a href="/jobs">"Show all jobs."</a></p>
                     </div>
                 }.into_any(),
-                Some(p) if p.jobs.is_empty() && p.offset == 0 => view! {
+                Some(p) if p.jobs.is_empty() && before.get().is_none() => view! {
                     <div class="empty">
                         <p>"No jobs yet."</p>
                         <p>"Upload a program on the " <a href="/apps">"Apps"</a> " page, then start one from " <a href="/new">"New job"</a> "."</p>
@@ -249,7 +295,13 @@ pub fn JobsPage() -> impl IntoView {
                 }.into_any(),
                 Some(p) => {
                     let total = p.total;
-                    let off = p.offset;
+                    let next = p.next_before;
+                    let first = before.get_untracked().is_none();
+                    let shown = p.jobs.len();
+                    let label = match before.get_untracked() {
+                        None => format!("{}–{shown} of {total}", shown.min(1)),
+                        Some(b) => format!("{shown} older than #{b}, of {total}"),
+                    };
                     let sqa = sq3.clone();
                     let sqb = sq4.clone();
                     view! {
@@ -262,9 +314,9 @@ pub fn JobsPage() -> impl IntoView {
                         </table>
                         </div>
                         <div class="pager">
-                            <button disabled=move || off == 0 on:click=move |_| sqa(app_filter.get_untracked(), state_filter.get_untracked(), off.saturating_sub(PAGE))>"← Newer"</button>
-                            <span class="muted">{format!("{}–{} of {}", off + 1, (off + PAGE).min(total), total)}</span>
-                            <button disabled=move || { off + PAGE >= total } on:click=move |_| sqb(app_filter.get_untracked(), state_filter.get_untracked(), off + PAGE)>"Older →"</button>
+                            <button data-testid="newest" disabled=first on:click=move |_| sqa(app_filter.get_untracked(), state_filter.get_untracked(), None)>"« Newest"</button>
+                            <span class="muted" data-testid="page-label">{label}</span>
+                            <button data-testid="older" disabled=next.is_none() on:click=move |_| sqb(app_filter.get_untracked(), state_filter.get_untracked(), next)>"Older →"</button>
                         </div>
                     }.into_any()
                 }

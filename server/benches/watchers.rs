@@ -1,0 +1,222 @@
+//! Watchers benchmark: many clients on `/api/events` at once, against the
+//! real `dispatcher` binary. Prints the server's resident memory before and
+//! with the clients connected (and so per client), then how long one job's
+//! SUBMITTED event took to reach every client after the submission was
+//! answered: p50, p99 and the last. The clients are raw sockets on a
+//! multi-threaded runtime, each stamping the moment its bytes arrived.
+//!
+//! `cargo bench -p dispatcher --bench watchers` (10,000 clients);
+//! `BENCH_SHORT=1` (or CI=true) 1,000.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Opens one stream; answers once its headers are read, then reports when
+/// `marker` arrives.
+async fn watcher(
+    port: u16,
+    marker: Arc<tokio::sync::watch::Receiver<Option<String>>>,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> Option<Instant> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(
+        b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    // The headers.
+    loop {
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(
+                seen.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.drain(..end + 4);
+            break;
+        }
+    }
+    let _ = ready.send(()).await;
+    loop {
+        let n = s.read(&mut buf).await.ok()?;
+        let at = Instant::now();
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(m) = marker.borrow().as_deref() {
+            if String::from_utf8_lossy(&seen).contains(m) {
+                return Some(at);
+            }
+        }
+        // Only the tail can hold the start of a marker cut by a read.
+        if seen.len() > 256 {
+            seen.drain(..seen.len() - 128);
+        }
+    }
+}
+
+fn main() {
+    let short =
+        std::env::var("BENCH_SHORT").is_ok() || std::env::var("CI").is_ok_and(|v| v == "true");
+    let clients: usize = if short { 1_000 } else { 10_000 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(clients));
+}
+
+async fn run(clients: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ports = format!("{}-{}", 20000 + port % 20000, 20000 + port % 20000 + 9);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args([
+            "-d",
+            dir.path().to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "--ports",
+            &ports,
+            "--cpus",
+            "2",
+            "--mem-mb",
+            "1024",
+            "--max-event-streams",
+            &(clients + 10).to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dispatcher starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let boundary = "b0undary";
+    let form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n#!/bin/sh\n\r\n--{boundary}--\r\n");
+    let up = client
+        .post(format!("{base}/api/apps"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(up.status().is_success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = rss_kb(server.id());
+
+    let (mark_tx, mark_rx) = tokio::sync::watch::channel(None::<String>);
+    let mark_rx = Arc::new(mark_rx);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(clients);
+    let t = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for i in 0..clients {
+        tasks.push(tokio::spawn(watcher(
+            port,
+            mark_rx.clone(),
+            ready_tx.clone(),
+        )));
+        // Do not overrun the listen backlog.
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    drop(ready_tx);
+    let mut ready = 0;
+    while ready < clients {
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(())) => ready += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(ready, clients, "every client got its stream");
+    let connected = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = rss_kb(server.id());
+    println!(
+        "watchers: {clients} event-stream clients connected in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them ({:.1} KiB a client)",
+        connected.as_secs_f64(),
+        idle as f64 / 1024.0,
+        with as f64 / 1024.0,
+        (with.saturating_sub(idle)) as f64 / clients as f64
+    );
+
+    // The next job's id, so every watcher knows what to look for first.
+    let page: serde_json::Value = client
+        .get(format!("{base}/api/jobs?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["jobs"][0]["id"].as_u64().unwrap_or(0) + 1;
+    mark_tx.send(Some(format!("\"job\":{next},"))).unwrap();
+    let r = client
+        .post(format!("{base}/api/jobs"))
+        .json(&serde_json::json!({"app": "p", "role_file": "name: x\npeers: 1\ncpu: 0.1\n"}))
+        .send()
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["id"].as_u64(), Some(next));
+    let mut lat: Vec<f64> = Vec::with_capacity(clients);
+    for task in tasks {
+        if let Ok(Ok(Some(at))) = tokio::time::timeout(Duration::from_secs(60), task).await {
+            lat.push(at.saturating_duration_since(answered).as_secs_f64() * 1000.0);
+        }
+    }
+    assert_eq!(lat.len(), clients, "every client got the event");
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "watchers: the SUBMITTED event reached all {clients} clients after the submission was answered: p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms",
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
