@@ -14,15 +14,19 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn rss_kb(pid: u32) -> u64 {
+fn status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    status(pid, "VmRSS:")
 }
 
 /// Opens one stream; answers once its headers are read, then reports when
@@ -175,8 +179,9 @@ async fn run(clients: usize) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with = rss_kb(server.id());
     println!(
-        "watchers: {clients} event-stream clients connected in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them ({:.1} KiB a client)",
+        "watchers: {clients} event-stream clients connected in {:.1} s ({} server threads); server RSS {:.1} MiB idle, {:.1} MiB with them ({:.1} KiB a client)",
         connected.as_secs_f64(),
+        status(server.id(), "Threads:"),
         idle as f64 / 1024.0,
         with as f64 / 1024.0,
         (with.saturating_sub(idle)) as f64 / clients as f64
