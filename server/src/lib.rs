@@ -289,7 +289,10 @@ async fn serve(
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
+        // The timer turns on hyper's 30 s limit for a request's headers: a
+        // client that trickles them (slowloris) is cut off.
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
