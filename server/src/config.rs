@@ -105,6 +105,10 @@ pub struct Config {
     #[arg(long, default_value = "auto", value_name = "auto|off|DIR")]
     pub cgroup: String,
 
+    /// Seconds a client has to send a request's headers before its connection is closed (a slow-headers attack holds connections open otherwise).
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout_secs: u64,
+
     /// Seconds a killed peer gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 5)]
     pub kill_grace_secs: u64,

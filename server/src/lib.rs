@@ -45,6 +45,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
     runner: RunnerHandle,
+    header_timeout: Duration,
 }
 
 impl Application {
@@ -205,6 +206,7 @@ impl Application {
             listener,
             state,
             runner: handle,
+            header_timeout: Duration::from_secs(cfg.header_timeout_secs.max(1)),
         })
     }
 
@@ -249,7 +251,7 @@ impl Application {
             runner.shutdown().await;
             let _ = stop_tx.send(true);
         };
-        serve(self.listener, router, signal).await
+        serve(self.listener, router, self.header_timeout, signal).await
     }
 }
 
@@ -264,6 +266,7 @@ impl Application {
 async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    header_timeout: Duration,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use tower::ServiceExt as _;
@@ -289,10 +292,10 @@ async fn serve(
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-        // The timer turns on hyper's 30 s limit for a request's headers: a
-        // client that trickles them (slowloris) is cut off.
+        // A client that trickles its headers (slowloris) is cut off.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

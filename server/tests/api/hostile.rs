@@ -517,3 +517,41 @@ async fn uploads_beyond_the_concurrent_limit_are_told_to_retry() {
     assert_eq!(done.status(), 201);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off_and_others_are_served_meanwhile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.header_timeout_secs = 1).await;
+    let addr = app.addr.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    // A byte now and then, never the blank line that ends the headers.
+    let trickle = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if slow.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+    };
+    let served = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.get_json("/api/health").await
+    };
+    let ((), health) = tokio::join!(trickle, served);
+    assert_eq!(health["status"], "ok", "others are served meanwhile");
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .map(|r| r.unwrap_or(0))
+        .unwrap_or(usize::MAX);
+    assert!(n != usize::MAX, "the connection was left open");
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "cut off after {took:?} (limit 1 s)"
+    );
+}
