@@ -16,12 +16,20 @@ mkdirSync(artifacts, { recursive: true });
 
 const binary = process.env.DISPATCHER_BIN || join(root, 'target', 'debug', 'dispatcher');
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-    s.on('error', reject);
-  });
+/// A free port above Linux's ephemeral range (32768-60999): a restarted
+/// dispatcher must get its port back, and an ephemeral one can be taken
+/// meanwhile by a client that reconnects and connects to itself.
+async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = 61000 + Math.floor(Math.random() * 4535);
+    const ok = await new Promise((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port above 61000');
 }
 
 let portBase = 41000 + (process.pid % 50) * 200;

@@ -37,14 +37,10 @@ pub fn config(dir: &Path) -> Config {
     c
 }
 
-/// A port nothing listens on, for a server started as a process.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// A port nothing listens on, for a server started as a process.
+#[path = "../common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// Waits until a server started as a process answers its health check.
 pub async fn wait_up(client: &reqwest::Client, base: &str) {

@@ -49,13 +49,9 @@ struct Acked {
     ops: BTreeMap<&'static str, u64>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "ports.rs"]
+mod ports;
+use ports::free_port;
 
 fn start(dir: &Path, port: u16, ports: &str, extra: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dispatcher"))
