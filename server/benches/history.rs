@@ -8,10 +8,13 @@
 //!
 //! `cargo bench -p dispatcher --bench history`
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+
+#[path = "support/server.rs"]
+mod server;
+use server::Server;
 
 #[path = "support/history_fill.rs"]
 mod history_fill;
@@ -52,42 +55,12 @@ async fn main() {
         JOBS * 3,
         t.elapsed().as_secs_f64()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ports = format!("{}-{}", 20000 + port % 20000, 20000 + port % 20000 + 9);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-        .args([
-            "-d",
-            dir.path().to_str().unwrap(),
-            "-p",
-            &port.to_string(),
-            "--ports",
-            &ports,
-            "--cpus",
-            "2",
-            "--mem-mb",
-            "1024",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dispatcher starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let server = Server::start(
+        dir.path(),
+        &["--ports", "45900-45909", "--cpus", "2", "--mem-mb", "1024"],
+    )
+    .await;
+    let (client, base) = (&server.client, &server.base);
     let cases = [
         ("list, first page", "/api/jobs?limit=50".to_string()),
         (
@@ -110,7 +83,7 @@ async fn main() {
         ("k3 /jobs", "/jobs".to_string()),
     ];
     for (name, path) in &cases {
-        let (p50, p99, bytes) = timed(&client, &format!("{base}{path}"), n).await;
+        let (p50, p99, bytes) = timed(client, &format!("{base}{path}"), n).await;
         println!("history: {name:<32} p50 {p50:6.2} ms  p99 {p99:6.2} ms  ({bytes} bytes)");
     }
 
@@ -146,19 +119,7 @@ async fn main() {
         );
     }
 
-    let boundary = "b0undary";
-    let form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n#!/bin/sh\n\r\n--{boundary}--\r\n");
-    let up = client
-        .post(format!("{base}/api/apps"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(form)
-        .send()
-        .await
-        .unwrap();
-    assert!(up.status().is_success());
+    server.upload("p", "#!/bin/sh\n").await;
     // A new all-jobs stream, then a submission: what arrives before it.
     // `?after=0` is what every new client got before streams started now.
     for query in ["", "?after=0"] {
@@ -169,16 +130,7 @@ async fn main() {
             .await
             .unwrap();
         let mut body = r.bytes_stream();
-        let j: serde_json::Value = client
-            .post(format!("{base}/api/jobs"))
-            .json(&serde_json::json!({"app": "p", "role_file": "name: x\npeers: 1\ncpu: 0.1\n"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = j["id"].as_u64().unwrap();
+        let id = server.submit("p", "name: x\npeers: 1\ncpu: 0.1\n").await;
         let marker = format!("\"job\":{id},");
         let mut got: Vec<u8> = Vec::new();
         let mut before_live = None;
@@ -214,6 +166,4 @@ async fn main() {
         // Let the job end before the next client.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = server.kill();
-    let _ = server.wait();
 }

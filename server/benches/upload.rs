@@ -5,21 +5,13 @@
 //! `cargo bench -p dispatcher --bench upload` (1 GiB); `BENCH_SHORT=1` (or
 //! CI=true) uploads 256 MiB.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::stream;
 
-fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+#[path = "support/server.rs"]
+mod server;
+use server::Server;
 
 async fn upload(client: &reqwest::Client, base: &str, name: &str, size: u64) -> Duration {
     const CHUNK: usize = 1 << 20;
@@ -63,34 +55,12 @@ async fn main() {
         std::env::var("BENCH_SHORT").is_ok() || std::env::var("CI").is_ok_and(|v| v == "true");
     let size: u64 = if short { 256 << 20 } else { 1 << 30 };
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-        .args(["-d", dir.path().to_str().unwrap(), "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dispatcher starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    upload(&client, &base, "tiny", 4096).await;
-    let small_peak = peak_rss_kb(server.id());
-    let took = upload(&client, &base, "big", size).await;
-    let big_peak = peak_rss_kb(server.id());
+    let server = Server::start(dir.path(), &[]).await;
+    let (client, base) = (&server.client, &server.base);
+    upload(client, base, "tiny", 4096).await;
+    let small_peak = server.status("VmHWM:");
+    let took = upload(client, base, "big", size).await;
+    let big_peak = server.status("VmHWM:");
     let mib = size as f64 / (1 << 20) as f64;
     println!(
         "upload: {mib:.0} MiB in {:.2} s = {:.0} MiB/s",
@@ -98,8 +68,7 @@ async fn main() {
         mib / took.as_secs_f64()
     );
     println!("upload: server peak RSS {:.1} MiB after a 4 KiB upload, {:.1} MiB after the {mib:.0} MiB upload (ratio {:.2})", small_peak as f64 / 1024.0, big_peak as f64 / 1024.0, big_peak as f64 / small_peak.max(1) as f64);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     // Memory must not follow the upload's size: 16x growth would mean buffering.
     assert!(
         big_peak < small_peak * 4 + 64 * 1024,

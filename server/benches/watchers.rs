@@ -8,26 +8,14 @@
 //! `cargo bench -p dispatcher --bench watchers` (10,000 clients);
 //! `BENCH_SHORT=1` (or CI=true) 1,000.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn status(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    status(pid, "VmRSS:")
-}
+#[path = "support/server.rs"]
+mod server;
+use server::Server;
 
 /// Opens one stream; answers once its headers are read, then reports when
 /// `marker` arrives.
@@ -96,59 +84,25 @@ fn main() {
 
 async fn run(clients: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ports = format!("{}-{}", 20000 + port % 20000, 20000 + port % 20000 + 9);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-        .args([
-            "-d",
-            dir.path().to_str().unwrap(),
-            "-p",
-            &port.to_string(),
+    let max = (clients + 10).to_string();
+    let server = Server::start(
+        dir.path(),
+        &[
             "--ports",
-            &ports,
+            "45910-45919",
             "--cpus",
             "2",
             "--mem-mb",
             "1024",
             "--max-event-streams",
-            &(clients + 10).to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dispatcher starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let boundary = "b0undary";
-    let form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n#!/bin/sh\n\r\n--{boundary}--\r\n");
-    let up = client
-        .post(format!("{base}/api/apps"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(form)
-        .send()
-        .await
-        .unwrap();
-    assert!(up.status().is_success());
+            &max,
+        ],
+    )
+    .await;
+    let port = server.port;
+    server.upload("p", "#!/bin/sh\n").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle = rss_kb(server.id());
+    let idle = server.status("VmRSS:");
 
     let (mark_tx, mark_rx) = tokio::sync::watch::channel(None::<String>);
     let mark_rx = Arc::new(mark_rx);
@@ -177,19 +131,20 @@ async fn run(clients: usize) {
     assert_eq!(ready, clients, "every client got its stream");
     let connected = t.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let with = rss_kb(server.id());
+    let with = server.status("VmRSS:");
     println!(
         "watchers: {clients} event-stream clients connected in {:.1} s ({} server threads); server RSS {:.1} MiB idle, {:.1} MiB with them ({:.1} KiB a client)",
         connected.as_secs_f64(),
-        status(server.id(), "Threads:"),
+        server.status("Threads:"),
         idle as f64 / 1024.0,
         with as f64 / 1024.0,
         (with.saturating_sub(idle)) as f64 / clients as f64
     );
 
     // The next job's id, so every watcher knows what to look for first.
-    let page: serde_json::Value = client
-        .get(format!("{base}/api/jobs?limit=1"))
+    let page: serde_json::Value = server
+        .client
+        .get(server.url("/api/jobs?limit=1"))
         .send()
         .await
         .unwrap()
@@ -198,15 +153,9 @@ async fn run(clients: usize) {
         .unwrap();
     let next = page["jobs"][0]["id"].as_u64().unwrap_or(0) + 1;
     mark_tx.send(Some(format!("\"job\":{next},"))).unwrap();
-    let r = client
-        .post(format!("{base}/api/jobs"))
-        .json(&serde_json::json!({"app": "p", "role_file": "name: x\npeers: 1\ncpu: 0.1\n"}))
-        .send()
-        .await
-        .unwrap();
+    let id = server.submit("p", "name: x\npeers: 1\ncpu: 0.1\n").await;
     let answered = Instant::now();
-    let j: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(j["id"].as_u64(), Some(next));
+    assert_eq!(id, next);
     let mut lat: Vec<f64> = Vec::with_capacity(clients);
     for task in tasks {
         if let Ok(Ok(Some(at))) = tokio::time::timeout(Duration::from_secs(60), task).await {
@@ -222,6 +171,4 @@ async fn run(clients: usize) {
         p(0.99),
         p(1.0)
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }

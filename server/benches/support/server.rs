@@ -1,0 +1,104 @@
+//! The real `dispatcher` binary for a benchmark: started on a free port
+//! over a data directory, driven over HTTP, killed when dropped.
+
+#![allow(dead_code)] // each benchmark uses its own part
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts it with `-d dir -p <port>` and `extra`, and waits until it
+    /// answers its health check.
+    pub async fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+            .args(["-d", dir.to_str().unwrap(), "-p", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dispatcher starts");
+        let s = Server {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        for _ in 0..400 {
+            if s.client.get(s.url("/api/health")).send().await.is_ok() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the dispatcher did not answer");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Uploads a small app (a script) under `name`.
+    pub async fn upload(&self, name: &str, script: &str) {
+        let part =
+            reqwest::multipart::Part::bytes(script.as_bytes().to_vec()).file_name(name.to_string());
+        let r = self
+            .client
+            .post(self.url("/api/apps"))
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "upload: {}", r.status());
+    }
+
+    /// Submits a job; its id.
+    pub async fn submit(&self, app: &str, role_file: &str) -> u64 {
+        let j: serde_json::Value = self
+            .client
+            .post(self.url("/api/jobs"))
+            .json(&serde_json::json!({"app": app, "role_file": role_file}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        j["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("not submitted: {j}"))
+    }
+
+    /// A line of `/proc/<pid>/status`, e.g. `VmRSS:` (kB) or `Threads:`.
+    pub fn status(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
