@@ -135,16 +135,23 @@ impl Cgroups {
         let Ok(rd) = std::fs::read_dir(&self.base) else {
             return 0;
         };
-        let mut n = 0;
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                let p = e.path();
-                if !pids(&p).is_empty() {
-                    n += 1;
-                }
-                kill(&p);
-                remove_when_empty(&p, Duration::from_secs(2));
-            }
+        let left: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.path())
+            .collect();
+        let n = left.iter().filter(|p| !pids(p).is_empty()).count();
+        // All killed at once, then removed within one shared deadline: a
+        // start after a crash with many peers must not wait for each.
+        for p in &left {
+            kill(p);
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        for p in &left {
+            remove_when_empty(
+                p,
+                until.saturating_duration_since(std::time::Instant::now()),
+            );
         }
         n
     }
