@@ -1,5 +1,7 @@
 //! The kill soak on the local backend (see `common/soak.rs`).
 
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/soak.rs"]
 mod soak;
 

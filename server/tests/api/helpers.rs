@@ -37,11 +37,6 @@ pub fn config(dir: &Path) -> Config {
     c
 }
 
-// A port nothing listens on, for a server started as a process.
-#[path = "../common/ports.rs"]
-mod ports;
-pub use ports::free_port;
-
 /// Waits until a server started as a process answers its health check.
 pub async fn wait_up(client: &reqwest::Client, base: &str) {
     for _ in 0..200 {

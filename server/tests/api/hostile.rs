@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use crate::ports::free_port;
 
 fn bomb() -> String {
     let mut s = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::ports::free_port;
 
 #[tokio::test]
 async fn json_logs_tie_a_submission_s_request_id_to_its_job_and_the_job_s_end() {

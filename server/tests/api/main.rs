@@ -2,6 +2,8 @@
 //! SQLite, real child processes.
 
 mod helpers;
+#[path = "../common/ports.rs"]
+mod ports;
 
 mod access;
 mod apps;

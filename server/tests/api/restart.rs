@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::ports::free_port;
 
 fn start(dir: &std::path::Path, port: u16, ports: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dispatcher"))

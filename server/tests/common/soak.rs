@@ -49,9 +49,7 @@ struct Acked {
     ops: BTreeMap<&'static str, u64>,
 }
 
-#[path = "ports.rs"]
-mod ports;
-use ports::free_port;
+use crate::ports::free_port;
 
 fn start(dir: &Path, port: u16, ports: &str, extra: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dispatcher"))

@@ -7,6 +7,8 @@ mod defects;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod master;
+#[path = "../common/ports.rs"]
+mod ports;
 mod restart;
 mod soak;
 mod tls;

@@ -31,13 +31,7 @@ fn start(dir: &std::path::Path, port: u16, master: &str, extra: &[&str]) -> Chil
         .expect("dispatcher starts")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::ports::free_port;
 
 async fn get(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     client.get(url).send().await.ok()?.json().await.ok()
