@@ -227,6 +227,33 @@ pub struct PeerInfo {
     pub asked_mem_bytes: Option<u64>,
 }
 
+impl PeerInfo {
+    /// Folds peers read from the job's detail into rows the page built from
+    /// events. The events may have come first and are newer about state;
+    /// the detail alone knows what each peer was given and its usage so
+    /// far, so those fill in, and rows the events have not named yet are
+    /// added.
+    pub fn merge_detail(rows: &mut Vec<PeerInfo>, detail: &[PeerInfo]) {
+        for d in detail {
+            match rows.iter_mut().find(|r| r.index == d.index) {
+                Some(r) => {
+                    r.asked_cpu = r.asked_cpu.or(d.asked_cpu);
+                    r.asked_mem_bytes = r.asked_mem_bytes.or(d.asked_mem_bytes);
+                    r.started = r.started.take().or_else(|| d.started.clone());
+                    r.ended = r.ended.take().or_else(|| d.ended.clone());
+                    if d.usage_samples > r.usage_samples {
+                        r.usage_samples = d.usage_samples;
+                        r.mean_cpu = d.mean_cpu;
+                        r.peak_rss_bytes = d.peak_rss_bytes.max(r.peak_rss_bytes);
+                    }
+                }
+                None => rows.push(d.clone()),
+            }
+        }
+        rows.sort_by_key(|p| p.index);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobDetail {
     #[serde(flatten)]
@@ -377,6 +404,60 @@ mod tests {
             archive_size: None,
             replay_of: None,
         }
+    }
+
+    fn peer(index: u32, state: PeerState) -> PeerInfo {
+        PeerInfo {
+            index,
+            role: "r".into(),
+            host: "h".into(),
+            port: 40000,
+            state,
+            exit_code: None,
+            signal: None,
+            reason: String::new(),
+            started: None,
+            ended: None,
+            peak_rss_bytes: None,
+            mean_cpu: None,
+            usage_samples: 0,
+            asked_cpu: None,
+            asked_mem_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_detail_read_after_the_events_fills_in_what_peers_were_given_but_keeps_their_newer_state() {
+        // The events named peer 0 running; the detail, read a moment
+        // earlier, still says starting, but knows what it was given.
+        let mut rows = vec![peer(0, PeerState::Running)];
+        let mut d0 = peer(0, PeerState::Starting);
+        d0.asked_cpu = Some(1.0);
+        d0.asked_mem_bytes = Some(512 << 20);
+        d0.usage_samples = 3;
+        d0.peak_rss_bytes = Some(100);
+        d0.mean_cpu = Some(0.5);
+        let mut d1 = peer(1, PeerState::Starting);
+        d1.asked_mem_bytes = Some(256 << 20);
+        PeerInfo::merge_detail(&mut rows, &[d1, d0]);
+        assert_eq!(rows.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(rows[0].state, PeerState::Running);
+        assert_eq!(rows[0].asked_cpu, Some(1.0));
+        assert_eq!(rows[0].asked_mem_bytes, Some(512 << 20));
+        assert_eq!(
+            (rows[0].usage_samples, rows[0].peak_rss_bytes),
+            (3, Some(100))
+        );
+        assert_eq!(rows[1].asked_mem_bytes, Some(256 << 20));
+        // A second read changes nothing the rows already know.
+        rows[0].usage_samples = 5;
+        rows[0].peak_rss_bytes = Some(300);
+        let again = rows.clone();
+        PeerInfo::merge_detail(&mut rows, &again);
+        assert_eq!(
+            (rows[0].usage_samples, rows[0].peak_rss_bytes),
+            (5, Some(300))
+        );
     }
 
     fn ev(seq: u64, time: &str, kind: EventKind) -> Event {

@@ -44,11 +44,8 @@ fn JobView(id: u64) -> impl IntoView {
     spawn_local(async move {
         match api::get::<JobDetail>(&format!("/api/jobs/{id}")).await {
             Ok(d) => {
-                peers.update(|p| {
-                    if p.is_empty() {
-                        *p = d.peers.clone();
-                    }
-                });
+                // Events may have come first: fold the detail into them.
+                peers.update(|p| PeerInfo::merge_detail(p, &d.peers));
                 // The usage so far; live samples arrive as `usage` events.
                 let sampled: Vec<u32> = d
                     .peers
@@ -129,6 +126,18 @@ fn JobView(id: u64) -> impl IntoView {
             let t = parse_time_ms(&ev.time).unwrap_or_else(js_sys::Date::now);
             match ev.kind {
                 EventKind::Job { state, reason } => job.update(|j| {
+                    // What each peer was given is recorded at launch; a page
+                    // opened before then reads it once the job runs.
+                    let given = peers.with_untracked(|ps| {
+                        ps.iter().all(|p| p.asked_mem_bytes.is_some()) && !ps.is_empty()
+                    });
+                    if state == JobState::Running && !given {
+                        spawn_local(async move {
+                            if let Ok(d) = api::get::<JobDetail>(&format!("/api/jobs/{id}")).await {
+                                peers.update(|p| PeerInfo::merge_detail(p, &d.peers));
+                            }
+                        });
+                    }
                     if let Some(j) = j {
                         j.job.state = state;
                         j.job.reason = reason;
