@@ -1,8 +1,13 @@
 //! Placement benchmark: 1,000 peers over 1,000 offers (and larger), timed
-//! over repeated runs; prints the median. `cargo bench -p dispatcher-app`.
+//! over repeated runs; prints the median. Then what the peers of a
+//! 10,000-peer job are given (`build_peers`): its time and the bytes of
+//! their specs, which grow with the peers, not their square.
+//! `cargo bench -p dispatcher-app`.
 
 use std::time::Instant;
 
+use app::model::JobOptions;
+use app::peer::{build_peers, JobContext};
 use app::placement::{place, Offer, PortRange};
 use app::RoleFile;
 
@@ -56,5 +61,50 @@ fn main() {
         "name: w\npeers: 10000\ncpu: 0.25\n",
         &offers(1000),
         runs / 4 + 1,
+    );
+    let big = offers(10_000);
+    bench(
+        "1 role, 10000 peers, 1 per host",
+        "name: w\npeers: 10000\npeers_per_host: 1\ncpu: 1\n",
+        &big,
+        runs / 4 + 1,
+    );
+    specs(10_000, &big, runs / 4 + 1);
+}
+
+/// The peer contract for `n` peers, one per offer.
+fn specs(n: usize, offers: &[Offer], runs: usize) {
+    let (rf, _) =
+        RoleFile::parse(&format!("name: w\npeers: {n}\npeers_per_host: 1\ncpu: 1\n")).unwrap();
+    let p = place(rf.roles(), offers).expect("fits");
+    let opts = JobOptions::default();
+    let ctx = JobContext {
+        job_id: 1,
+        binary: "prog",
+        options: &opts,
+    };
+    let mut times = Vec::with_capacity(runs);
+    let mut bytes = (0, 0);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let s = build_peers(&ctx, &rf, &p, &|_: &str, _: &str| vec![]);
+        times.push(t.elapsed());
+        let own: usize = s
+            .iter()
+            .map(|s| {
+                s.config_head.len()
+                    + s.command.len()
+                    + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            })
+            .sum();
+        bytes = (own, s[0].peer_list.len());
+    }
+    times.sort();
+    println!(
+        "placement: peer specs for {n} peers: median {:.1} ms ({runs} runs); {:.1} MB of per-peer config, env and command plus {:.2} MB of peer list shared by all (one list in each peer's spec would be {:.1} GB)",
+        times[runs / 2].as_secs_f64() * 1e3,
+        bytes.0 as f64 / 1e6,
+        bytes.1 as f64 / 1e6,
+        bytes.1 as f64 * n as f64 / 1e9,
     );
 }

@@ -3,8 +3,14 @@
 //! For every peer: a per-peer YAML config (K3's shape: `me`, `peers`, its
 //! variables with `auto` resolved, its data files), environment variables
 //! naming the job and the peer, and the shell command that starts it.
+//!
+//! The job's peer list is in every peer's config, so it is built once and
+//! shared: each spec holds its own part of `peer.yaml` and the same list
+//! text, and what a job's specs weigh grows with its peers, not with their
+//! square (10,000 peers are 0.4 MB of list, not 4 GB of configs).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -14,6 +20,12 @@ use crate::role::{Placeholder, Policy, RoleFile};
 
 /// The config file each peer finds in its sandbox.
 pub const CONFIG_FILE: &str = "peer.yaml";
+
+/// `DISPATCHER_PEERS` is set only up to this length (about 800 peers).
+/// Beyond it every task would carry the whole list again, and Linux refuses
+/// to start a program with any one variable over 128 KiB; the `peers` of
+/// `peer.yaml` are the list at every size.
+pub const PEERS_ENV_MAX: usize = 16 * 1024;
 
 /// Everything needed to start one peer, independent of the backend.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +39,13 @@ pub struct PeerSpec {
     pub cpus_milli: u32,
     pub mem_mb: u64,
     pub gpus: u32,
-    /// The YAML text of `peer.yaml`.
-    pub config: String,
+    /// `peer.yaml` without the job's peer list: `me`, the variables, the
+    /// data files.
+    pub config_head: String,
+    /// The rest of `peer.yaml`: `peers:` and every peer's address, the same
+    /// text for every peer of the job (role files cannot name a variable
+    /// `me` or `peers`, so the two parts never share a key).
+    pub peer_list: Arc<str>,
     pub env: Vec<(String, String)>,
     /// A command for `sh -c`, run in the sandbox.
     pub command: String,
@@ -57,6 +74,17 @@ fn addr(address: &str, port: u16) -> Value {
     json!([address, port])
 }
 
+impl PeerSpec {
+    /// The whole text of `peer.yaml`. Both parts are block mappings at the
+    /// top level with distinct keys, so one after the other is one mapping.
+    pub fn config(&self) -> String {
+        let mut s = String::with_capacity(self.config_head.len() + self.peer_list.len());
+        s.push_str(&self.config_head);
+        s.push_str(&self.peer_list);
+        s
+    }
+}
+
 /// Builds every peer's spec from a placement of `roles`.
 pub fn build_peers(
     job: &JobContext,
@@ -77,6 +105,9 @@ pub fn build_peers(
         .iter()
         .map(|p| json!({ "addr": addr(&p.address, p.port) }))
         .collect();
+    let peer_list: Arc<str> = serde_yaml::to_string(&json!({ "peers": peer_list }))
+        .expect("a JSON value always serializes to YAML")
+        .into();
     let count = placement.peers.len();
     let peers_text = placement
         .peers
@@ -84,6 +115,7 @@ pub fn build_peers(
         .map(|p| format!("{}:{}", p.address, p.port))
         .collect::<Vec<_>>()
         .join(",");
+    let peers_env = (peers_text.len() <= PEERS_ENV_MAX).then_some(peers_text);
 
     // Data files per (role, spec): peer index -> files.
     let mut data_for: BTreeMap<(usize, usize), BTreeMap<u32, Vec<String>>> = BTreeMap::new();
@@ -139,7 +171,6 @@ pub fn build_peers(
         };
         let mut cfg = serde_json::Map::new();
         cfg.insert("me".into(), addr(&slot.address, slot.port));
-        cfg.insert("peers".into(), Value::Array(peer_list.clone()));
         // A peer's own peer_globals entry overrides the role's k3_globals.
         let mut vars = role.k3_globals.clone();
         if let Some(own) = role.peer_globals.get(nth) {
@@ -172,7 +203,7 @@ pub fn build_peers(
         if let Some(v) = &role.k3_outpaths {
             cfg.insert("k3_outpaths".into(), v.clone());
         }
-        let config = serde_yaml::to_string(&Value::Object(cfg))
+        let config_head = serde_yaml::to_string(&Value::Object(cfg))
             .expect("a JSON value always serializes to YAML");
 
         let mut env = vec![
@@ -184,12 +215,14 @@ pub fn build_peers(
             ("DISPATCHER_ADDRESS".to_string(), slot.address.clone()),
             ("DISPATCHER_PORT".to_string(), slot.port.to_string()),
             ("DISPATCHER_FIRST_PEER".to_string(), first_text.clone()),
-            ("DISPATCHER_PEERS".to_string(), peers_text.clone()),
             (
                 "DISPATCHER_PEER_CONFIG".to_string(),
                 CONFIG_FILE.to_string(),
             ),
         ];
+        if let Some(p) = &peers_env {
+            env.push(("DISPATCHER_PEERS".to_string(), p.clone()));
+        }
         for (flag, name) in [
             (job.options.logging, "LOGGING"),
             (job.options.jsonlog, "JSONLOG"),
@@ -229,7 +262,8 @@ pub fn build_peers(
             cpus_milli: slot.cpus_milli,
             mem_mb: slot.mem_mb,
             gpus: slot.gpus,
-            config,
+            config_head,
+            peer_list: peer_list.clone(),
             env,
             command,
         });
@@ -307,7 +341,7 @@ mod tests {
         assert_eq!(peers.len(), 3);
         let cfgs: Vec<Value> = peers
             .iter()
-            .map(|s| serde_yaml::from_str(&s.config).unwrap())
+            .map(|s| serde_yaml::from_str(&s.config()).unwrap())
             .collect();
         assert_eq!(cfgs[0]["me"], json!(["a.ip", 100]));
         assert_eq!(cfgs[2]["me"], json!(["b.ip", 200]));
@@ -344,6 +378,63 @@ mod tests {
         assert!(peers[2]
             .env
             .contains(&("DISPATCHER_FIRST_PEER".into(), "a.ip:100".into())));
+    }
+
+    fn ctx(opts: &JobOptions) -> JobContext<'_> {
+        JobContext {
+            job_id: 3,
+            binary: "prog",
+            options: opts,
+        }
+    }
+
+    #[test]
+    fn a_ten_thousand_peer_job_shares_one_peer_list_and_weighs_what_its_peers_do() {
+        let (rf, _) = RoleFile::parse("name: gang\npeers: 10000\ncpu: 0.1\n").unwrap();
+        let offers: Vec<Offer> = (0..1000)
+            .map(|i| offer(&format!("agent{i:04}"), (31000, 31009)))
+            .collect();
+        let p = place(rf.roles(), &offers).unwrap();
+        let opts = JobOptions::default();
+        let peers = build_peers(&ctx(&opts), &rf, &p, &|_: &str, _: &str| vec![]);
+        assert_eq!(peers.len(), 10_000);
+        let list = peers[0].peer_list.clone();
+        assert!(peers.iter().all(|s| Arc::ptr_eq(&s.peer_list, &list)));
+        // Each peer's own part is small; the list is there once.
+        let own: usize = peers
+            .iter()
+            .map(|s| {
+                s.config_head.len()
+                    + s.command.len()
+                    + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            })
+            .sum();
+        assert!(own < 10_000 * 600, "{own} bytes for 10,000 peers");
+        assert!(list.len() < 10_000 * 60, "{} bytes of list", list.len());
+        // Too long for one environment variable: only peer.yaml has it.
+        assert!(peers[9999].env.iter().all(|(k, _)| k != "DISPATCHER_PEERS"));
+        let cfg: Value = serde_yaml::from_str(&peers[9999].config()).unwrap();
+        assert_eq!(cfg["peers"].as_array().unwrap().len(), 10_000);
+        assert_eq!(cfg["peers"][9999]["addr"], cfg["me"]);
+        assert_eq!(cfg["peers"][0]["addr"], json!(["agent0000.ip", 31000]));
+    }
+
+    #[test]
+    fn a_small_job_names_its_peers_in_the_environment_and_in_its_config() {
+        let (rf, _) = RoleFile::parse("name: r\npeers: 2\nk3_globals: {x: 1}\n").unwrap();
+        let p = place(rf.roles(), &[offer("h", (10, 11))]).unwrap();
+        let opts = JobOptions::default();
+        let peers = build_peers(&ctx(&opts), &rf, &p, &|_: &str, _: &str| vec![]);
+        assert!(peers[1]
+            .env
+            .contains(&("DISPATCHER_PEERS".into(), "h.ip:10,h.ip:11".into())));
+        let cfg: Value = serde_yaml::from_str(&peers[1].config()).unwrap();
+        assert_eq!(
+            cfg["peers"],
+            json!([{"addr": ["h.ip", 10]}, {"addr": ["h.ip", 11]}])
+        );
+        assert_eq!(cfg["x"], 1);
+        assert_eq!(cfg["me"], json!(["h.ip", 11]));
     }
 
     #[test]

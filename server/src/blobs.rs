@@ -71,6 +71,19 @@ impl BlobStore {
         })
     }
 
+    /// Stores bytes already in memory (the dispatcher's own, such as a
+    /// job's peer list), durably, as an upload would.
+    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<Blob> {
+        let mut w = self.writer(u64::MAX).await?;
+        for chunk in bytes.chunks(1 << 16) {
+            w.write(chunk).await.map_err(|e| match e {
+                WriteError::Io(e) => e,
+                WriteError::TooLarge(_) => unreachable!("no limit"),
+            })?;
+        }
+        self.commit(w).await
+    }
+
     /// Moves a finished upload into place (or drops it when the same content
     /// is already stored) and returns its identity.
     pub async fn commit(&self, mut w: BlobWriter) -> std::io::Result<Blob> {

@@ -392,7 +392,7 @@ fn prepare_sandbox(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
     }
-    std::fs::write(sandbox.join(CONFIG_FILE), &spec.config)?;
+    std::fs::write(sandbox.join(CONFIG_FILE), spec.config())?;
     Ok(sandbox)
 }
 

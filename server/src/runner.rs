@@ -474,7 +474,7 @@ impl Runner {
                             }
                         }
                         Backend::Mesos(m) => {
-                            m.launch(self.bus.db(), job, &roles, &meta, &placement)
+                            m.launch(self.bus.db(), &self.blobs, job, &roles, &meta, &placement)
                                 .await;
                         }
                     }

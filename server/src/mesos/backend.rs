@@ -198,6 +198,7 @@ impl MesosBackend {
     pub async fn launch(
         &mut self,
         db: &Db,
+        blobs: &crate::blobs::BlobStore,
         job: u64,
         roles: &RoleFile,
         meta: &JobMeta,
@@ -214,6 +215,18 @@ impl MesosBackend {
             vec![path.to_string()]
         });
         let url = format!("{}/api/blobs/{}", self.advertise, meta.sha256);
+        // The job's peer list is stored once, by hash, for the agents to
+        // fetch; should that fail, every task carries it as before.
+        let peers_url = match specs.first() {
+            Some(s) => match blobs.put(s.peer_list.as_bytes()).await {
+                Ok(b) => Some(format!("{}/api/blobs/{}", self.advertise, b.sha256)),
+                Err(e) => {
+                    tracing::warn!(job, error = %e, "could not store the peer list; each task carries it");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut rows = Vec::new();
         let mut launches = Vec::new();
         for (spec, slot) in specs.iter().zip(&placement.peers) {
@@ -228,6 +241,7 @@ impl MesosBackend {
                 &agent,
                 &url,
                 &meta.app,
+                peers_url.as_deref(),
                 self.kill_grace,
             );
             rows.push(TaskRow {

@@ -193,7 +193,7 @@ impl Files {
     }
 
     /// Copies a sandbox into `dest`, recursively; `skip` (the app binary)
-    /// is left out; a file keeps at most `cap + 1` bytes, so the archive
+    /// and the fetched peer list (in `peer.yaml` already) are left out; a file keeps at most `cap + 1` bytes, so the archive
     /// sees it as over the cap and records the truncation.
     pub async fn copy_sandbox(
         &self,
@@ -221,7 +221,9 @@ impl Files {
                     dirs.push(e.path.clone());
                     continue;
                 }
-                if dir == sandbox && rel == Path::new(skip) {
+                if dir == sandbox
+                    && (rel == Path::new(skip) || rel == Path::new(super::task::PEER_LIST_FILE))
+                {
                     continue;
                 }
                 let target = dest.join(rel);

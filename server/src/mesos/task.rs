@@ -173,24 +173,41 @@ fn scalar(name: &str, v: f64) -> mesos::Resource {
     }
 }
 
+/// The job's peer list as the agents fetch it into each sandbox.
+pub const PEER_LIST_FILE: &str = "dispatcher-peers.yaml";
+
 /// Writes `peer.yaml` in the sandbox, then runs the peer's command. The
-/// config travels inside the command, so the task needs nothing but the
-/// binary from the dispatcher.
-pub fn shell_command(spec: &PeerSpec) -> String {
+/// peer's own part travels inside the command; the job's peer list does
+/// too when `list_fetched` is false, else it is the fetched
+/// [`PEER_LIST_FILE`] (one per job, cached by each agent's fetcher), so an
+/// ACCEPT carries each peer's address once, not once per peer.
+pub fn shell_command(spec: &PeerSpec, list_fetched: bool) -> String {
+    let inline = if list_fetched {
+        spec.config_head.clone()
+    } else {
+        spec.config()
+    };
     let mut fence = String::from("DISPATCHER_PEER_CONFIG");
-    while spec.config.lines().any(|l| l == fence) {
+    while inline.lines().any(|l| l == fence) {
         fence.push('_');
     }
+    let append = if list_fetched {
+        format!("cat {PEER_LIST_FILE} >> {CONFIG_FILE} || exit 1\n")
+    } else {
+        String::new()
+    };
     format!(
-        "cat > {CONFIG_FILE} <<'{fence}'\n{}{fence}\n{}",
-        spec.config, spec.command
+        "cat > {CONFIG_FILE} <<'{fence}'\n{inline}{fence}\n{append}{}",
+        spec.command
     )
 }
 
 /// One peer as a Mesos task: its cpus, its share of memory, exactly its
-/// port; the binary fetched (executable, cacheable) from the dispatcher; the
-/// peer contract's environment; labels naming job and peer; Docker when the
-/// role has an image.
+/// port; the binary fetched (executable, cacheable) from the dispatcher, and
+/// the job's peer list too when it is stored (`peers_url`); the peer
+/// contract's environment; labels naming job and peer; Docker when the role
+/// has an image.
+#[allow(clippy::too_many_arguments)]
 pub fn task_info(
     job: u64,
     spec: &PeerSpec,
@@ -198,6 +215,7 @@ pub fn task_info(
     agent_id: &str,
     binary_url: &str,
     binary: &str,
+    peers_url: Option<&str>,
     kill_grace: std::time::Duration,
 ) -> mesos::TaskInfo {
     let mut resources = vec![scalar("cpus", spec.cpus_milli as f64 / 1000.0)];
@@ -218,13 +236,22 @@ pub fn task_info(
         }),
         ..Default::default()
     });
-    let uri = command_info::Uri {
+    let mut uris = vec![command_info::Uri {
         value: binary_url.into(),
         executable: Some(true),
         extract: Some(false),
         cache: Some(true),
         output_file: Some(binary.into()),
-    };
+    }];
+    if let Some(url) = peers_url {
+        uris.push(command_info::Uri {
+            value: url.into(),
+            executable: Some(false),
+            extract: Some(false),
+            cache: Some(true),
+            output_file: Some(PEER_LIST_FILE.into()),
+        });
+    }
     let variables = spec
         .env
         .iter()
@@ -235,9 +262,9 @@ pub fn task_info(
         })
         .collect();
     let command = mesos::CommandInfo {
-        uris: vec![uri],
+        uris,
         environment: Some(mesos::Environment { variables }),
-        value: Some(shell_command(spec)),
+        value: Some(shell_command(spec, peers_url.is_some())),
         shell: Some(true),
         ..Default::default()
     };
@@ -463,6 +490,7 @@ mod tests {
             "agent-1",
             "http://d:5000/api/blobs/abc",
             "prog",
+            Some("http://d:5000/api/blobs/def"),
             std::time::Duration::from_secs(5),
         );
         assert_eq!(t.task_id.value, "job7.peer1");
@@ -515,9 +543,27 @@ mod tests {
             "{value}"
         );
         assert!(
-            value.ends_with("DISPATCHER_PEER_CONFIG\n./prog -p peer.yaml"),
+            value.ends_with("DISPATCHER_PEER_CONFIG\ncat dispatcher-peers.yaml >> peer.yaml || exit 1\n./prog -p peer.yaml"),
             "{value}"
         );
+        // The list is fetched once per agent, not carried by every task.
+        assert!(!value.contains("peers:"), "{value}");
+        assert_eq!(cmd.uris[1].value, "http://d:5000/api/blobs/def");
+        assert_eq!(
+            cmd.uris[1].output_file.as_deref(),
+            Some("dispatcher-peers.yaml")
+        );
+        assert_eq!(
+            (cmd.uris[1].cache, cmd.uris[1].executable),
+            (Some(true), Some(false))
+        );
+        // Without a stored list, the whole config travels in the command.
+        let inline = shell_command(&specs[1], false);
+        assert!(
+            inline.contains("peers:\n- addr:\n  - 10.0.0.1\n  - 31000\n"),
+            "{inline}"
+        );
+        assert!(!inline.contains("dispatcher-peers.yaml"), "{inline}");
         let env = &cmd.environment.as_ref().unwrap().variables;
         assert!(env
             .iter()

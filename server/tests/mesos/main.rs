@@ -146,12 +146,42 @@ async fn a_two_role_job_over_three_agents_reaches_finished_with_its_sandboxes_ar
             String::from_utf8_lossy(file(&entries, &format!("peer-{n}/stderr")))
                 .contains("stderr of")
         );
-        assert!(file(&entries, &format!("peer-{n}/peer.yaml")).starts_with(b"me:"));
+        let cfg: serde_json::Value =
+            serde_yaml::from_slice(file(&entries, &format!("peer-{n}/peer.yaml"))).unwrap();
+        let list = cfg["peers"].as_array().expect("every peer's address");
+        assert_eq!(list.len(), 5, "{cfg}");
+        assert_eq!(list[n]["addr"], cfg["me"], "{cfg}");
     }
     assert!(
         !entries.iter().any(|(n, _)| n.ends_with("/peerprog")),
         "the binary is left out"
     );
+    assert!(
+        !entries
+            .iter()
+            .any(|(n, _)| n.ends_with("/dispatcher-peers.yaml")),
+        "the fetched peer list is left out: peer.yaml has it"
+    );
+    // The job's peer list is one URI every task names; each agent's
+    // fetcher downloads it (and the binary) once, however many peers it runs.
+    let list_uri = tasks[0].command.as_ref().unwrap().uris[1].value.clone();
+    assert!(tasks
+        .iter()
+        .all(|t| t.command.as_ref().unwrap().uris[1].value == list_uri));
+    assert!(tasks
+        .iter()
+        .all(|t| !t.command.as_ref().unwrap().value().contains("peers:")));
+    m.record(|r| {
+        let mut per_agent = std::collections::BTreeMap::<&str, usize>::new();
+        for (agent, uri) in &r.fetches {
+            if *uri == list_uri {
+                *per_agent.entry(agent).or_default() += 1;
+            }
+        }
+        assert_eq!(per_agent.len(), hosts.len(), "{:?}", r.fetches);
+        assert!(per_agent.values().all(|n| *n == 1), "{:?}", r.fetches);
+        assert_eq!(r.fetches.len(), 2 * hosts.len(), "{:?}", r.fetches);
+    });
     // Who the framework said it is.
     let sub = m.calls_of(C::Subscribe)[0]
         .subscribe

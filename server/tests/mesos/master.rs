@@ -49,7 +49,7 @@
 //! never a backend users run.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -300,6 +300,8 @@ pub struct Record {
     pub accepts_at: Vec<Instant>,
     /// Authorization headers of every request to the files API.
     pub files_auth: Vec<Option<String>>,
+    /// Every download the agents' fetchers made: (agent, URI).
+    pub fetches: Vec<(String, String)>,
 }
 
 struct Cluster {
@@ -341,7 +343,13 @@ struct Cluster {
     root: PathBuf,
     /// The dispatcher's binary URLs are fetched with this client.
     http: reqwest::Client,
+    /// Each agent's fetcher cache: a URI with `cache: true` is downloaded
+    /// once per agent, and tasks starting together wait for that one
+    /// download (docs/fetcher.md, fetcher-cache-internals.md).
+    fetch_cache: HashMap<(String, String), FetchCell>,
 }
+
+type FetchCell = Arc<tokio::sync::OnceCell<Option<Bytes>>>;
 
 #[derive(Clone)]
 pub struct TestMaster {
@@ -501,6 +509,7 @@ impl TestMaster {
             record: Record::default(),
             root: root.path().to_path_buf(),
             http: reqwest::Client::new(),
+            fetch_cache: HashMap::new(),
         }));
         for i in 0..2 {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1816,6 +1825,7 @@ fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
                 tokio::spawn(run_task(
                     shared.clone(),
                     tid,
+                    agent.clone(),
                     sandbox,
                     t.command.clone().unwrap_or_default(),
                     g.http.clone(),
@@ -1832,6 +1842,7 @@ fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
 async fn run_task(
     c: Shared,
     tid: String,
+    agent: String,
     sandbox: PathBuf,
     cmd: mesos::CommandInfo,
     http: reqwest::Client,
@@ -1842,9 +1853,36 @@ async fn run_task(
             .output_file
             .clone()
             .unwrap_or_else(|| uri.value.rsplit('/').next().unwrap().to_string());
-        let got = match http.get(&uri.value).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
-            _ => None,
+        let download = || async {
+            c.lock()
+                .unwrap()
+                .record
+                .fetches
+                .push((agent.clone(), uri.value.clone()));
+            match http.get(&uri.value).send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                _ => None,
+            }
+        };
+        let got = if uri.cache == Some(true) {
+            let cell = c
+                .lock()
+                .unwrap()
+                .fetch_cache
+                .entry((agent.clone(), uri.value.clone()))
+                .or_default()
+                .clone();
+            let got = cell.get_or_init(download).await.clone();
+            if got.is_none() {
+                // A failed download is not cached: the next task tries again.
+                c.lock()
+                    .unwrap()
+                    .fetch_cache
+                    .remove(&(agent.clone(), uri.value.clone()));
+            }
+            got
+        } else {
+            download().await
         };
         let Some(bytes) = got else {
             c.lock().unwrap().executor_update(
