@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use app::model::JobOptions;
-use app::peer::{build_peers, JobContext};
+use app::peer::{build_peers, JobContext, PeerSpec};
 use app::placement::{place, Offer, PortRange};
 use app::RoleFile;
 
@@ -89,14 +89,7 @@ fn specs(n: usize, offers: &[Offer], runs: usize) {
         let t = Instant::now();
         let s = build_peers(&ctx, &rf, &p, &|_: &str, _: &str| vec![]);
         times.push(t.elapsed());
-        let own: usize = s
-            .iter()
-            .map(|s| {
-                s.config_head.len()
-                    + s.command.len()
-                    + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            })
-            .sum();
+        let own: usize = s.iter().map(PeerSpec::own_len).sum();
         bytes = (own, s[0].peer_list.len());
     }
     times.sort();

@@ -83,6 +83,18 @@ impl PeerSpec {
         s.push_str(&self.peer_list);
         s
     }
+
+    /// Bytes of what is this peer's alone (its config part, environment
+    /// and command), without the shared list.
+    pub fn own_len(&self) -> usize {
+        self.config_head.len()
+            + self.command.len()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 /// Builds every peer's spec from a placement of `roles`.
@@ -401,14 +413,7 @@ mod tests {
         let list = peers[0].peer_list.clone();
         assert!(peers.iter().all(|s| Arc::ptr_eq(&s.peer_list, &list)));
         // Each peer's own part is small; the list is there once.
-        let own: usize = peers
-            .iter()
-            .map(|s| {
-                s.config_head.len()
-                    + s.command.len()
-                    + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            })
-            .sum();
+        let own: usize = peers.iter().map(PeerSpec::own_len).sum();
         assert!(own < 10_000 * 600, "{own} bytes for 10,000 peers");
         assert!(list.len() < 10_000 * 60, "{} bytes of list", list.len());
         // Too long for one environment variable: only peer.yaml has it.
