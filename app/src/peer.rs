@@ -7,7 +7,7 @@
 //! The job's peer list is in every peer's config, so it is built once and
 //! shared: each spec holds its own part of `peer.yaml` and the same list
 //! text, and what a job's specs weigh grows with its peers, not with their
-//! square (10,000 peers are 0.4 MB of list, not 4 GB of configs).
+//! square (10,000 peers: one 0.33 MB list, not 3.3 GB of configs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
