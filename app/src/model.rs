@@ -340,6 +340,33 @@ pub struct ClusterView {
     /// The framework's side, on the Mesos backend.
     #[serde(default)]
     pub mesos: Option<MesosView>,
+    /// The data directory: what it weighs and what retention keeps.
+    #[serde(default)]
+    pub storage: Option<StorageView>,
+}
+
+/// The data directory as `GET /api/cluster` shows it, measured at start
+/// and after each retention sweep (walking it costs, so not per request).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StorageView {
+    pub dir: String,
+    /// Bytes on disk (allocated blocks, as `du` counts), all parts together.
+    pub total_bytes: u64,
+    /// The database with its write-ahead log.
+    pub database_bytes: u64,
+    /// Stored app binaries and peer lists (`blobs/`).
+    pub apps_bytes: u64,
+    /// Jobs' sandboxes and archives (`jobs/`).
+    pub jobs_bytes: u64,
+    /// Free space on the file system that holds it.
+    pub free_bytes: Option<u64>,
+    /// When it was measured (RFC 3339).
+    pub measured: String,
+    /// What retention keeps, in words (`--keep-jobs`, `--keep-days`, `--keep-app`).
+    pub retention: String,
+    /// Jobs and blobs retention deleted since the dispatcher started.
+    pub jobs_deleted: u64,
+    pub blobs_deleted: u64,
 }
 
 /// The Mesos framework as `GET /api/cluster` shows it.

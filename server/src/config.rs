@@ -181,6 +181,22 @@ pub struct Config {
     #[arg(long, default_value_t = 5.0)]
     pub usage_every_secs: f64,
 
+    /// Retention: finished jobs kept per app, newest first; older ones are deleted with their sandboxes, archive, events and usage, and so are stored binaries nothing uses any more. Default: every job is kept.
+    #[arg(long, value_name = "N")]
+    pub keep_jobs: Option<u64>,
+
+    /// Retention: finished jobs that ended more than DAYS ago are deleted (fractions allowed: 0.5 is 12 hours). With --keep-jobs too, a job goes when either says so.
+    #[arg(long, value_name = "DAYS")]
+    pub keep_days: Option<f64>,
+
+    /// Retention for one app, instead of --keep-jobs/--keep-days: NAME:jobs=N,days=D; a part left out is inherited, `all` keeps without limit (e.g. `nightly:days=all,jobs=500`). Repeat for more apps.
+    #[arg(long, value_name = "NAME:jobs=N,days=D")]
+    pub keep_app: Vec<String>,
+
+    /// Seconds between retention sweeps: deleting what --keep-* no longer keeps, giving freed database pages back, measuring the data directory for the cluster page.
+    #[arg(long, default_value_t = 600)]
+    pub retention_every_secs: u64,
+
     /// Log format on stderr: `text` for people, `json` (one object per line, with the request and job ids of each event's spans) for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

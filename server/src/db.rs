@@ -20,6 +20,7 @@ pub struct Db {
 }
 
 const SCHEMA: &str = r#"
+PRAGMA auto_vacuum = INCREMENTAL;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = ON;
@@ -104,6 +105,21 @@ CREATE TABLE IF NOT EXISTS tasks (
     agent_url TEXT NOT NULL,
     PRIMARY KEY (job_id, idx)
 );
+CREATE TABLE IF NOT EXISTS job_blobs (
+    job_id INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (job_id, sha256)
+);
+CREATE INDEX IF NOT EXISTS job_blobs_sha ON job_blobs (sha256);
+CREATE INDEX IF NOT EXISTS jobs_sha ON jobs (sha256);
+CREATE INDEX IF NOT EXISTS versions_sha ON versions (sha256);
+CREATE INDEX IF NOT EXISTS jobs_app_ended ON jobs (app, ended);
+CREATE TABLE IF NOT EXISTS deleted_jobs (
+    id INTEGER PRIMARY KEY,
+    app TEXT NOT NULL,
+    deleted TEXT NOT NULL,
+    why TEXT NOT NULL
+);
 "#;
 
 /// A new job as recorded at submission.
@@ -139,6 +155,23 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, Internal> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // `auto_vacuum` takes effect on a new database only; one made
+        // before retention existed is rebuilt once so that pages freed by
+        // deleting old jobs can be given back a few at a time.
+        let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        let has_tables: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table')",
+            [],
+            |r| r.get(0),
+        )?;
+        if mode != 2 && has_tables {
+            let t = std::time::Instant::now();
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+            tracing::info!(
+                ms = t.elapsed().as_millis() as u64,
+                "database rebuilt for incremental vacuum"
+            );
+        }
         conn.execute_batch(SCHEMA)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
@@ -237,8 +270,14 @@ pub fn apps(c: &Connection) -> Result<Vec<AppSummary>, Internal> {
 
 /// Forgets every version of an app; returns how many there were. Blobs stay,
 /// since past jobs name them and replay needs them.
-pub fn delete_app(c: &Connection, app: &str) -> Result<usize, Internal> {
-    Ok(c.execute("DELETE FROM versions WHERE app = ?1", params![app])?)
+/// Deletes an app's versions; returns how many and the blobs they named
+/// (for collection once no job uses them).
+pub fn delete_app(c: &mut Connection, app: &str) -> Result<(usize, Vec<String>), Internal> {
+    let tx = c.transaction()?;
+    let shas = version_shas(&tx, app)?;
+    let n = tx.execute("DELETE FROM versions WHERE app = ?1", params![app])?;
+    tx.commit()?;
+    Ok((n, shas))
 }
 
 fn now() -> String {
@@ -778,9 +817,282 @@ pub fn tasks_of(c: &Connection, job: u64) -> Result<Vec<TaskRow>, Internal> {
     Ok(rows)
 }
 
+/// Records a blob a job uses beside its binary (the Mesos peer list), so
+/// that retention keeps it while the job is kept.
+pub fn insert_job_blob(c: &Connection, job: u64, sha256: &str) -> Result<(), Internal> {
+    c.execute(
+        "INSERT OR IGNORE INTO job_blobs (job_id, sha256) VALUES (?1, ?2)",
+        params![job as i64, sha256],
+    )?;
+    Ok(())
+}
+
+/// The apps that have jobs, one index probe each (not one per job).
+pub fn job_apps(c: &Connection) -> Result<Vec<String>, Internal> {
+    let mut st = c.prepare(
+        "WITH RECURSIVE a(app) AS (
+             SELECT MIN(app) FROM jobs
+             UNION ALL
+             SELECT (SELECT MIN(app) FROM jobs WHERE app > a.app) FROM a WHERE a.app IS NOT NULL
+         )
+         SELECT app FROM a WHERE app IS NOT NULL",
+    )?;
+    let apps = st
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(apps)
+}
+
+/// Finished jobs of `app` that retention no longer keeps, oldest first, at
+/// most `limit`: beyond the `keep` newest finished ones, or ended before
+/// `ended_before`. Only jobs whose archive is built are taken (one still
+/// being built is left for the next sweep), unless they ended before
+/// `stale` (an archive that failed is not waited for forever).
+pub fn expired_jobs(
+    c: &Connection,
+    app: &str,
+    keep: Option<u64>,
+    ended_before: Option<&str>,
+    stale: &str,
+    limit: usize,
+) -> Result<Vec<(u64, Why)>, Internal> {
+    let mut out: Vec<(u64, Why)> = Vec::new();
+    if let Some(cut) = ended_before {
+        let mut st = c.prepare(
+            "SELECT id FROM jobs WHERE app = ?1 AND ended < ?2
+               AND (archive_size IS NOT NULL OR ended < ?3) ORDER BY id LIMIT ?4",
+        )?;
+        for id in st.query_map(params![app, cut, stale, limit as i64], |r| {
+            r.get::<_, i64>(0)
+        })? {
+            out.push((id? as u64, Why::Age));
+        }
+    }
+    if let Some(keep) = keep {
+        let mut st = c.prepare(
+            "SELECT id FROM (SELECT id, archive_size, ended FROM jobs
+                 WHERE app = ?1 AND ended IS NOT NULL ORDER BY id DESC LIMIT -1 OFFSET ?2)
+             WHERE archive_size IS NOT NULL OR ended < ?3 ORDER BY id LIMIT ?4",
+        )?;
+        for id in st.query_map(
+            params![app, keep.min(i64::MAX as u64) as i64, stale, limit as i64],
+            |r| r.get::<_, i64>(0),
+        )? {
+            let id = id? as u64;
+            if !out.iter().any(|(o, _)| *o == id) {
+                out.push((id, Why::Count));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|(id, _)| *id);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Why retention deleted a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Beyond the newest `--keep-jobs` finished jobs of its app.
+    Count,
+    /// Ended longer ago than `--keep-days`.
+    Age,
+}
+
+/// Deletes jobs' rows (the job, its peers, tasks, allotments, usage and
+/// events) in one transaction and leaves a tombstone for each, so that
+/// their ids answer "deleted" rather than "never was". Returns the blobs
+/// they used, for collection.
+pub fn delete_jobs(c: &mut Connection, jobs: &[(u64, String)]) -> Result<Vec<String>, Internal> {
+    let tx = c.transaction()?;
+    let t = now();
+    let mut shas = Vec::new();
+    for (id, why) in jobs {
+        let id = *id as i64;
+        let Some((app, sha)) = tx
+            .query_row(
+                "SELECT app, sha256 FROM jobs WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+        else {
+            continue;
+        };
+        shas.push(sha);
+        let mut st = tx.prepare_cached("SELECT sha256 FROM job_blobs WHERE job_id = ?1")?;
+        for s in st.query_map(params![id], |r| r.get::<_, String>(0))? {
+            shas.push(s?);
+        }
+        for table in ["events", "peers", "tasks", "allot", "usage", "job_blobs"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE job_id = ?1"),
+                params![id],
+            )?;
+        }
+        tx.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO deleted_jobs (id, app, deleted, why) VALUES (?1, ?2, ?3, ?4)",
+            params![id, app, t, why],
+        )?;
+    }
+    tx.commit()?;
+    shas.sort_unstable();
+    shas.dedup();
+    Ok(shas)
+}
+
+/// When and why retention deleted job `id`, if it did.
+pub fn deleted_job(c: &Connection, id: u64) -> Result<Option<(String, String, String)>, Internal> {
+    Ok(c.query_row(
+        "SELECT app, deleted, why FROM deleted_jobs WHERE id = ?1",
+        params![id as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?)
+}
+
+/// Of `ids`, those retention deleted (their directories may be left over
+/// from a stop between the rows and the files).
+pub fn deleted_among(c: &Connection, ids: &[u64]) -> Result<Vec<u64>, Internal> {
+    let mut st = c.prepare_cached("SELECT 1 FROM deleted_jobs WHERE id = ?1")?;
+    let mut out = Vec::new();
+    for id in ids {
+        if st.exists(params![*id as i64])? {
+            out.push(*id);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an app version or a kept job still uses a blob.
+pub fn blob_in_use(c: &Connection, sha256: &str) -> Result<bool, Internal> {
+    Ok(c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM versions WHERE sha256 = ?1)
+             OR EXISTS (SELECT 1 FROM jobs WHERE sha256 = ?1)
+             OR EXISTS (SELECT 1 FROM job_blobs WHERE sha256 = ?1)",
+        params![sha256],
+        |r| r.get(0),
+    )?)
+}
+
+/// The shas of an app's versions (before the app is deleted).
+pub fn version_shas(c: &Connection, app: &str) -> Result<Vec<String>, Internal> {
+    let mut st = c.prepare("SELECT DISTINCT sha256 FROM versions WHERE app = ?1")?;
+    let shas = st
+        .query_map(params![app], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(shas)
+}
+
+/// Gives back up to `pages` free pages to the file system; returns how
+/// many free pages remain. Small steps keep the connection's lock short.
+pub fn vacuum_step(c: &Connection, pages: u32) -> Result<u64, Internal> {
+    // 0 would mean every page: never one long step.
+    c.execute_batch(&format!("PRAGMA incremental_vacuum({})", pages.max(1)))?;
+    free_pages(c)
+}
+
+/// Pages the database holds but does not use.
+pub fn free_pages(c: &Connection) -> Result<u64, Internal> {
+    Ok(c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn new_job(c: &mut Connection, app: &str) -> u64 {
+        let ev = insert_job(
+            c,
+            &NewJob {
+                app: app.into(),
+                uid: "u".into(),
+                sha256: "ab".repeat(32),
+                role_file: "peers: 1".into(),
+                options: JobOptions::default(),
+                peers_total: 1,
+                replay_of: None,
+            },
+        )
+        .unwrap();
+        ev.job
+    }
+
+    #[test]
+    fn deleted_jobs_take_their_rows_and_events_and_the_freed_pages_are_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = Db::open(&path).unwrap();
+        let mut c = db.conn.lock().unwrap();
+        let ids: Vec<u64> = (0..300).map(|_| new_job(&mut c, "a")).collect();
+        let kind = EventKind::Job {
+            state: JobState::Finished,
+            reason: "x".repeat(2000),
+        };
+        for id in &ids {
+            record(&mut c, *id, &kind).unwrap();
+            record(&mut c, *id, &EventKind::Archive { size: 1 }).unwrap();
+        }
+        insert_job_blob(&c, ids[0], &"cd".repeat(32)).unwrap();
+        let pages = |c: &Connection| {
+            c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        let before = pages(&c);
+        let stale = "9999";
+        let old = expired_jobs(&c, "a", Some(10), None, stale, 1000).unwrap();
+        assert_eq!(old.len(), 290);
+        assert_eq!(old[0], (ids[0], Why::Count), "oldest first");
+        assert!(
+            old.iter().all(|(id, _)| *id <= ids[289]),
+            "the 10 newest stay"
+        );
+        let batch: Vec<(u64, String)> = old.iter().map(|(id, _)| (*id, "too old".into())).collect();
+        let shas = delete_jobs(&mut c, &batch).unwrap();
+        assert_eq!(shas, vec!["ab".repeat(32), "cd".repeat(32)]);
+        assert!(job_detail_gone(&c, ids[0]));
+        assert_eq!(deleted_job(&c, ids[0]).unwrap().unwrap().2, "too old");
+        let events: i64 = c
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(events, 10 * 3, "only the kept jobs' events remain");
+        assert!(
+            blob_in_use(&c, &"ab".repeat(32)).unwrap(),
+            "kept jobs use it"
+        );
+        assert!(!blob_in_use(&c, &"cd".repeat(32)).unwrap());
+        assert!(free_pages(&c).unwrap() > 0);
+        while vacuum_step(&c, 16).unwrap() > 0 {}
+        assert!(pages(&c) < before / 2, "{} of {before} pages", pages(&c));
+        assert_eq!(
+            deleted_among(&c, &[ids[0], ids[299], 123456]).unwrap(),
+            vec![ids[0]]
+        );
+    }
+
+    fn job_detail_gone(c: &Connection, id: u64) -> bool {
+        super::job(c, id).unwrap().is_none()
+    }
+
+    #[test]
+    fn a_database_made_before_retention_is_rebuilt_once_for_incremental_vacuum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, app TEXT NOT NULL, uid TEXT NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', user TEXT NOT NULL DEFAULT '', tag TEXT NOT NULL DEFAULT '', role_file TEXT NOT NULL, options TEXT NOT NULL, peers_total INTEGER NOT NULL, submitted TEXT NOT NULL, started TEXT, ended TEXT, archive_size INTEGER, replay_of INTEGER); INSERT INTO jobs (app, uid, sha256, state, role_file, options, peers_total, submitted) VALUES ('a', 'u', 's', 'FINISHED', '', '{}', 1, 't');").unwrap();
+            let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, 0);
+        }
+        let db = Db::open(&path).unwrap();
+        let c = db.conn.lock().unwrap();
+        let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 2, "INCREMENTAL");
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "the data is kept");
+    }
 
     #[test]
     fn a_long_run_keeps_at_most_the_cap_of_samples_over_its_whole_span() {

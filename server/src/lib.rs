@@ -19,6 +19,7 @@ pub mod local;
 pub mod mesos;
 pub mod metrics;
 pub mod queue;
+pub mod retention;
 pub mod runner;
 pub mod sched;
 pub mod service;
@@ -46,6 +47,7 @@ pub struct Application {
     state: AppState,
     runner: RunnerHandle,
     header_timeout: Duration,
+    retention_every: Duration,
 }
 
 impl Application {
@@ -55,6 +57,8 @@ impl Application {
             None => None,
         };
         let (first, last) = cfg.port_range().map_err(Internal)?;
+        let policy = retention::Policy::parse(cfg.keep_jobs, cfg.keep_days, &cfg.keep_app)
+            .map_err(Internal)?;
         let token = match &cfg.token_file {
             Some(f) => Some(access::token_from_file(f, "--token-file").map_err(Internal)?),
             None => cfg.token.clone(),
@@ -194,7 +198,9 @@ impl Application {
         }
 
         let (_, shutdown) = tokio::sync::watch::channel(false);
+        let retention = retention::Retention::new(policy, db.clone(), blobs.clone(), dir.clone());
         let state = AppState {
+            retention,
             db,
             bus,
             blobs,
@@ -207,6 +213,7 @@ impl Application {
             state,
             runner: handle,
             header_timeout: Duration::from_secs(cfg.header_timeout_secs.max(1)),
+            retention_every: Duration::from_secs(cfg.retention_every_secs.max(1)),
         })
     }
 
@@ -242,6 +249,10 @@ impl Application {
                 stop_rx.clone(),
             );
         }
+        state
+            .retention
+            .clone()
+            .spawn(self.retention_every, stop_rx.clone());
         state.shutdown = stop_rx;
         let router = api::router(state);
         let runner = self.runner;

@@ -399,6 +399,7 @@ impl Runner {
                     waiting,
                     running: self.core.running(),
                     mesos: None,
+                    storage: None,
                 }
             }
             Backend::Mesos(m) => m.view(waiting, self.core.running()),

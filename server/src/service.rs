@@ -27,6 +27,7 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub runner: RunnerHandle,
     pub settings: Arc<Settings>,
+    pub retention: Arc<crate::retention::Retention>,
     /// Becomes true when the server shuts down; live streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -479,7 +480,7 @@ async fn submit_version(
     if !st.blobs.path(&sha256).exists() {
         return Err(ApiError::new(
             StatusCode::GONE,
-            format!("the binary of {app} version {uid} is no longer stored"),
+            format!("the binary of {app} version {uid} is no longer stored: the version was deleted and no kept job used it; upload it again to run this"),
         ));
     }
     let (rf, warnings) = accept_role_file(st, &role_text)?;
@@ -510,32 +511,50 @@ async fn submit_version(
     })
 }
 
+/// Deletes an app's versions (jobs keep theirs: they name the binary by
+/// hash); the binaries no kept job uses are collected at once.
+pub async fn delete_app(st: &AppState, name: &str) -> Result<usize, ApiError> {
+    let n = name.to_string();
+    let (removed, shas) = st.db.call(move |c| db::delete_app(c, &n)).await?;
+    st.retention.consider(shas);
+    Ok(removed)
+}
+
+/// A job's detail, or why there is none: 404 for an id never used, 410
+/// for a job retention deleted (saying when and why).
+pub async fn job_detail(st: &AppState, id: u64) -> Result<app::model::JobDetail, ApiError> {
+    match st.db.call(move |c| db::job(c, id)).await? {
+        Some(j) => Ok(j),
+        None => Err(no_job(st, id).await),
+    }
+}
+
+/// The error for a job id with no job behind it.
+pub async fn no_job(st: &AppState, id: u64) -> ApiError {
+    match st.db.call(move |c| db::deleted_job(c, id)).await {
+        Ok(Some((app, when, why))) => ApiError::new(
+            StatusCode::GONE,
+            format!("job {id} (app {app:?}) was deleted on {when} by the retention policy: {why}"),
+        ),
+        Ok(None) => ApiError::not_found(format!("there is no job {id}")),
+        Err(e) => e.into(),
+    }
+}
+
 /// Kills a job; a job that already ended is left as it is.
 pub async fn kill(st: &AppState, id: u64) -> Result<app::model::JobSummary, ApiError> {
-    let job = st
-        .db
-        .call(move |c| db::job(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let job = job_detail(st, id).await?;
     if !job.job.state.is_terminal() {
         st.runner.kill(id, "killed by request".into()).await;
     }
     // The kill is asynchronous for running jobs; report the state now.
-    let job = st
-        .db
-        .call(move |c| db::job(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let job = job_detail(st, id).await?;
     Ok(job.job)
 }
 
 /// Submits a job again with the same app version, role file and options.
 pub async fn replay(st: &AppState, id: u64) -> Result<Submitted, ApiError> {
-    let job = st
-        .db
-        .call(move |c| db::job(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let job = job_detail(st, id).await?;
     let sha = st
         .db
         .call(move |c| db::sha_of_job(c, id))

@@ -7,6 +7,7 @@ use leptos::task::spawn_local;
 
 use super::ErrorLine;
 use crate::api;
+use crate::logic::human_bytes;
 
 #[component]
 pub fn ClusterPage() -> impl IntoView {
@@ -101,6 +102,31 @@ pub fn ClusterPage() -> impl IntoView {
                     </tbody>
                 </table>
                 </div>
+                {c.storage.clone().map(|s| {
+                    let used = s.total_bytes as f64;
+                    let disk = s.free_bytes.map(|f| f as f64 + used);
+                    view! {
+                        <h2>"Data directory"</h2>
+                        <dl class="facts" data-testid="storage">
+                            <dt>"Where"</dt><dd><code>{s.dir.clone()}</code></dd>
+                            <dt>"Size"</dt><dd data-testid="storage-total">{match disk {
+                                Some(d) => bar(used, d, format!("{} ({} free)", human_bytes(used), human_bytes(d - used))).into_any(),
+                                None => human_bytes(used).into_any(),
+                            }}</dd>
+                            <dt>"Parts"</dt><dd>{format!(
+                                "database {}, apps {}, jobs {}",
+                                human_bytes(s.database_bytes as f64),
+                                human_bytes(s.apps_bytes as f64),
+                                human_bytes(s.jobs_bytes as f64)
+                            )}</dd>
+                            <dt>"Retention"</dt><dd data-testid="retention">{s.retention.clone()}
+                                {(s.jobs_deleted + s.blobs_deleted > 0).then(|| format!(
+                                    " ({} jobs and {} binaries deleted since start)", s.jobs_deleted, s.blobs_deleted
+                                ))}</dd>
+                            <dt>"Measured"</dt><dd class="muted">{s.measured.clone()}</dd>
+                        </dl>
+                    }
+                })}
                 <h2>"Waiting jobs"</h2>
                 {if c.waiting.is_empty() {
                     view! { <p class="muted">"Nothing is waiting."</p> }.into_any()

@@ -72,8 +72,7 @@ pub async fn delete_app(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let n = name.clone();
-    let removed = st.db.call(move |c| db::delete_app(c, &n)).await?;
+    let removed = crate::service::delete_app(&st, &name).await?;
     if removed == 0 {
         return Err(ApiError::not_found(format!("there is no app {name:?}")));
     }
@@ -187,12 +186,7 @@ pub async fn get_job(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    let id = job_id(&id)?;
-    st.db
-        .call(move |c| db::job(c, id))
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
+    Ok(Json(service::job_detail(&st, job_id(&id)?).await?))
 }
 
 /// A peer's usage samples, oldest first: `[{peer, time, cpu, rss_bytes}]`.
@@ -298,12 +292,13 @@ pub async fn validate(
 }
 
 pub async fn cluster(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let view = st.runner.cluster().await.ok_or_else(|| {
+    let mut view = st.runner.cluster().await.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the scheduler is shutting down",
         )
     })?;
+    view.storage = st.retention.storage();
     Ok(Json(serde_json::to_value(view)?))
 }
 
@@ -313,11 +308,7 @@ pub async fn blob(
     State(st): State<AppState>,
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
-    if sha256.len() != 64
-        || !sha256
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if !crate::blobs::is_sha256(&sha256) {
         return Err(ApiError::bad_request(format!(
             "{sha256:?} is not a sha256 (64 lowercase hex digits)"
         )));

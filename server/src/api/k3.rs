@@ -75,8 +75,7 @@ pub async fn delete_app(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = name.clone();
-    let removed = st.db.call(move |c| db::delete_app(c, &n)).await?;
+    let removed = crate::service::delete_app(&st, &name).await?;
     if removed == 0 {
         return Err(ApiError::not_found(format!(
             "Application {name} does not exist"

@@ -341,11 +341,7 @@ pub async fn job_with_peer(
     id: u64,
     peer: u32,
 ) -> Result<app::model::JobDetail, ApiError> {
-    let job = st
-        .db
-        .call(move |c| crate::db::job(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))?;
+    let job = crate::service::job_detail(st, id).await?;
     if peer >= job.job.peers_total {
         return Err(ApiError::not_found(format!(
             "job {id} has {} peers; there is no peer {peer}",

@@ -91,7 +91,7 @@ pub async fn job_events(
     let id = job_id(&id)?;
     let after = last_event_id(&headers, &q)?.unwrap_or(0);
     if st.db.call(move |c| db::sha_of_job(c, id)).await?.is_none() {
-        return Err(ApiError::not_found(format!("there is no job {id}")));
+        return Err(crate::service::no_job(&st, id).await);
     }
     let permit = st.settings.limits.stream_permit()?;
     let sub = st.bus.subscribe();

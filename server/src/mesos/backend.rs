@@ -217,9 +217,15 @@ impl MesosBackend {
         let url = format!("{}/api/blobs/{}", self.advertise, meta.sha256);
         // The job's peer list is stored once, by hash, for the agents to
         // fetch; should that fail, every task carries it as before.
+        // Held (pinned against collection) until the job's row names it.
+        let mut peer_list = None;
         let peers_url = match specs.first() {
             Some(s) => match blobs.put(s.peer_list.as_bytes()).await {
-                Ok(b) => Some(format!("{}/api/blobs/{}", self.advertise, b.sha256)),
+                Ok(b) => {
+                    let url = format!("{}/api/blobs/{}", self.advertise, b.sha256);
+                    peer_list = Some(b);
+                    Some(url)
+                }
                 Err(e) => {
                     tracing::warn!(job, error = %e, "could not store the peer list; each task carries it");
                     None
@@ -261,12 +267,19 @@ impl MesosBackend {
             });
         }
         // Where each peer runs is durable before it is launched.
+        let list_sha = peer_list.as_ref().map(|b| b.sha256.clone());
         if let Err(e) = db
-            .call(move |c| crate::db::insert_tasks(c, job, &rows))
+            .call(move |c| {
+                if let Some(sha) = &list_sha {
+                    crate::db::insert_job_blob(c, job, sha)?;
+                }
+                crate::db::insert_tasks(c, job, &rows)
+            })
             .await
         {
             tracing::error!(job, error = %e, "could not record the tasks");
         }
+        drop(peer_list);
         self.pending.extend(launches);
     }
 
@@ -538,6 +551,7 @@ impl MesosBackend {
                 reconciling: self.fw.reconciling(),
                 tasks: self.fw.task_count(),
             }),
+            storage: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod k3;
 mod log_format;
 mod metrics;
 mod restart;
+mod retention;
 mod usage;
 #[path = "../common/usage_check.rs"]
 mod usage_check;
