@@ -349,6 +349,29 @@ test('an app\'s page charts the duration and outcome of its past runs', () => wi
   await shot(page, 'app-history');
 }));
 
+test('the cluster page shows the data directory and what retention deleted, and a deleted job\'s page says why', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'quick', '#!/bin/sh\necho done\n');
+  const first = await submitJob(d.base, 'quick', 'name: q\npeers: 1\ncpu: 0.1\n');
+  await archived(d.base, first);
+  const second = await submitJob(d.base, 'quick', 'name: q\npeers: 1\ncpu: 0.1\n');
+  await archived(d.base, second);
+  for (let i = 0; ; i++) {
+    if ((await fetch(`${d.base}/api/jobs/${first}`)).status === 410) break;
+    if (i > 300) throw new Error(`job ${first} was never deleted`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.goto(`${d.base}/cluster`);
+  const storage = page.getByTestId('storage');
+  await storage.waitFor();
+  await page.getByTestId('retention').getByText('1 job and 0 binaries deleted since start', { exact: false }).waitFor();
+  assert.match(await page.getByTestId('retention').textContent(), /per app, the 1 newest finished jobs/);
+  assert.match(await page.getByTestId('storage-total').textContent(), /\d(\.\d)? (B|KiB|MiB|GiB) \(.* free\)/);
+  await shot(page, 'cluster-storage');
+  await page.goto(`${d.base}/jobs/${first}`);
+  await page.getByText('was deleted on', { exact: false }).waitFor();
+  assert.match(await page.locator('body').textContent(), /retention policy: it was older than the 1 newest finished jobs app "quick" keeps/);
+}, ['--keep-jobs', '1', '--retention-every-secs', '1']));
+
 test('time to first render and shipped sizes (figures)', async () => {
   const d = await startDispatcher();
   const page = await browser.newPage();

@@ -121,7 +121,9 @@ pub fn ClusterPage() -> impl IntoView {
                             )}</dd>
                             <dt>"Retention"</dt><dd data-testid="retention">{s.retention.clone()}
                                 {(s.jobs_deleted + s.blobs_deleted > 0).then(|| format!(
-                                    " ({} jobs and {} binaries deleted since start)", s.jobs_deleted, s.blobs_deleted
+                                    " ({} and {} deleted since start)",
+                                    count(s.jobs_deleted, "job", "jobs"),
+                                    count(s.blobs_deleted, "binary", "binaries")
                                 ))}</dd>
                             <dt>"Measured"</dt><dd class="muted">{s.measured.clone()}</dd>
                         </dl>
@@ -136,4 +138,8 @@ pub fn ClusterPage() -> impl IntoView {
             })}
         </section>
     }
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
