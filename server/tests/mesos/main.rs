@@ -202,6 +202,69 @@ async fn a_two_role_job_over_three_agents_reaches_finished_with_its_sandboxes_ar
 }
 
 #[tokio::test]
+async fn on_mesos_retention_takes_a_deleted_job_s_peer_list_and_keeps_the_binary_its_app_names() {
+    let m = TestMaster::start(1.0).await;
+    m.add_agent(2.0, 1024.0, (31000, 31100)).await;
+    let masters = format!("{},{}", m.addr(0), m.addr(1));
+    let app = spawn_app_with(|c| {
+        c.master = Some(masters);
+        c.fast_timers = true;
+        c.offer_hold_secs = 1;
+        c.keep_jobs = Some(0);
+        c.retention_every_secs = 1;
+    })
+    .await;
+    let v = app.upload("peerprog", PEER).await;
+    let id = app.submit("peerprog", &sleepers(2, 0)).await;
+    let list_uri = eventually("a launch", 30, || {
+        m.calls_of(C::Accept).first().map(|c| {
+            c.accept.as_ref().unwrap().operations[0]
+                .launch
+                .as_ref()
+                .unwrap()
+                .task_infos[0]
+                .command
+                .as_ref()
+                .unwrap()
+                .uris[1]
+                .value
+                .clone()
+        })
+    })
+    .await;
+    let blobs = std::fs::canonicalize(app.dir.path()).unwrap().join("blobs");
+    let path = |sha: &str| blobs.join(&sha[..2]).join(sha);
+    let list = path(list_uri.rsplit('/').next().unwrap());
+    let binary = path(v["sha256"].as_str().unwrap());
+    let start = Instant::now();
+    loop {
+        let r = app
+            .client
+            .get(app.url(&format!("/api/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 410 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("the peer list collected", 10, || {
+        (!list.exists()).then_some(())
+    })
+    .await;
+    assert!(binary.exists(), "the app's version still names it");
+    m.record(|r| {
+        assert!(
+            r.fetches.iter().any(|(_, u)| *u == list_uri),
+            "{:?}",
+            r.fetches
+        )
+    });
+}
+
+#[tokio::test]
 async fn a_gang_that_does_not_fit_waits_without_launching_then_launches_when_an_agent_joins() {
     let (m, app) = cluster(&[2.0]).await;
     let id = app
