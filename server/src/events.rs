@@ -10,18 +10,39 @@ use tokio::sync::{broadcast, Mutex};
 use crate::db::Db;
 use crate::error::Internal;
 
-/// An event as broadcast: serialized once, whatever the number of clients.
+/// An event as broadcast: serialized and framed once, whatever the number
+/// of clients; each client's stream sends the same bytes (a reference
+/// count, not a copy).
 #[derive(Debug)]
 pub struct Live {
     pub event: Event,
     pub json: String,
+    /// The event as a server-sent-events frame (`id`, `event`, `data`).
+    pub frame: bytes::Bytes,
 }
 
 impl Live {
     fn new(event: Event) -> Arc<Live> {
         let json = serde_json::to_string(&event).unwrap_or_default();
-        Arc::new(Live { event, json })
+        let frame = sse_frame(&event, &json);
+        Arc::new(Live { event, json, frame })
     }
+}
+
+/// The SSE name of an event's kind.
+pub fn sse_name(ev: &Event) -> &'static str {
+    match ev.kind {
+        EventKind::Job { .. } => "job",
+        EventKind::Peer { .. } => "peer",
+        EventKind::Archive { .. } => "archive",
+    }
+}
+
+/// One event as an SSE frame. Compact JSON holds no line break, so it is
+/// one `data:` line.
+pub fn sse_frame(ev: &Event, json: &str) -> bytes::Bytes {
+    debug_assert!(!json.contains('\n'));
+    format!("id: {}\nevent: {}\ndata: {json}\n\n", ev.seq, sse_name(ev)).into()
 }
 
 #[derive(Clone)]

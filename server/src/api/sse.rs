@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
@@ -69,7 +71,7 @@ pub async fn all_events(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<After>,
-) -> Result<EventStream, ApiError> {
+) -> Result<Response, ApiError> {
     let after = last_event_id(&headers, &q)?;
     let permit = st.settings.limits.stream_permit()?;
     // Subscribed before "now" is read, and read before the answer: an event
@@ -79,7 +81,124 @@ pub async fn all_events(
         Some(a) => a,
         None => st.db.call(|c| db::last_seq(c)).await?,
     };
-    Ok(stream(st, None, after, sub, permit))
+    let watch = Watch {
+        catch_up: true,
+        keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+        shutdown: st.shutdown.clone(),
+        st,
+        last: after,
+        sub,
+        _permit: permit,
+    };
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(watch, Watch::next));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Most live events sent in one write when several are waiting.
+const COALESCE: usize = 64;
+
+/// One `/api/events` client, the stream of every job's events: its body
+/// reads the broadcast itself, so an event costs each client one wake-up
+/// of its connection and a reference to frames made once (no task or
+/// queue of its own). A client too slow for the broadcast's backlog falls
+/// behind it and catches up from the database, never buffered here.
+struct Watch {
+    st: AppState,
+    last: u64,
+    sub: broadcast::Receiver<Arc<Live>>,
+    catch_up: bool,
+    keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    // Held while the stream lives: it counts against --max-event-streams.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Watch {
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Watch)> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if self.catch_up {
+                let from = self.last;
+                let batch = match self
+                    .st
+                    .db
+                    .call(move |c| db::events_after(c, from, None, 500))
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not read events");
+                        return None;
+                    }
+                };
+                let Some(end) = batch.last() else {
+                    self.catch_up = false;
+                    continue;
+                };
+                self.last = end.seq;
+                let mut out = BytesMut::new();
+                for ev in &batch {
+                    let json = serde_json::to_string(ev).unwrap_or_default();
+                    out.extend_from_slice(&crate::events::sse_frame(ev, &json));
+                }
+                return Some((Ok(out.freeze()), self));
+            }
+            tokio::select! {
+                r = self.sub.recv() => match r {
+                    Ok(live) => {
+                        if live.event.seq <= self.last {
+                            continue;
+                        }
+                        self.last = live.event.seq;
+                        let mut frame = live.frame.clone();
+                        // Events already waiting go in the same write.
+                        let mut more: Option<BytesMut> = None;
+                        for _ in 0..COALESCE {
+                            match self.sub.try_recv() {
+                                Ok(l) if l.event.seq > self.last => {
+                                    self.last = l.event.seq;
+                                    more.get_or_insert_with(|| BytesMut::from(&frame[..]))
+                                        .extend_from_slice(&l.frame);
+                                }
+                                Ok(_) => {}
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                    self.catch_up = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if let Some(m) = more {
+                            frame = m.freeze();
+                        }
+                        return Some((Ok(frame), self));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.keep_alive.as_mut() => {
+                    self.keep_alive.as_mut().reset(tokio::time::Instant::now() + KEEP_ALIVE);
+                    return Some((Ok(Bytes::from_static(b":\n\n")), self));
+                }
+                r = self.shutdown.changed() => {
+                    if r.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub async fn job_events(
@@ -99,14 +218,9 @@ pub async fn job_events(
 }
 
 fn to_sse(ev: &Event, json: &str) -> SseEvent {
-    let name = match ev.kind {
-        EventKind::Job { .. } => "job",
-        EventKind::Peer { .. } => "peer",
-        EventKind::Archive { .. } => "archive",
-    };
     SseEvent::default()
         .id(ev.seq.to_string())
-        .event(name)
+        .event(crate::events::sse_name(ev))
         .data(json)
 }
 
