@@ -310,6 +310,9 @@ struct Cluster {
     /// A forgotten subscription whose connection is kept open and silent.
     orphaned: Option<Stream>,
     stall_subscribe: bool,
+    /// Launched tasks stay STAGING: the agents never start them (a bench of
+    /// launches measures the framework, not 10,000 processes on one machine).
+    stage_only: bool,
     leader: Option<usize>,
     endpoints: Vec<SocketAddr>,
     fw: Option<FwInfo>,
@@ -485,6 +488,7 @@ impl TestMaster {
             tls: tls.clone(),
             orphaned: None,
             stall_subscribe: false,
+            stage_only: false,
             leader: Some(0),
             endpoints: vec![],
             fw: None,
@@ -655,6 +659,15 @@ impl TestMaster {
             .count()
     }
 
+    /// Tasks the master knows that have not ended.
+    pub fn live_tasks(&self) -> usize {
+        let g = self.c.lock().unwrap();
+        g.tasks
+            .values()
+            .filter(|t| !proto::calls::is_terminal(t.state))
+            .count()
+    }
+
     pub fn unacked(&self) -> usize {
         self.c.lock().unwrap().unacked.len()
     }
@@ -685,6 +698,11 @@ impl TestMaster {
     /// Holds the next call of type `t` for `d` before handling it.
     pub fn hold_next(&self, t: call::Type, d: Duration) {
         self.c.lock().unwrap().hold_next = Some((t, d));
+    }
+
+    /// Tasks launched from now on are kept STAGING, never started.
+    pub fn stage_only(&self, on: bool) {
+        self.c.lock().unwrap().stage_only = on;
     }
 
     pub fn stall_subscribe(&self, on: bool) {
@@ -1821,6 +1839,9 @@ fn accept(g: &mut Cluster, a: call::Accept, shared: &Shared) {
                         killing: false,
                     },
                 );
+                if g.stage_only {
+                    continue;
+                }
                 let sandbox = g.sandbox(&agent, &fw.id, &tid);
                 tokio::spawn(run_task(
                     shared.clone(),
