@@ -233,10 +233,24 @@ impl PeerInfo {
     /// the detail alone knows what each peer was given and its usage so
     /// far, so those fill in, and rows the events have not named yet are
     /// added.
+    ///
+    /// `rows` is kept sorted by index, so each peer is found by binary
+    /// search: a 10,000-peer job's detail folds in without a quadratic cost.
     pub fn merge_detail(rows: &mut Vec<PeerInfo>, detail: &[PeerInfo]) {
+        let sorted = rows.windows(2).all(|w| w[0].index < w[1].index);
+        if !sorted {
+            rows.sort_by_key(|p| p.index);
+            rows.dedup_by_key(|p| p.index);
+        }
+        if rows.is_empty() {
+            rows.extend_from_slice(detail);
+            rows.sort_by_key(|p| p.index);
+            return;
+        }
         for d in detail {
-            match rows.iter_mut().find(|r| r.index == d.index) {
-                Some(r) => {
+            match rows.binary_search_by_key(&d.index, |r| r.index) {
+                Ok(i) => {
+                    let r = &mut rows[i];
                     r.asked_cpu = r.asked_cpu.or(d.asked_cpu);
                     r.asked_mem_bytes = r.asked_mem_bytes.or(d.asked_mem_bytes);
                     r.started = r.started.take().or_else(|| d.started.clone());
@@ -247,10 +261,70 @@ impl PeerInfo {
                         r.peak_rss_bytes = d.peak_rss_bytes.max(r.peak_rss_bytes);
                     }
                 }
-                None => rows.push(d.clone()),
+                Err(i) => rows.insert(i, d.clone()),
             }
         }
-        rows.sort_by_key(|p| p.index);
+    }
+
+    /// A peer event applied to rows sorted by index: the row is replaced by
+    /// what the event says (the page shows no per-peer times), keeping what
+    /// only the detail and the usage samples know; a new peer is inserted in
+    /// its place. Returns the row's position.
+    pub fn apply_event(rows: &mut Vec<PeerInfo>, info: PeerInfo) -> usize {
+        match rows.binary_search_by_key(&info.index, |r| r.index) {
+            Ok(i) => {
+                let p = &mut rows[i];
+                *p = PeerInfo {
+                    peak_rss_bytes: p.peak_rss_bytes,
+                    mean_cpu: p.mean_cpu,
+                    usage_samples: p.usage_samples,
+                    asked_cpu: p.asked_cpu,
+                    asked_mem_bytes: p.asked_mem_bytes,
+                    started: p.started.take(),
+                    ended: p.ended.take(),
+                    ..info
+                };
+                i
+            }
+            Err(i) => {
+                rows.insert(i, info);
+                i
+            }
+        }
+    }
+
+    /// The row a peer event describes (what the event does not say is empty).
+    pub fn from_event(kind: &EventKind) -> Option<PeerInfo> {
+        let EventKind::Peer {
+            index,
+            role,
+            host,
+            port,
+            state,
+            exit_code,
+            signal,
+            reason,
+        } = kind
+        else {
+            return None;
+        };
+        Some(PeerInfo {
+            index: *index,
+            role: role.clone(),
+            host: host.clone(),
+            port: *port,
+            state: *state,
+            exit_code: *exit_code,
+            signal: *signal,
+            reason: reason.clone(),
+            started: None,
+            ended: None,
+            peak_rss_bytes: None,
+            mean_cpu: None,
+            usage_samples: 0,
+            asked_cpu: None,
+            asked_mem_bytes: None,
+        })
     }
 }
 
@@ -485,6 +559,52 @@ mod tests {
             (rows[0].usage_samples, rows[0].peak_rss_bytes),
             (5, Some(300))
         );
+    }
+
+    #[test]
+    fn peer_events_in_any_order_keep_rows_sorted_and_keep_what_only_the_detail_knew() {
+        let mut rows = Vec::new();
+        for i in [5u32, 1, 9, 0, 3] {
+            PeerInfo::apply_event(&mut rows, peer(i, PeerState::Starting));
+        }
+        assert_eq!(
+            rows.iter().map(|p| p.index).collect::<Vec<_>>(),
+            [0, 1, 3, 5, 9]
+        );
+        let mut d = peer(3, PeerState::Starting);
+        d.asked_mem_bytes = Some(1 << 30);
+        d.usage_samples = 2;
+        d.peak_rss_bytes = Some(7);
+        PeerInfo::merge_detail(&mut rows, &[d, peer(4, PeerState::Starting)]);
+        assert_eq!(
+            rows.iter().map(|p| p.index).collect::<Vec<_>>(),
+            [0, 1, 3, 4, 5, 9]
+        );
+        let at = PeerInfo::apply_event(&mut rows, peer(3, PeerState::Finished));
+        assert_eq!(at, 2);
+        assert_eq!(rows[2].state, PeerState::Finished);
+        assert_eq!(
+            rows[2].asked_mem_bytes,
+            Some(1 << 30),
+            "kept from the detail"
+        );
+        assert_eq!(
+            (rows[2].usage_samples, rows[2].peak_rss_bytes),
+            (2, Some(7))
+        );
+        let kind = EventKind::Peer {
+            index: 12,
+            role: "w".into(),
+            host: "h".into(),
+            port: 1,
+            state: PeerState::Running,
+            exit_code: None,
+            signal: None,
+            reason: String::new(),
+        };
+        let info = PeerInfo::from_event(&kind).unwrap();
+        assert_eq!((info.index, info.state), (12, PeerState::Running));
+        assert!(PeerInfo::from_event(&job(JobState::Running, "")).is_none());
     }
 
     fn ev(seq: u64, time: &str, kind: EventKind) -> Event {

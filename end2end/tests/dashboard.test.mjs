@@ -180,6 +180,36 @@ test('the jobs page over 100,000 finished jobs draws its rows at once and stays 
   await page.getByTestId(`job-row-${id}`).waitFor();
 }, [], (dir) => fillHistory(dir, 100000)));
 
+let bigJob = null;
+test('a 10,000-peer job\'s page draws its peers table and timeline as windows and scrolls to the last peer', () => withApp(async (d, page) => {
+  const t0 = Date.now();
+  await page.goto(`${d.base}/jobs/${bigJob}`);
+  await page.getByTestId('peer-0').getByText('FINISHED').waitFor({ timeout: 20000 });
+  const drawn = Date.now() - t0;
+  // The whole stream (40,004 events) is read before the page says ended.
+  await page.locator('.title-row [data-testid=conn]').getByText('ended').waitFor({ timeout: 60000 });
+  const settled = Date.now() - t0;
+  const rows = await page.locator('[data-testid^=peer-]:is(tr)').count();
+  const bars = await page.locator('[data-testid=timeline] .tl-row').count();
+  console.log(`dashboard: 10,000-peer job page: first rows ${drawn} ms, every event applied ${settled} ms after navigation; ${rows} table rows and ${bars} timeline rows in the DOM`);
+  assert.ok(rows > 10 && rows < 200, `${rows} rows in the DOM`);
+  assert.ok(bars > 10 && bars < 200, `${bars} timeline rows in the DOM`);
+  assert.equal(await page.getByTestId('peers-table').getAttribute('aria-rowcount'), '10001');
+  // Scrolled to the end, the last peer is drawn, and still only a window.
+  const t1 = Date.now();
+  await page.getByTestId('peers-scroll').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await page.getByTestId('peer-9999').getByText('FINISHED').waitFor({ timeout: 5000 });
+  console.log(`dashboard: scrolled to peer 9999 in ${Date.now() - t1} ms`);
+  assert.ok(await page.locator('[data-testid^=peer-]:is(tr)').count() < 200);
+  await page.locator('[data-testid=timeline] .tl-scroll').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await page.locator('[data-testid=timeline]').getByText('peer 9999', { exact: true }).waitFor({ timeout: 5000 });
+  // A big job's log is picked by number, not from 10,000 options.
+  assert.equal(await page.getByTestId('log-peer').evaluate((el) => el.tagName), 'INPUT');
+  await shot(page, 'job-10k-peers');
+  // The aim is well under this; the bound catches a quadratic page.
+  assert.ok(settled < 20000, `settled after ${settled} ms`);
+}, [], (dir) => { bigJob = fillHistory(dir, 10, 10000); }));
+
 test('a peer log shows lines while the peer runs', () => withApp(async (d, page) => {
   await uploadApp(d.base, 'talker', '#!/bin/sh\nfor i in $(seq 1 8); do echo "line $i"; sleep 0.5; done\n');
   const id = await submitJob(d.base, 'talker', 'name: t\npeers: 1\ncpu: 0.1\n');

@@ -63,9 +63,14 @@ export async function startDispatcher(extra = [], prepare = null) {
   };
 }
 
-/// Writes `jobs` finished jobs (4 peers, 3 events each) into a data directory.
-export function fillHistory(dir, jobs) {
-  execFileSync(join(root, 'target', 'debug', 'examples', 'fill_history'), [dir, String(jobs)]);
+/// Writes `jobs` finished jobs (4 peers, 3 events each) into a data
+/// directory, and with `bigPeers` one more finished job of that many peers
+/// (3 events each), whose id it returns.
+export function fillHistory(dir, jobs, bigPeers = null) {
+  const args = [dir, String(jobs)];
+  if (bigPeers) args.push(String(bigPeers));
+  const out = execFileSync(join(root, 'target', 'debug', 'examples', 'fill_history'), args);
+  return bigPeers ? Number(String(out).trim()) : null;
 }
 
 export async function launchBrowser() {

@@ -3,8 +3,9 @@
 //! keeps the same 100,000 jobs but fewer requests), served by the real
 //! `dispatcher` binary. Prints p50/p99 of the job list (first page, a filter
 //! that matches nothing, a deep page by offset and by `before`) and of a
-//! job's detail, then what a new `/api/events` client receives before its
-//! first live event. A read whose cost follows the history shows here.
+//! job's detail, of a 10,000-peer job's detail and whole event stream
+//! (40,004 events), then what a new `/api/events` client receives before
+//! its first live event. A read whose cost follows the history shows here.
 //!
 //! `cargo bench -p dispatcher --bench history`
 
@@ -18,7 +19,7 @@ use server::Server;
 
 #[path = "support/history_fill.rs"]
 mod history_fill;
-use history_fill::{fill, PEERS};
+use history_fill::{fill, fill_big_job, PEERS};
 
 const JOBS: u64 = 100_000;
 
@@ -55,6 +56,7 @@ async fn main() {
         JOBS * 3,
         t.elapsed().as_secs_f64()
     );
+    let big = fill_big_job(dir.path(), 10_000);
     let server = Server::start(
         dir.path(),
         &["--ports", "45900-45909", "--cpus", "2", "--mem-mb", "1024"],
@@ -83,6 +85,21 @@ async fn main() {
         ("k3 /jobs", "/jobs".to_string()),
     ];
     for (name, path) in &cases {
+        let (p50, p99, bytes) = timed(client, &format!("{base}{path}"), n).await;
+        println!("history: {name:<32} p50 {p50:6.2} ms  p99 {p99:6.2} ms  ({bytes} bytes)");
+    }
+    for (name, path, n) in [
+        (
+            "10,000-peer job detail",
+            format!("/api/jobs/{big}"),
+            n.min(50),
+        ),
+        (
+            "10,000-peer job's whole stream",
+            format!("/api/jobs/{big}/events"),
+            n.min(10),
+        ),
+    ] {
         let (p50, p99, bytes) = timed(client, &format!("{base}{path}"), n).await;
         println!("history: {name:<32} p50 {p50:6.2} ms  p99 {p99:6.2} ms  ({bytes} bytes)");
     }

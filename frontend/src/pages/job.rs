@@ -34,7 +34,16 @@ fn JobView(id: u64) -> impl IntoView {
     let job = RwSignal::new(None::<JobDetail>);
     let samples = RwSignal::new(super::charts::Samples::new());
     let peers = RwSignal::new(Vec::<PeerInfo>::new());
-    let history = RwSignal::new(Vec::<(u32, f64, PeerState)>::new());
+    let history = RwSignal::new(History::default());
+    // The most any peer was given (cores, bytes): the charts' reference
+    // lines. Known from the detail only, so kept apart from the rows that
+    // every event touches.
+    let given = RwSignal::new((None::<f64>, None::<u64>));
+    let note_given = move |d: &[PeerInfo]| {
+        let cpu = d.iter().filter_map(|p| p.asked_cpu).reduce(f64::max);
+        let mem = d.iter().filter_map(|p| p.asked_mem_bytes).max();
+        given.update(|g| *g = (g.0.or(cpu), g.1.or(mem)));
+    };
     let error = RwSignal::new(None::<String>);
     let missing = RwSignal::new(false);
     let (conn, set_conn) = signal(Conn::Connecting);
@@ -46,6 +55,7 @@ fn JobView(id: u64) -> impl IntoView {
             Ok(d) => {
                 // Events may have come first: fold the detail into them.
                 peers.update(|p| PeerInfo::merge_detail(p, &d.peers));
+                note_given(&d.peers);
                 // The usage so far; live samples arrive as `usage` events.
                 let sampled: Vec<u32> = d
                     .peers
@@ -111,7 +121,8 @@ fn JobView(id: u64) -> impl IntoView {
                     });
                 }
                 peers.update(|ps| {
-                    if let Some(p) = ps.iter_mut().find(|p| p.index as u64 == index) {
+                    let at = ps.binary_search_by_key(&(index as u32), |p| p.index);
+                    if let Some(p) = at.ok().map(|i| &mut ps[i]) {
                         let n = p.usage_samples as f64;
                         p.mean_cpu = Some((p.mean_cpu.unwrap_or(0.0) * n + cpu) / (n + 1.0));
                         p.peak_rss_bytes = Some(p.peak_rss_bytes.unwrap_or(0).max(rss));
@@ -135,6 +146,7 @@ fn JobView(id: u64) -> impl IntoView {
                         spawn_local(async move {
                             if let Ok(d) = api::get::<JobDetail>(&format!("/api/jobs/{id}")).await {
                                 peers.update(|p| PeerInfo::merge_detail(p, &d.peers));
+                                note_given(&d.peers);
                             }
                         });
                     }
@@ -149,54 +161,15 @@ fn JobView(id: u64) -> impl IntoView {
                         }
                     }
                 }),
-                EventKind::Peer {
-                    index,
-                    role,
-                    host,
-                    port,
-                    state,
-                    exit_code,
-                    signal,
-                    reason,
-                } => {
+                kind @ EventKind::Peer { .. } => {
+                    let Some(info) = PeerInfo::from_event(&kind) else {
+                        return;
+                    };
+                    let (index, state) = (info.index, info.state);
                     peers.update(|ps| {
-                        let info = PeerInfo {
-                            index,
-                            role,
-                            host,
-                            port,
-                            state,
-                            exit_code,
-                            signal,
-                            reason,
-                            started: None,
-                            ended: None,
-                            peak_rss_bytes: None,
-                            mean_cpu: None,
-                            usage_samples: 0,
-                            asked_cpu: None,
-                            asked_mem_bytes: None,
-                        };
-                        // The page shows no per-peer times, so the event
-                        // replaces the row (keeping its usage so far).
-                        match ps.iter_mut().find(|p| p.index == index) {
-                            Some(p) => {
-                                *p = PeerInfo {
-                                    peak_rss_bytes: p.peak_rss_bytes,
-                                    mean_cpu: p.mean_cpu,
-                                    usage_samples: p.usage_samples,
-                                    asked_cpu: p.asked_cpu,
-                                    asked_mem_bytes: p.asked_mem_bytes,
-                                    ..info
-                                }
-                            }
-                            None => {
-                                ps.push(info);
-                                ps.sort_by_key(|p| p.index);
-                            }
-                        }
+                        PeerInfo::apply_event(ps, info);
                     });
-                    history.update(|h| h.push((index, t, state)));
+                    history.update(|h| h.push(index, t, state));
                 }
                 EventKind::Archive { size } => job.update(|j| {
                     if let Some(j) = j {
@@ -267,14 +240,22 @@ fn JobView(id: u64) -> impl IntoView {
         })
     });
     let ended = move || job.with(|j| j.as_ref().is_some_and(|j| j.job.state.is_terminal()));
-    // Cores each role asked for per peer, from the job's role file.
-    let asked_cpu = move |role: &str| {
-        job.with_untracked(|j| {
-            let rf = app::RoleFile::parse(&j.as_ref()?.role_file).ok()?.0;
-            let r = rf.roles().iter().find(|r| r.name == role)?;
-            Some(r.cpu.cores())
+    // Cores each role asked for per peer, from the job's role file (parsed
+    // once, not per row).
+    let role_cpu = Memo::new(move |_| {
+        job.with(|j| {
+            let Some(rf) = j
+                .as_ref()
+                .and_then(|j| app::RoleFile::parse(&j.role_file).ok())
+            else {
+                return Vec::new();
+            };
+            rf.0.roles()
+                .iter()
+                .map(|r| (r.name.clone(), r.cpu.cores()))
+                .collect::<Vec<_>>()
         })
-    };
+    });
     let duration = move || {
         job.with(|j| {
             let j = j.as_ref()?;
@@ -322,89 +303,188 @@ fn JobView(id: u64) -> impl IntoView {
                 <button on:click=copy_curl>{move || if copied.get() { "Copied" } else { "Copy as curl" }}</button>
             </div>
             <h2>"Peers"</h2>
-            <div class="table-wrap">
-            <table data-testid="peers-table">
-                <thead><tr><th>"#"</th><th>"Role"</th><th>"Host:port"</th><th>"State"</th><th>"Exit"</th><th>"CPU (mean / asked)"</th><th>"Memory (peak / asked)"</th><th>"Reason"</th></tr></thead>
-                <tbody>
-                    <For each=move || peers.get() key=|p| (p.index, p.state, p.exit_code, p.usage_samples) children=move |p| {
-                        let exit = match (p.exit_code, p.signal) { (Some(c), _) => format!("code {c}"), (None, Some(s)) => format!("signal {s}"), _ => "—".into() };
-                        let asked = p.asked_cpu.or_else(|| asked_cpu(&p.role));
-                        let cpu = match (p.mean_cpu, asked) {
-                            (Some(m), Some(a)) => format!("{m:.2} / {a}"),
-                            (Some(m), None) => format!("{m:.2}"),
-                            (None, _) => "—".into(),
-                        };
-                        let mem = match (p.peak_rss_bytes, p.asked_mem_bytes) {
-                            (Some(b), Some(a)) => format!("{} / {}", human_bytes(b as f64), human_bytes(a as f64)),
-                            (Some(b), None) => human_bytes(b as f64),
-                            (None, _) => "—".into(),
-                        };
-                        view! {
-                            <tr data-testid=format!("peer-{}", p.index)>
-                                <td>{p.index}</td><td>{p.role.clone()}</td><td>{format!("{}:{}", p.host, p.port)}</td>
-                                <td><StateBadge state=p.state.as_str().to_string()/></td><td>{exit}</td>
-                                <td data-testid="peer-cpu">{cpu}</td><td data-testid="peer-mem">{mem}</td><td>{p.reason.clone()}</td>
-                            </tr>
-                        }
-                    }/>
-                </tbody>
-            </table>
-            </div>
+            <PeersTable peers=peers role_cpu=role_cpu/>
             <super::charts::UsageCharts samples=samples
                 asked_cpu=Signal::derive(move || {
                     // The most any peer was given: the line a peer should stay under.
-                    let given = peers.with(|ps| ps.iter().filter_map(|p| p.asked_cpu).reduce(f64::max));
-                    given.or_else(|| job.with(|j| {
+                    given.get().0.or_else(|| job.with(|j| {
                         let rf = app::RoleFile::parse(&j.as_ref()?.role_file).ok()?.0;
                         Some(rf.roles().first()?.cpu.cores())
                     }))
                 })
-                asked_mem=Signal::derive(move || peers.with(|ps| ps.iter().filter_map(|p| p.asked_mem_bytes).max()).map(|b| b as f64))/>
+                asked_mem=Signal::derive(move || given.get().1.map(|b| b as f64))/>
             <Timeline peers=peers history=history now=now ended=Signal::derive(ended)/>
-            <LogPanel id=id peers=peers/>
+            <LogPanel id=id peers=peers total=Signal::derive(move || job.with(|j| j.as_ref().map(|j| j.job.peers_total).unwrap_or(0)))/>
             <h2>"Role file"</h2>
             <pre class="rolefile" data-testid="role-file">{move || job.with(|j| j.as_ref().map(|j| j.role_file.clone()).unwrap_or_default())}</pre>
         </section>
     }
 }
 
-/// Each peer's states over time as coloured segments.
+/// Each peer's state changes, by peer, with the first and last times:
+/// what the timeline draws, kept so that an event costs one push (a
+/// 10,000-peer job sends 40,000 of them).
+#[derive(Clone, Default)]
+struct History {
+    by_peer: Vec<Vec<(f64, PeerState)>>,
+    t0: f64,
+    last: f64,
+}
+
+impl History {
+    fn push(&mut self, peer: u32, t: f64, state: PeerState) {
+        let i = peer as usize;
+        if self.by_peer.len() <= i {
+            self.by_peer.resize(i + 1, Vec::new());
+        }
+        if self.is_empty() || t < self.t0 {
+            self.t0 = t;
+        }
+        self.last = self.last.max(t).max(f64::MIN_POSITIVE);
+        self.by_peer[i].push((t, state));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.last == 0.0
+    }
+}
+
+/// Rows drawn around the visible ones, so that a fast scroll shows no gap.
+const OVERSCAN: usize = 20;
+
+/// The rows of a scrolled list of `n` rows `row_h` high that are in view
+/// (plus some either side), for a viewport `view_h` high.
+fn window(scroll_top: f64, view_h: f64, row_h: f64, n: usize) -> (usize, usize) {
+    let first = ((scroll_top / row_h) as usize)
+        .saturating_sub(OVERSCAN)
+        .min(n);
+    let shown = (view_h / row_h).ceil() as usize + 2 * OVERSCAN;
+    (first, (first + shown).min(n))
+}
+
+const ROW_H: f64 = 36.0;
+
+/// The peers, one row each; only the rows in view are in the DOM, so a
+/// 10,000-peer job's table scrolls as a 4-peer one does.
+#[component]
+fn PeersTable(peers: RwSignal<Vec<PeerInfo>>, role_cpu: Memo<Vec<(String, f64)>>) -> impl IntoView {
+    let scroll = RwSignal::new((0.0f64, 600.0f64));
+    let container = NodeRef::<leptos::html::Div>::new();
+    let on_scroll = move |_| {
+        if let Some(el) = container.get() {
+            scroll.set((el.scroll_top() as f64, el.client_height() as f64));
+        }
+    };
+    let count = Memo::new(move |_| peers.with(|p| p.len()));
+    let range = Memo::new(move |_| {
+        let (top, h) = scroll.get();
+        window(top, h, ROW_H, count.get())
+    });
+    let visible = move || {
+        let (a, b) = range.get();
+        peers.with(|p| p.get(a..b).map(<[PeerInfo]>::to_vec).unwrap_or_default())
+    };
+    view! {
+        <div class="table-wrap peers-wrap" node_ref=container on:scroll=on_scroll data-testid="peers-scroll">
+        <table data-testid="peers-table" aria-rowcount=move || count.get() + 1>
+            <thead><tr><th>"#"</th><th>"Role"</th><th>"Host:port"</th><th>"State"</th><th>"Exit"</th><th>"CPU (mean / asked)"</th><th>"Memory (peak / asked)"</th><th>"Reason"</th></tr></thead>
+            <tbody>
+                <tr class="spacer" aria-hidden="true"><td colspan="8" style=move || format!("height:{}px", range.get().0 as f64 * ROW_H)></td></tr>
+                <For each=visible key=|p| (p.index, p.state, p.exit_code, p.usage_samples) children=move |p| {
+                    let exit = match (p.exit_code, p.signal) { (Some(c), _) => format!("code {c}"), (None, Some(s)) => format!("signal {s}"), _ => "—".into() };
+                    let asked = p.asked_cpu.or_else(|| {
+                        role_cpu.with_untracked(|r| r.iter().find(|(n, _)| *n == p.role).map(|(_, c)| *c))
+                    });
+                    let cpu = match (p.mean_cpu, asked) {
+                        (Some(m), Some(a)) => format!("{m:.2} / {a}"),
+                        (Some(m), None) => format!("{m:.2}"),
+                        (None, _) => "—".into(),
+                    };
+                    let mem = match (p.peak_rss_bytes, p.asked_mem_bytes) {
+                        (Some(b), Some(a)) => format!("{} / {}", human_bytes(b as f64), human_bytes(a as f64)),
+                        (Some(b), None) => human_bytes(b as f64),
+                        (None, _) => "—".into(),
+                    };
+                    view! {
+                        <tr data-testid=format!("peer-{}", p.index) aria-rowindex=p.index + 2>
+                            <td>{p.index}</td><td>{p.role.clone()}</td><td>{format!("{}:{}", p.host, p.port)}</td>
+                            <td><StateBadge state=p.state.as_str().to_string()/></td><td>{exit}</td>
+                            <td data-testid="peer-cpu">{cpu}</td><td data-testid="peer-mem">{mem}</td><td title=p.reason.clone()>{p.reason.clone()}</td>
+                        </tr>
+                    }
+                }/>
+                <tr class="spacer" aria-hidden="true"><td colspan="8" style=move || format!("height:{}px", (count.get() - range.get().1) as f64 * ROW_H)></td></tr>
+            </tbody>
+        </table>
+        </div>
+    }
+}
+
+const TL_ROW_H: f64 = 22.0;
+
+/// Each peer's states over time as coloured segments; only the rows in
+/// view are drawn.
 #[component]
 fn Timeline(
     peers: RwSignal<Vec<PeerInfo>>,
-    history: RwSignal<Vec<(u32, f64, PeerState)>>,
+    history: RwSignal<History>,
     now: RwSignal<f64>,
     ended: Signal<bool>,
 ) -> impl IntoView {
-    let bars = move || {
-        let h = history.get();
-        if h.is_empty() {
-            return None;
+    let scroll = RwSignal::new((0.0f64, 400.0f64));
+    let container = NodeRef::<leptos::html::Div>::new();
+    let on_scroll = move |_| {
+        if let Some(el) = container.get() {
+            scroll.set((el.scroll_top() as f64, el.client_height() as f64));
         }
-        let t0 = h.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
-        let last = h.iter().map(|x| x.1).fold(0.0, f64::max);
-        let t1 = if ended.get() {
-            last
-        } else {
-            now.get().max(last)
-        };
-        let span = (t1 - t0).max(1.0);
-        let rows = peers.get().into_iter().map(|p| {
-            let mine: Vec<_> = h.iter().filter(|x| x.0 == p.index).collect();
-            let segs = mine.iter().enumerate().map(|(i, (_, t, st))| {
-                let end = mine.get(i + 1).map(|n| n.1).unwrap_or(if st.is_terminal() { *t } else { t1 });
-                let left = (t - t0) / span * 100.0;
-                let width = ((end - t) / span * 100.0).max(if st.is_terminal() { 0.6 } else { 0.0 });
-                view! { <div class=format!("seg state-{}", st.as_str().to_lowercase()) style=format!("left:{left:.2}%;width:{width:.2}%") title=st.as_str()></div> }
+    };
+    let count = Memo::new(move |_| peers.with(|p| p.len()));
+    let rows = move || {
+        let (top, h) = scroll.get();
+        let (a, b) = window(top, h, TL_ROW_H, count.get());
+        let indexes: Vec<u32> =
+            peers.with(|p| p.get(a..b).into_iter().flatten().map(|p| p.index).collect());
+        history.with(|hist| {
+            let t0 = hist.t0;
+            let t1 = if ended.get() { hist.last } else { now.get().max(hist.last) };
+            let span = (t1 - t0).max(1.0);
+            let rows = indexes.into_iter().map(|index| {
+                let mine: &[(f64, PeerState)] = hist.by_peer.get(index as usize).map(Vec::as_slice).unwrap_or_default();
+                let segs = mine.iter().enumerate().map(|(i, (t, st))| {
+                    let end = mine.get(i + 1).map(|n| n.0).unwrap_or(if st.is_terminal() { *t } else { t1 });
+                    let left = (t - t0) / span * 100.0;
+                    let width = ((end - t) / span * 100.0).max(if st.is_terminal() { 0.6 } else { 0.0 });
+                    view! { <div class=format!("seg state-{}", st.as_str().to_lowercase()) style=format!("left:{left:.2}%;width:{width:.2}%") title=st.as_str()></div> }
+                }).collect_view();
+                view! { <div class="tl-row"><span class="tl-label">{format!("peer {index}")}</span><div class="tl-track">{segs}</div></div> }
             }).collect_view();
-            view! { <div class="tl-row"><span class="tl-label">{format!("peer {}", p.index)}</span><div class="tl-track">{segs}</div></div> }
-        }).collect_view();
-        Some(view! {
-            <h2>"Timeline"</h2>
-            <div class="timeline" data-testid="timeline">{rows}<p class="muted">{format!("{} from the first start", human_duration(span / 1000.0))}</p></div>
+            let n = count.get();
+            view! {
+                <div style=format!("height:{}px", a as f64 * TL_ROW_H)></div>
+                {rows}
+                <div style=format!("height:{}px", (n - b) as f64 * TL_ROW_H)></div>
+            }
         })
     };
-    view! { {bars} }
+    let span = move || {
+        history.with(|h| {
+            let t1 = if ended.get() {
+                h.last
+            } else {
+                now.get().max(h.last)
+            };
+            human_duration((t1 - h.t0).max(1.0) / 1000.0)
+        })
+    };
+    view! {
+        <Show when=move || history.with(|h| !h.is_empty())>
+            <h2>"Timeline"</h2>
+            <div class="timeline" data-testid="timeline">
+                <div class="tl-scroll" node_ref=container on:scroll=on_scroll>{rows}</div>
+                <p class="muted">{move || format!("{} from the first start", span())}</p>
+            </div>
+        </Show>
+    }
 }
 
 const LINE_H: f64 = 18.0;
@@ -412,16 +492,28 @@ const LINE_H: f64 = 18.0;
 /// One peer's stdout or stderr, live; only the visible lines are in the DOM,
 /// so 100,000 lines stay smooth.
 #[component]
-fn LogPanel(id: u64, peers: RwSignal<Vec<PeerInfo>>) -> impl IntoView {
+fn LogPanel(id: u64, peers: RwSignal<Vec<PeerInfo>>, total: Signal<u32>) -> impl IntoView {
     let peer = RwSignal::new(0u32);
+    // A list of 10,000 options (redrawn as peers arrive) helps nobody: a
+    // big job's peer is picked by number.
+    let many = move || total.get() > 200;
     let stream = RwSignal::new("stdout".to_string());
     view! {
         <h2>"Logs"</h2>
         <div class="form-row">
             <label>"Peer "
-                <select data-testid="log-peer" on:change=move |ev| peer.set(event_target_value(&ev).parse().unwrap_or(0))>
-                    <For each=move || peers.get() key=|p| p.index children=|p| view! { <option value=p.index.to_string()>{format!("{} ({})", p.index, p.role)}</option> }/>
-                </select>
+                {move || if many() {
+                    view! {
+                        <input type="number" data-testid="log-peer" min="0" max=move || total.get().saturating_sub(1).to_string() value=move || peer.get_untracked().to_string()
+                            on:change=move |ev| peer.set(event_target_value(&ev).parse::<u32>().unwrap_or(0).min(total.get_untracked().saturating_sub(1)))/>
+                    }.into_any()
+                } else {
+                    view! {
+                        <select data-testid="log-peer" on:change=move |ev| peer.set(event_target_value(&ev).parse().unwrap_or(0))>
+                            <For each=move || peers.get() key=|p| p.index children=|p| view! { <option value=p.index.to_string()>{format!("{} ({})", p.index, p.role)}</option> }/>
+                        </select>
+                    }.into_any()
+                }}
             </label>
             <label>"Stream "
                 <select data-testid="log-stream" on:change=move |ev| stream.set(event_target_value(&ev))>

@@ -52,3 +52,110 @@ pub fn fill(dir: &std::path::Path, jobs: u64) {
     }
     tx.commit().unwrap();
 }
+
+/// A time on 2026-01-01, `ms` milliseconds after midnight (RFC 3339).
+fn at(ms: u64) -> String {
+    format!(
+        "2026-01-01T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// Adds one finished job of `peers` peers, each with its starting, running
+/// and finished events (staggered by a millisecond, running 20 s), and
+/// returns its id: the job page's browser test at a big gang's size.
+pub fn fill_big_job(dir: &std::path::Path, peers: u32) -> u64 {
+    use app::model::PeerState;
+    let path = dir.join("dispatcher.db");
+    drop(dispatcher::db::Db::open(&path).unwrap());
+    let mut c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("PRAGMA synchronous = OFF;").unwrap();
+    let tx = c.transaction().unwrap();
+    let id: i64 = tx
+        .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let end = 20_000 + peers as u64 + 10;
+    let role_file = format!("name: workers\npeers: {peers}\ncpu: 0.1\nmem: 0.0625\n");
+    tx.execute(
+        "INSERT INTO jobs (id, app, uid, sha256, state, role_file, options, peers_total, submitted, started, ended, archive_size) VALUES (?1, 'big', 'u1', 'ab', 'FINISHED', ?2, '{}', ?3, ?4, ?4, ?5, 1000)",
+        rusqlite::params![id, role_file, peers, at(0), at(end)],
+    )
+    .unwrap();
+    {
+        let mut peer = tx.prepare("INSERT INTO peers (job_id, idx, role, host, port, state, exit_code, started, ended) VALUES (?1, ?2, 'workers', ?3, ?4, 'FINISHED', 0, ?5, ?6)").unwrap();
+        let mut allot = tx
+            .prepare("INSERT INTO allot (job_id, idx, cpus_milli, mem_mb) VALUES (?1, ?2, 100, 64)")
+            .unwrap();
+        let mut event = tx
+            .prepare("INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)")
+            .unwrap();
+        let job_ev = |state| {
+            serde_json::to_string(&EventKind::Job {
+                state,
+                reason: String::new(),
+            })
+            .unwrap()
+        };
+        event
+            .execute(rusqlite::params![id, at(0), job_ev(JobState::Submitted)])
+            .unwrap();
+        event
+            .execute(rusqlite::params![id, at(1), job_ev(JobState::Running)])
+            .unwrap();
+        let host = |p: u32| format!("agent-{}", p / 10);
+        let port = |p: u32| 31000 + p % 10;
+        for p in 0..peers {
+            let t = p as u64;
+            peer.execute(rusqlite::params![
+                id,
+                p,
+                host(p),
+                port(p),
+                at(t + 5),
+                at(20_000 + t)
+            ])
+            .unwrap();
+            allot.execute(rusqlite::params![id, p]).unwrap();
+            for (state, ms) in [
+                (PeerState::Starting, t),
+                (PeerState::Running, t + 5),
+                (PeerState::Finished, 20_000 + t),
+            ] {
+                let kind = EventKind::Peer {
+                    index: p,
+                    role: "workers".into(),
+                    host: host(p),
+                    port: port(p) as u16,
+                    state,
+                    exit_code: (state == PeerState::Finished).then_some(0),
+                    signal: None,
+                    reason: String::new(),
+                };
+                event
+                    .execute(rusqlite::params![
+                        id,
+                        at(ms),
+                        serde_json::to_string(&kind).unwrap()
+                    ])
+                    .unwrap();
+            }
+        }
+        event
+            .execute(rusqlite::params![id, at(end), job_ev(JobState::Finished)])
+            .unwrap();
+        event
+            .execute(rusqlite::params![
+                id,
+                at(end),
+                serde_json::to_string(&EventKind::Archive { size: 1000 }).unwrap()
+            ])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    id as u64
+}
