@@ -191,6 +191,46 @@ impl Metrics {
             "Jobs waiting to be placed.",
         );
         let _ = writeln!(out, "dispatcher_queue_jobs {}", g.waiting);
+        if let Some(s) = &g.storage {
+            head(
+                &mut out,
+                "dispatcher_data_dir_bytes",
+                "gauge",
+                "The data directory on disk, by part (database, apps, jobs), as last measured.",
+            );
+            for (part, n) in [
+                ("database", s.database_bytes),
+                ("apps", s.apps_bytes),
+                ("jobs", s.jobs_bytes),
+            ] {
+                let _ = writeln!(out, "dispatcher_data_dir_bytes{{part=\"{part}\"}} {n}");
+            }
+            if let Some(free) = s.free_bytes {
+                head(
+                    &mut out,
+                    "dispatcher_data_dir_free_bytes",
+                    "gauge",
+                    "Free space on the data directory's file system, as last measured.",
+                );
+                let _ = writeln!(out, "dispatcher_data_dir_free_bytes {free}");
+            }
+            head(
+                &mut out,
+                "dispatcher_retention_deleted_total",
+                "counter",
+                "What retention deleted since start: jobs, and binaries no job or version used.",
+            );
+            let _ = writeln!(
+                out,
+                "dispatcher_retention_deleted_total{{what=\"jobs\"}} {}",
+                s.jobs_deleted
+            );
+            let _ = writeln!(
+                out,
+                "dispatcher_retention_deleted_total{{what=\"blobs\"}} {}",
+                s.blobs_deleted
+            );
+        }
         head(
             &mut out,
             "dispatcher_queue_wait_seconds",
@@ -368,6 +408,8 @@ pub struct Gauges {
     pub waiting: usize,
     pub streams: usize,
     pub mesos: Option<app::model::MesosView>,
+    /// The data directory as last measured (retention's sweeps).
+    pub storage: Option<app::model::StorageView>,
 }
 
 /// Counts every request by the route it matched (its template, so that
@@ -405,6 +447,7 @@ mod tests {
             waiting: 0,
             streams: 1,
             mesos: None,
+            storage: None,
         });
         assert!(text.contains(
             "dispatcher_http_requests_total{route=\"/api/jobs/{id}\",method=\"GET\",status=\"200\"} 2"

@@ -34,6 +34,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         waiting: view.as_ref().map_or(0, |v| v.waiting.len()),
         streams: limits.max_streams - limits.streams.available_permits(),
         mesos: view.and_then(|v| v.mesos),
+        storage: st.retention.storage(),
     };
     Ok((
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],

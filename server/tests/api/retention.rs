@@ -123,6 +123,15 @@ async fn jobs_beyond_keep_jobs_go_with_their_sandboxes_archives_and_events_and_a
     assert!(s["apps_bytes"].as_u64().unwrap() > 0, "{s}");
     assert!(s["total_bytes"].as_u64().unwrap() >= s["jobs_bytes"].as_u64().unwrap());
     assert!(s["free_bytes"].as_u64().unwrap() > 0, "{s}");
+    // And for Prometheus.
+    let text = app.get_text("/metrics").await;
+    promtool_accepts(&text);
+    assert_eq!(
+        sample(&text, "dispatcher_retention_deleted_total{what=\"jobs\"}"),
+        2.0
+    );
+    assert!(sample(&text, "dispatcher_data_dir_bytes{part=\"database\"}") > 0.0);
+    assert!(sample(&text, "dispatcher_data_dir_free_bytes") > 0.0);
     app.stop().await;
 }
 
