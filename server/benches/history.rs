@@ -90,6 +90,11 @@ async fn main() {
     }
     for (name, path, n) in [
         (
+            "a 4-peer job's whole stream",
+            "/api/jobs/54321/events".to_string(),
+            n.min(50),
+        ),
+        (
             "10,000-peer job detail",
             format!("/api/jobs/{big}"),
             n.min(50),

@@ -675,14 +675,19 @@ pub fn sha_of_job(c: &Connection, id: u64) -> Result<Option<(String, String, Str
     .optional()?)
 }
 
-/// Events after `after`, for one job or all, oldest first.
+/// Events after `after`, for one job or all, oldest first. A job's are
+/// read on `events_job` (`(?2 IS NULL OR job_id = ?2)` would walk every
+/// event since `after`: a job stream's cost would follow the history).
 pub fn events_after(
     c: &Connection,
     after: u64,
     job: Option<u64>,
     limit: u64,
 ) -> Result<Vec<Event>, Internal> {
-    let mut st = c.prepare("SELECT seq, job_id, time, data FROM events WHERE seq > ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq LIMIT ?3")?;
+    let mut st = match job {
+        Some(_) => c.prepare_cached("SELECT seq, job_id, time, data FROM events WHERE job_id = ?2 AND seq > ?1 ORDER BY job_id, seq LIMIT ?3")?,
+        None => c.prepare_cached("SELECT seq, job_id, time, data FROM events WHERE seq > ?1 AND ?2 IS NULL ORDER BY seq LIMIT ?3")?,
+    };
     let rows = st
         .query_map(
             params![after as i64, job.map(|j| j as i64), limit as i64],
