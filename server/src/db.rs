@@ -382,10 +382,16 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             }
         }
         EventKind::Archive { size } => {
-            tx.execute(
+            let n = tx.execute(
                 "UPDATE jobs SET archive_size = ?2 WHERE id = ?1",
                 params![job as i64, *size as i64],
             )?;
+            // An archive finished after retention deleted its job (one
+            // whose archive failed for a day, rebuilt at a start) leaves
+            // no event behind for a job that is gone.
+            if n == 0 {
+                return Err(Internal(format!("job {job} no longer exists")));
+            }
         }
     }
     tx.execute(
@@ -1072,6 +1078,17 @@ mod tests {
         assert_eq!(
             deleted_among(&c, &[ids[0], ids[299], 123456]).unwrap(),
             vec![ids[0]]
+        );
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                .unwrap()
+        };
+        let events = count(&c);
+        assert!(record(&mut c, ids[0], &EventKind::Archive { size: 1 }).is_err());
+        assert_eq!(
+            count(&c),
+            events,
+            "no event for a deleted job's late archive"
         );
     }
 
