@@ -39,20 +39,9 @@ async fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-#[tokio::main]
-async fn main() {
-    let short =
-        std::env::var("BENCH_SHORT").is_ok() || std::env::var("CI").is_ok_and(|v| v == "true");
-    let rounds = if short { 2 } else { 5 };
-    let m = master::TestMaster::start(1.0).await;
-    for _ in 0..100 {
-        m.add_agent(1.0, 256.0, (31000, 31009)).await;
-    }
+/// A dispatcher subscribed to `m`, with the `peer` app uploaded: its data
+/// directory (kept while it runs), a client and its base URL.
+async fn dispatcher_on(m: &master::TestMaster) -> (tempfile::TempDir, reqwest::Client, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::parse_from(["dispatcher", "-p", "0"]);
     cfg.dir = dir.path().to_path_buf();
@@ -69,6 +58,24 @@ async fn main() {
         .send()
         .await
         .unwrap();
+    (dir, client, base)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let short =
+        std::env::var("BENCH_SHORT").is_ok() || std::env::var("CI").is_ok_and(|v| v == "true");
+    let rounds = if short { 2 } else { 5 };
+    let m = master::TestMaster::start(1.0).await;
+    for _ in 0..100 {
+        m.add_agent(1.0, 256.0, (31000, 31009)).await;
+    }
+    let (_dir, client, base) = dispatcher_on(&m).await;
 
     let (mut first, mut last) = (vec![], vec![]);
     for round in 0..rounds {
@@ -171,22 +178,7 @@ async fn big_gang(agents: usize, rounds: usize) {
         m.add_agent(10.0, 2560.0, (31000, 31009)).await;
     }
     m.stage_only(true);
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::parse_from(["dispatcher", "-p", "0"]);
-    cfg.dir = dir.path().to_path_buf();
-    cfg.master = Some(m.addr(0));
-    let app = Application::build(cfg).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    let client = reqwest::Client::new();
-    wait("subscribed", || m.is_subscribed().then_some(())).await;
-    let part = reqwest::multipart::Part::bytes(PEER.as_bytes().to_vec()).file_name("peer");
-    client
-        .post(format!("{base}/apps"))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
+    let (_dir, client, base) = dispatcher_on(&m).await;
     let role = format!("name: gang\npeers: {peers}\npeers_per_host: 10\ncpu: 1\nmem: 0.25\n");
     let mut lasts = vec![];
     for round in 0..rounds {

@@ -205,6 +205,30 @@ impl TestApp {
         }
     }
 
+    /// Polls until `GET /api/jobs/<id>` answers 410 (retention deleted the
+    /// job); returns its message. Panics after 30 s.
+    pub async fn wait_gone(&self, id: u64) -> String {
+        let start = Instant::now();
+        loop {
+            let r = self
+                .client
+                .get(self.url(&format!("/api/jobs/{id}")))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 410 {
+                let body: Value = r.json().await.unwrap();
+                return body["error"].as_str().unwrap_or_default().to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job {id} was never deleted (last status {})",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_state(&self, id: u64, state: &str) -> Value {
         self.wait_for(id, state, |j| j["state"] == state).await
     }

@@ -2,8 +2,6 @@
 //! finished jobs with their files, events and unused binaries; deleted ids
 //! answer 410; the cluster view shows the data directory.
 
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -14,29 +12,6 @@ async fn run_one(app: &TestApp, name: &str) -> u64 {
     let id = app.submit(name, "name: w\npeers: 1\n").await;
     app.wait_archived(id).await;
     id
-}
-
-/// Polls until GET /api/jobs/<id> answers 410; returns its message.
-async fn wait_gone(app: &TestApp, id: u64) -> String {
-    let start = Instant::now();
-    loop {
-        let r = app
-            .client
-            .get(app.url(&format!("/api/jobs/{id}")))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 410 {
-            let body: Value = r.json().await.unwrap();
-            return body["error"].as_str().unwrap_or_default().to_string();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "job {id} was never deleted (last status {})",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn events_of(dir: &std::path::Path, job: u64) -> i64 {
@@ -66,12 +41,20 @@ async fn jobs_beyond_keep_jobs_go_with_their_sandboxes_archives_and_events_and_a
     let other = run_one(&app, "other").await;
     let data = std::fs::canonicalize(app.dir.path()).unwrap();
     for old in &ids[..2] {
-        let msg = wait_gone(&app, *old).await;
+        let msg = app.wait_gone(*old).await;
         assert!(
             msg.contains("retention") && msg.contains("2 newest finished jobs"),
             "{msg}"
         );
-        assert!(!data.join("jobs").join(old.to_string()).exists());
+        // Rows go first, then files: the directory follows within the sweep.
+        let dir = data.join("jobs").join(old.to_string());
+        for _ in 0..100 {
+            if !dir.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(!dir.exists(), "{} is left", dir.display());
         assert_eq!(events_of(&data, *old), 0);
         let r = app
             .client
@@ -155,7 +138,7 @@ async fn a_deleted_app_keeps_its_binary_while_a_kept_job_uses_it_and_loses_it_af
     };
     let (kept_blob, gone_blob) = (blob(&kept), blob(&gone));
     let job = app.submit("gone", "name: w\npeers: 1\n").await;
-    wait_gone(&app, job).await;
+    app.wait_gone(job).await;
     let kept_job = run_one(&app, "keep").await;
     // The version still names its binary.
     assert!(gone_blob.exists());
@@ -214,7 +197,7 @@ async fn a_restart_with_keep_days_deletes_long_ended_jobs_and_what_a_cut_sweep_l
     }
     std::fs::create_dir_all(data.join("jobs/777/peer-0")).unwrap();
     let app = spawn_in(dir, |c| c.keep_days = Some(30.0)).await;
-    let msg = wait_gone(&app, old).await;
+    let msg = app.wait_gone(old).await;
     assert!(msg.contains("more than 30 days ago"), "{msg}");
     app.wait_cluster("the sweep measured", |c| !c["storage"].is_null())
         .await;

@@ -236,20 +236,7 @@ async fn on_mesos_retention_takes_a_deleted_job_s_peer_list_and_keeps_the_binary
     let path = |sha: &str| blobs.join(&sha[..2]).join(sha);
     let list = path(list_uri.rsplit('/').next().unwrap());
     let binary = path(v["sha256"].as_str().unwrap());
-    let start = Instant::now();
-    loop {
-        let r = app
-            .client
-            .get(app.url(&format!("/api/jobs/{id}")))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 410 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "never deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_gone(id).await;
     eventually("the peer list collected", 10, || {
         (!list.exists()).then_some(())
     })
