@@ -61,6 +61,47 @@ async fn dispatcher_on(m: &master::TestMaster) -> (tempfile::TempDir, reqwest::C
     (dir, client, base)
 }
 
+/// Submits a gang once offers are suppressed, and times the master's
+/// OFFERS event of `offers` offers (the REVIVE's answer) to the first and
+/// the last of as many ACCEPTs: (job id, first ms, last ms).
+async fn gang_round(
+    m: &master::TestMaster,
+    client: &reqwest::Client,
+    base: &str,
+    role: &str,
+    offers: usize,
+) -> (u64, f64, f64) {
+    wait("offers suppressed", || {
+        (m.suppressed() && m.outstanding_offers() == 0).then_some(())
+    })
+    .await;
+    let submitted = Instant::now();
+    let r: serde_json::Value = client
+        .post(format!("{base}/api/jobs"))
+        .json(&serde_json::json!({"app": "peer", "role_file": role}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_u64().expect("submitted");
+    let (sent, accepts) = wait("every ACCEPT", || {
+        m.record(|r| {
+            let (at, _) = *r
+                .offer_events
+                .iter()
+                .rev()
+                .find(|(t, n)| *t >= submitted && *n == offers)?;
+            let after: Vec<Instant> = r.accepts_at.iter().copied().filter(|t| *t >= at).collect();
+            (after.len() >= offers).then_some((at, after))
+        })
+    })
+    .await;
+    let ms = |t: Instant| t.duration_since(sent).as_secs_f64() * 1000.0;
+    (id, ms(accepts[0]), ms(accepts[offers - 1]))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -79,36 +120,14 @@ async fn main() {
 
     let (mut first, mut last) = (vec![], vec![]);
     for round in 0..rounds {
-        wait("offers suppressed", || {
-            (m.suppressed() && m.outstanding_offers() == 0).then_some(())
-        })
+        let (id, a, b) = gang_round(
+            &m,
+            &client,
+            &base,
+            "name: gang\npeers: 100\npeers_per_host: 1\ncpu: 1\nmem: 0.125\n",
+            100,
+        )
         .await;
-        let submitted = Instant::now();
-        let r: serde_json::Value = client
-            .post(format!("{base}/api/jobs"))
-            .json(&serde_json::json!({"app": "peer", "role_file": "name: gang\npeers: 100\npeers_per_host: 1\ncpu: 1\nmem: 0.125\n"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = r["id"].as_u64().expect("submitted");
-        let (sent, accepts) = wait("100 ACCEPTs", || {
-            m.record(|r| {
-                let (at, _) = *r
-                    .offer_events
-                    .iter()
-                    .rev()
-                    .find(|(t, n)| *t >= submitted && *n == 100)?;
-                let after: Vec<Instant> =
-                    r.accepts_at.iter().copied().filter(|t| *t >= at).collect();
-                (after.len() >= 100).then_some((at, after))
-            })
-        })
-        .await;
-        let a = accepts[0].duration_since(sent).as_secs_f64() * 1000.0;
-        let b = accepts[99].duration_since(sent).as_secs_f64() * 1000.0;
         println!("mesos: round {round}: offers in → first ACCEPT {a:.1} ms, last (100th) ACCEPT {b:.1} ms");
         first.push(a);
         last.push(b);
@@ -182,36 +201,7 @@ async fn big_gang(agents: usize, rounds: usize) {
     let role = format!("name: gang\npeers: {peers}\npeers_per_host: 10\ncpu: 1\nmem: 0.25\n");
     let mut lasts = vec![];
     for round in 0..rounds {
-        wait("offers suppressed", || {
-            (m.suppressed() && m.outstanding_offers() == 0).then_some(())
-        })
-        .await;
-        let submitted = Instant::now();
-        let r: serde_json::Value = client
-            .post(format!("{base}/api/jobs"))
-            .json(&serde_json::json!({"app": "peer", "role_file": role}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = r["id"].as_u64().expect("submitted");
-        let (sent, accepts) = wait("every ACCEPT", || {
-            m.record(|r| {
-                let (at, _) = *r
-                    .offer_events
-                    .iter()
-                    .rev()
-                    .find(|(t, n)| *t >= submitted && *n == agents)?;
-                let after: Vec<Instant> =
-                    r.accepts_at.iter().copied().filter(|t| *t >= at).collect();
-                (after.len() >= agents).then_some((at, after))
-            })
-        })
-        .await;
-        let first = accepts[0].duration_since(sent).as_secs_f64() * 1000.0;
-        let last = accepts[agents - 1].duration_since(sent).as_secs_f64() * 1000.0;
+        let (id, first, last) = gang_round(&m, &client, &base, &role, agents).await;
         let launched = m.record(|r| r.launches.len());
         assert!(launched >= peers * (round + 1), "{launched} tasks launched");
         let killed = Instant::now();
