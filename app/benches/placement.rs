@@ -82,6 +82,7 @@ fn specs(n: usize, offers: &[Offer], runs: usize) {
         job_id: 1,
         binary: "prog",
         options: &opts,
+        attempt: 1,
     };
     let mut times = Vec::with_capacity(runs);
     let mut bytes = (0, 0);

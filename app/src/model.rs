@@ -128,6 +128,114 @@ pub struct JobOptions {
     pub jsonfinal: bool,
     /// Overrides the role file's `time_limit`, in seconds.
     pub time_limit: Option<u64>,
+    /// Overrides the role file's `retries`: attempts after the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Overrides the role file's `retry_on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<RetryOn>,
+}
+
+/// Which failed attempts are tried again: `lost` (the infrastructure
+/// failed: an agent or the master lost the task, the dispatcher restarted
+/// under a local job) and `failed` (the program exited non-zero, was killed
+/// by a signal, could not be started or overran its time limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryOn {
+    pub failed: bool,
+    pub lost: bool,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn {
+            failed: false,
+            lost: true,
+        }
+    }
+}
+
+impl RetryOn {
+    /// `failed`, `lost`, or both (`failed,lost`, `lost failed`, `both`).
+    pub fn parse(text: &str) -> Result<RetryOn, String> {
+        let mut on = RetryOn {
+            failed: false,
+            lost: false,
+        };
+        let words: Vec<&str> = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if words.is_empty() {
+            return Err("empty: write failed, lost, or both".into());
+        }
+        for w in words {
+            match w {
+                "failed" => on.failed = true,
+                "lost" => on.lost = true,
+                "both" => {
+                    on.failed = true;
+                    on.lost = true;
+                }
+                _ => return Err(format!("{w:?} is not failed, lost or both")),
+            }
+        }
+        Ok(on)
+    }
+
+    pub fn covers(self, lost: bool) -> bool {
+        if lost {
+            self.lost
+        } else {
+            self.failed
+        }
+    }
+}
+
+/// Written as the role file writes it: `"lost"`, `"failed"`,
+/// `"failed,lost"`; a list of those is read too.
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            One(String),
+            Many(Vec<String>),
+        }
+        let text = match Text::deserialize(d)? {
+            Text::One(s) => s,
+            Text::Many(v) => v.join(","),
+        };
+        RetryOn::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.failed, self.lost) {
+            (true, true) => "failed,lost",
+            (true, false) => "failed",
+            (false, true) => "lost",
+            (false, false) => "none",
+        })
+    }
+}
+
+/// One run of a job's whole gang. A job that is retried has several.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptInfo {
+    /// 1-based, as `DISPATCHER_ATTEMPT` tells the peers.
+    pub attempt: u32,
+    pub state: JobState,
+    pub reason: String,
+    pub started: Option<String>,
+    pub ended: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +271,13 @@ pub struct JobSummary {
     pub peers_running: u32,
     pub archive_size: Option<u64>,
     pub replay_of: Option<u64>,
+    /// The attempt running or next to run (1 unless the job was retried).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// What an event does to a job's row in a list.
@@ -196,6 +311,10 @@ impl JobSummary {
                 RowChange::Updated
             }
             EventKind::Peer { .. } => RowChange::Refetch,
+            EventKind::Attempt { attempt, .. } => {
+                self.attempt = attempt + 1;
+                RowChange::Refetch
+            }
         }
     }
 }
@@ -335,6 +454,9 @@ pub struct JobDetail {
     pub role_file: String,
     pub options: JobOptions,
     pub peers: Vec<PeerInfo>,
+    /// Every attempt so far, first to last.
+    #[serde(default)]
+    pub attempts: Vec<AttemptInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -372,6 +494,16 @@ pub enum EventKind {
     },
     Archive {
         size: u64,
+    },
+    /// An attempt failed and the job will be tried again: every peer has
+    /// ended, and the whole gang is placed anew after `retry_in_s`.
+    Attempt {
+        attempt: u32,
+        state: JobState,
+        reason: String,
+        /// The infrastructure failed (`retry_on: lost`), not the program.
+        lost: bool,
+        retry_in_s: u64,
     },
 }
 
@@ -504,6 +636,7 @@ mod tests {
             peers_running: 0,
             archive_size: None,
             replay_of: None,
+            attempt: 1,
         }
     }
 

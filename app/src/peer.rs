@@ -57,6 +57,8 @@ pub struct JobContext<'a> {
     /// The app binary's file name in the sandbox.
     pub binary: &'a str,
     pub options: &'a JobOptions,
+    /// Which attempt this is (1-based; more when the job is retried).
+    pub attempt: u32,
 }
 
 /// Lists the data files under a `k3_data` path as seen from one host.
@@ -220,6 +222,7 @@ pub fn build_peers(
 
         let mut env = vec![
             ("DISPATCHER_JOB_ID".to_string(), job.job_id.to_string()),
+            ("DISPATCHER_ATTEMPT".to_string(), job.attempt.to_string()),
             ("DISPATCHER_PEER_INDEX".to_string(), slot.index.to_string()),
             ("DISPATCHER_PEER_COUNT".to_string(), count.to_string()),
             ("DISPATCHER_ROLE".to_string(), role.name.clone()),
@@ -345,6 +348,7 @@ mod tests {
                 job_id: 7,
                 binary: "prog",
                 options: &opts,
+                attempt: 1,
             },
             &rf,
             &p,
@@ -397,6 +401,7 @@ mod tests {
             job_id: 3,
             binary: "prog",
             options: opts,
+            attempt: 1,
         }
     }
 
@@ -458,6 +463,7 @@ mod tests {
                 job_id: 1,
                 binary: "prog",
                 options: &opts,
+                attempt: 1,
             },
             &rf,
             &p,
@@ -468,7 +474,8 @@ mod tests {
             default_command(&JobContext {
                 job_id: 1,
                 binary: "prog",
-                options: &opts
+                options: &opts,
+                attempt: 1,
             }),
             "time ./prog -p peer.yaml"
         );

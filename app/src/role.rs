@@ -22,6 +22,12 @@ pub const MAX_CPU: f64 = 1024.0;
 pub const MAX_GPUS: u32 = 64;
 pub const MAX_MEM_GB: f64 = 1_048_576.0;
 pub const MAX_TIME_LIMIT_SECS: u64 = 366 * 24 * 3600;
+/// The longest first wait between attempts.
+pub const MAX_RETRY_BACKOFF_SECS: u64 = 3600;
+/// Attempts after the first a job may ask for.
+pub const MAX_RETRIES: u32 = 20;
+/// The first retry's wait when no role sets `retry_backoff`.
+pub const DEFAULT_RETRY_BACKOFF_SECS: u64 = 10;
 
 /// Names a peer config reserves for itself; globals may not use them.
 pub const RESERVED_VARS: [&str; 2] = ["me", "peers"];
@@ -93,6 +99,43 @@ impl RoleFile {
             .min_by_key(|t| t.secs())
     }
 
+    /// Attempts after the first: the largest any role asks for.
+    pub fn retries(&self) -> u32 {
+        self.roles
+            .iter()
+            .filter_map(|r| r.retries)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// What is retried: every kind any role names (`lost` when none does).
+    pub fn retry_on(&self) -> crate::model::RetryOn {
+        let mut named = self.roles.iter().filter_map(|r| r.retry_on).peekable();
+        if named.peek().is_none() {
+            return crate::model::RetryOn::default();
+        }
+        named.fold(
+            crate::model::RetryOn {
+                failed: false,
+                lost: false,
+            },
+            |a, b| crate::model::RetryOn {
+                failed: a.failed || b.failed,
+                lost: a.lost || b.lost,
+            },
+        )
+    }
+
+    /// The wait before the first retry (the longest any role asks for).
+    pub fn retry_backoff_secs(&self) -> u64 {
+        self.roles
+            .iter()
+            .filter_map(|r| r.retry_backoff)
+            .map(TimeLimit::secs)
+            .max()
+            .unwrap_or(DEFAULT_RETRY_BACKOFF_SECS)
+    }
+
     /// True when some role asks for a Docker image.
     pub fn uses_docker(&self) -> bool {
         self.roles.iter().any(|r| r.image.is_some())
@@ -121,6 +164,9 @@ pub struct Role {
     pub image: Option<String>,
     pub command: Option<CommandTemplate>,
     pub time_limit: Option<TimeLimit>,
+    pub retries: Option<u32>,
+    pub retry_on: Option<crate::model::RetryOn>,
+    pub retry_backoff: Option<TimeLimit>,
     /// Where the role's document starts, for messages about the role as a whole.
     pub line: u32,
 }
@@ -420,7 +466,7 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 128
 }
 
-const FIELDS: [&str; 19] = [
+const FIELDS: [&str; 22] = [
     "name",
     "peers",
     "peers_per_host",
@@ -439,6 +485,9 @@ const FIELDS: [&str; 19] = [
     "image",
     "command",
     "time_limit",
+    "retries",
+    "retry_on",
+    "retry_backoff",
     "description",
 ];
 
@@ -1000,6 +1049,100 @@ fn parse_role(
         }
     });
 
+    let retries = get("retries").filter(|n| !n.is_null()).and_then(|n| {
+        let p = join(path, "retries");
+        match n.scalar() {
+            Some(Scalar::Int(0)) => Some(0),
+            Some(Scalar::Int(i)) if i < 0 => {
+                cx.error(
+                    n.pos(),
+                    &p,
+                    format!("retries must be 0 or more (attempts after the first), found {i}"),
+                );
+                None
+            }
+            _ => cx.positive_int(n, &p, MAX_RETRIES).map(NonZeroU32::get),
+        }
+    });
+
+    let retry_on = get("retry_on").filter(|n| !n.is_null()).and_then(|n| {
+        let p = join(path, "retry_on");
+        let text = match n {
+            Node::Scalar { .. } => cx.expect_string(n, &p)?,
+            Node::Seq { items, .. } => {
+                let mut words = Vec::new();
+                for item in items {
+                    words.push(cx.expect_string(item, &p)?);
+                }
+                words.join(",")
+            }
+            Node::Map { .. } => {
+                cx.error(
+                    n.pos(),
+                    &p,
+                    format!(
+                        "expected failed, lost or [failed, lost], found {}",
+                        n.kind()
+                    ),
+                );
+                return None;
+            }
+        };
+        match crate::model::RetryOn::parse(&text) {
+            Ok(on) => Some(on),
+            Err(e) => {
+                cx.error(n.pos(), &p, format!("retry_on {}: {e}", n.describe()));
+                None
+            }
+        }
+    });
+
+    let retry_backoff = get("retry_backoff").filter(|n| !n.is_null()).and_then(|n| {
+        let p = join(path, "retry_backoff");
+        let text = match n {
+            Node::Scalar { text, .. } => text.clone(),
+            _ => {
+                cx.error(
+                    n.pos(),
+                    &p,
+                    format!(
+                        "expected a duration like 10, \"30s\" or \"5m\", found {}",
+                        n.kind()
+                    ),
+                );
+                return None;
+            }
+        };
+        match TimeLimit::parse(&text) {
+            Ok(t) if t.secs() > crate::role::MAX_RETRY_BACKOFF_SECS => {
+                cx.error(
+                    n.pos(),
+                    &p,
+                    format!(
+                        "retry_backoff {} is more than {} s",
+                        n.describe(),
+                        crate::role::MAX_RETRY_BACKOFF_SECS
+                    ),
+                );
+                None
+            }
+            Ok(t) => Some(t),
+            Err(e) => {
+                cx.error(n.pos(), &p, format!("retry_backoff {}: {e}", n.describe()));
+                None
+            }
+        }
+    });
+    if retry_on.is_some() && retries.is_none() {
+        if let Some(n) = get("retry_on") {
+            cx.warn(
+                n.pos(),
+                &join(path, "retry_on"),
+                "retry_on has no effect without retries (the number of attempts after the first)",
+            );
+        }
+    }
+
     let errors_after = cx.diags.iter().filter(|d| d.is_error()).count();
     if errors_after > errors_before {
         return None;
@@ -1023,6 +1166,9 @@ fn parse_role(
         image,
         command,
         time_limit,
+        retries,
+        retry_on,
+        retry_backoff,
         line: root.pos().line,
     })
 }

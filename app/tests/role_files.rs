@@ -85,6 +85,11 @@ const MISTAKES: &[(&str, &str, (u32, u32), &str)] = &[
     ("unclosed command brace", "name: a\npeers: 1\ncommand: run {binary\n", (3, 14), "unclosed"),
     ("bad time limit", "name: a\npeers: 1\ntime_limit: 10y\n", (3, 13), "\"10y\""),
     ("zero time limit", "name: a\npeers: 1\ntime_limit: 0\n", (3, 13), "more than zero"),
+    ("negative retries", "name: a\npeers: 1\nretries: -1\n", (3, 10), "0 or more (attempts after the first), found -1"),
+    ("too many retries", "name: a\npeers: 1\nretries: 50\n", (3, 10), "at most 20, found 50"),
+    ("bad retry_on", "name: a\npeers: 1\nretries: 1\nretry_on: sometimes\n", (4, 11), "\"sometimes\" is not failed, lost or both"),
+    ("bad retry_on item", "name: a\npeers: 1\nretries: 1\nretry_on: [lost, oops]\n", (4, 11), "\"oops\""),
+    ("bad retry_backoff", "name: a\npeers: 1\nretries: 1\nretry_backoff: soon\n", (4, 16), "\"soon\""),
     ("image with spaces", "name: a\npeers: 1\nimage: \"my image\"\n", (3, 8), "\"my image\""),
     ("image path traversal", "name: a\npeers: 1\nimage: ../../etc/passwd\n", (3, 8), "\"../../etc/passwd\""),
     ("image upper-case path", "name: a\npeers: 1\nimage: Ubuntu\n", (3, 8), "not a Docker image reference"),
@@ -206,6 +211,30 @@ fn unknown_fields_are_warnings_with_a_suggestion() {
     );
     assert_eq!((warnings[0].line, warnings[0].column), (3, 1));
     assert!(warnings[1].message.contains("\"foo\""));
+}
+
+#[test]
+fn retries_parse_and_the_job_takes_the_most_any_role_asks() {
+    let (rf, w) = RoleFile::parse(
+        "name: a\npeers: 1\nretries: 2\nretry_on: failed\nretry_backoff: 30s\n---\nname: b\npeers: 1\nretries: 3\nretry_on: [lost]\n",
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(rf.retries(), 3);
+    assert_eq!(rf.retry_on().to_string(), "failed,lost");
+    assert_eq!(rf.retry_backoff_secs(), 30);
+    let (rf, _) = RoleFile::parse("name: a\npeers: 1\n").unwrap();
+    assert_eq!(
+        (
+            rf.retries(),
+            rf.retry_on().to_string(),
+            rf.retry_backoff_secs()
+        ),
+        (0, "lost".to_string(), app::role::DEFAULT_RETRY_BACKOFF_SECS)
+    );
+    let (_, w) = RoleFile::parse("name: a\npeers: 1\nretry_on: both\n").unwrap();
+    assert!(w[0].message.contains("no effect without retries"), "{w:?}");
+    assert_eq!((w[0].line, w[0].column), (3, 11));
 }
 
 #[test]

@@ -1,4 +1,6 @@
 //! Job archives: every peer's sandbox in one `tar.gz` (`peer-<n>/...`).
+//! A job that was retried has every attempt's: `attempt-<k>/peer-<n>/...`,
+//! the last attempt's included.
 //!
 //! The app binary is left out (it is stored once, by hash); files larger than
 //! the cap keep their first `cap` bytes and are listed in `TRUNCATED.txt`.
@@ -27,31 +29,26 @@ pub fn build(job_dir: &Path, binary: &str, cap: u64) -> std::io::Result<u64> {
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     tar.mode(tar::HeaderMode::Deterministic);
     let mut truncated = Vec::new();
-    let mut sandboxes: Vec<PathBuf> = match std::fs::read_dir(job_dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir() && name_of(p).starts_with("peer-"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-        Err(e) => return Err(e),
-    };
-    sandboxes.sort_by_key(|p| {
-        name_of(p)
-            .trim_start_matches("peer-")
-            .parse::<u64>()
-            .unwrap_or(u64::MAX)
-    });
-    for sandbox in &sandboxes {
-        let prefix = PathBuf::from(name_of(sandbox));
-        add_dir(
-            &mut tar,
-            sandbox,
-            &prefix,
-            Some(binary),
-            cap,
-            &mut truncated,
-        )?;
+    let earlier = numbered(job_dir, "attempt-")?;
+    // The last attempt's sandboxes are where every job's are; beside
+    // earlier attempts they are named as one too.
+    let last = earlier.last().map(|(n, _)| n + 1);
+    let mut sandboxes: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for (_, dir) in &earlier {
+        for (_, peer) in numbered(dir, "peer-")? {
+            let prefix = PathBuf::from(name_of(dir)).join(name_of(&peer));
+            sandboxes.push((peer, prefix));
+        }
+    }
+    for (_, peer) in numbered(job_dir, "peer-")? {
+        let prefix = match last {
+            Some(n) => PathBuf::from(format!("attempt-{n}")).join(name_of(&peer)),
+            None => PathBuf::from(name_of(&peer)),
+        };
+        sandboxes.push((peer, prefix));
+    }
+    for (sandbox, prefix) in &sandboxes {
+        add_dir(&mut tar, sandbox, prefix, Some(binary), cap, &mut truncated)?;
     }
     if !truncated.is_empty() {
         let text = truncated.join("\n") + "\n";
@@ -70,6 +67,37 @@ pub fn build(job_dir: &Path, binary: &str, cap: u64) -> std::io::Result<u64> {
     std::fs::rename(&tmp, &dest)?;
     crate::util::sync_dir(job_dir)?;
     Ok(size)
+}
+
+/// The directories `<prefix><n>` in `dir`, by number.
+fn numbered(dir: &Path, prefix: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out: Vec<(u64, PathBuf)> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .filter_map(|p| {
+                let n = name_of(&p).strip_prefix(prefix)?.parse().ok()?;
+                Some((n, p))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e),
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// Moves the sandboxes of a failed attempt (`peer-<n>`) to
+/// `attempt-<k>/peer-<n>`, out of the way of the next attempt's.
+pub fn keep_attempt(job_dir: &Path, attempt: u32) -> std::io::Result<()> {
+    let dest = job_dir.join(format!("attempt-{attempt}"));
+    std::fs::create_dir_all(&dest)?;
+    for (_, peer) in numbered(job_dir, "peer-")? {
+        std::fs::rename(&peer, dest.join(name_of(&peer)))?;
+    }
+    crate::util::sync_dir(&dest)?;
+    crate::util::sync_dir(job_dir)
 }
 
 fn name_of(p: &Path) -> String {
@@ -160,6 +188,36 @@ impl<R: Read> Read for PadTo<R> {
     }
 }
 
+/// Copies the tasks' sandboxes from their agents to `<dest>/peer-<n>`.
+pub async fn copy_sandboxes(
+    files: &crate::mesos::files::Files,
+    job: u64,
+    rows: Vec<crate::db::TaskRow>,
+    dest: &Path,
+    binary: &str,
+    cap: u64,
+) {
+    for r in rows {
+        let dest = dest.join(format!("peer-{}", r.idx));
+        if let Err(e) = tokio::fs::create_dir_all(&dest).await {
+            tracing::error!(job, error = %e, "cannot create {}", dest.display());
+            continue;
+        }
+        let sandbox = crate::mesos::files::sandbox(&r.framework_id, &r.task_id);
+        match files
+            .copy_sandbox(&r.agent_url, &sandbox, &dest, binary, cap)
+            .await
+        {
+            Ok(n) => tracing::debug!(job, peer = r.idx, files = n, "sandbox copied"),
+            Err(e) => {
+                tracing::warn!(job, peer = r.idx, error = %e, "cannot copy the sandbox");
+                let note = format!("The sandbox of this peer could not be fetched: {e}\n");
+                let _ = tokio::fs::write(dest.join("SANDBOX-MISSING.txt"), note).await;
+            }
+        }
+    }
+}
+
 /// Each peer's usage samples as `peer-<n>/usage.csv`, beside its sandbox.
 async fn write_usage(bus: &Bus, job_dir: &Path, job: u64) {
     let peers = match bus.db().call(move |c| crate::db::job(c, job)).await {
@@ -189,6 +247,7 @@ async fn write_usage(bus: &Bus, job_dir: &Path, job: u64) {
 /// Builds a job's archive off the queue, then records it. On Mesos the
 /// sandboxes are first copied from the agents (files API) into the job's
 /// directory, where the local backend keeps them.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     bus: Bus,
     jobs_dir: PathBuf,
@@ -196,9 +255,13 @@ pub fn spawn(
     binary: String,
     cap: u64,
     fetch: Option<crate::mesos::files::Files>,
+    earlier: Vec<tokio::task::JoinHandle<()>>,
 ) {
     let job_dir = jobs_dir.join(job.to_string());
     tokio::spawn(async move {
+        for copy in earlier {
+            let _ = copy.await;
+        }
         if let Some(files) = fetch {
             let rows = match bus.db().call(move |c| crate::db::tasks_of(c, job)).await {
                 Ok(r) => r,
@@ -207,25 +270,7 @@ pub fn spawn(
                     vec![]
                 }
             };
-            for r in rows {
-                let dest = job_dir.join(format!("peer-{}", r.idx));
-                if let Err(e) = tokio::fs::create_dir_all(&dest).await {
-                    tracing::error!(job, error = %e, "cannot create {}", dest.display());
-                    continue;
-                }
-                let sandbox = crate::mesos::files::sandbox(&r.framework_id, &r.task_id);
-                match files
-                    .copy_sandbox(&r.agent_url, &sandbox, &dest, &binary, cap)
-                    .await
-                {
-                    Ok(n) => tracing::debug!(job, peer = r.idx, files = n, "sandbox copied"),
-                    Err(e) => {
-                        tracing::warn!(job, peer = r.idx, error = %e, "cannot copy the sandbox");
-                        let note = format!("The sandbox of this peer could not be fetched: {e}\n");
-                        let _ = tokio::fs::write(dest.join("SANDBOX-MISSING.txt"), note).await;
-                    }
-                }
-            }
+            copy_sandboxes(&files, job, rows, &job_dir, &binary, cap).await;
         }
         write_usage(&bus, &job_dir, job).await;
         let built = tokio::task::spawn_blocking(move || build(&job_dir, &binary, cap)).await;

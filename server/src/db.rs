@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use app::model::{
-    AppSummary, AppVersion, Event, EventKind, JobDetail, JobOptions, JobPage, JobState, JobSummary,
-    PeerInfo, PeerState,
+    AppSummary, AppVersion, AttemptInfo, Event, EventKind, JobDetail, JobOptions, JobPage,
+    JobState, JobSummary, PeerInfo, PeerState,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -114,6 +114,15 @@ CREATE INDEX IF NOT EXISTS job_blobs_sha ON job_blobs (sha256);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs (sha256);
 CREATE INDEX IF NOT EXISTS versions_sha ON versions (sha256);
 CREATE INDEX IF NOT EXISTS jobs_app_ended ON jobs (app, ended);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    started TEXT,
+    ended TEXT,
+    PRIMARY KEY (job_id, n)
+);
 CREATE TABLE IF NOT EXISTS deleted_jobs (
     id INTEGER PRIMARY KEY,
     app TEXT NOT NULL,
@@ -149,6 +158,7 @@ pub struct Unfinished {
     pub role_file: String,
     pub options: JobOptions,
     pub pids: Vec<(u32, i64)>,
+    pub attempt: u32,
 }
 
 impl Db {
@@ -173,6 +183,16 @@ impl Db {
             );
         }
         conn.execute_batch(SCHEMA)?;
+        // Columns added after the first release; `CREATE TABLE IF NOT
+        // EXISTS` leaves an older table as it was.
+        let has_attempt: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'attempt')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_attempt {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")?;
+        }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -348,13 +368,40 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
                     "UPDATE jobs SET started = COALESCE(started, ?2) WHERE id = ?1",
                     params![job as i64, t],
                 )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO attempts (job_id, n, state, started)
+                     SELECT id, attempt, 'RUNNING', ?2 FROM jobs WHERE id = ?1",
+                    params![job as i64, t],
+                )?;
             }
             if state.is_terminal() {
                 tx.execute(
                     "UPDATE jobs SET ended = ?2 WHERE id = ?1",
                     params![job as i64, t],
                 )?;
+                // A job killed while it waited to be retried ends no
+                // attempt: the one it waited for never started.
+                tx.execute(
+                    "UPDATE attempts SET state = ?2, reason = ?3, ended = ?4
+                     WHERE job_id = ?1 AND n = (SELECT attempt FROM jobs WHERE id = ?1) AND ended IS NULL",
+                    params![job as i64, state.as_str(), reason, t],
+                )?;
             }
+        }
+        EventKind::Attempt {
+            attempt,
+            state,
+            reason,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE attempts SET state = ?3, reason = ?4, ended = ?5 WHERE job_id = ?1 AND n = ?2",
+                params![job as i64, attempt, state.as_str(), reason, t],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET attempt = ?2 + 1 WHERE id = ?1",
+                params![job as i64, attempt],
+            )?;
         }
         EventKind::Peer {
             index,
@@ -371,6 +418,14 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
                  ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal, reason = excluded.reason",
                 params![job as i64, index, role, host, port, state.as_str(), exit_code, signal, reason],
             )?;
+            if *state == PeerState::Starting {
+                // A retried job's gang is placed anew: the peer of the
+                // attempt before is replaced, not continued.
+                tx.execute(
+                    "UPDATE peers SET role = ?3, host = ?4, port = ?5, pid = NULL, started = NULL, ended = NULL WHERE job_id = ?1 AND idx = ?2",
+                    params![job as i64, index, role, host, port],
+                )?;
+            }
             if *state == PeerState::Running {
                 tx.execute("UPDATE peers SET started = COALESCE(started, ?3) WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
             }
@@ -416,7 +471,7 @@ pub fn set_pid(c: &Connection, job: u64, index: u32, pid: Option<u32>) -> Result
 }
 
 const JOB_COLS: &str = "j.id, j.app, j.uid, j.state, j.reason, j.user, j.tag, j.submitted, j.started, j.ended, j.peers_total,
-    (SELECT COUNT(*) FROM peers p WHERE p.job_id = j.id AND p.state = 'RUNNING'), j.archive_size, j.replay_of";
+    (SELECT COUNT(*) FROM peers p WHERE p.job_id = j.id AND p.state = 'RUNNING'), j.archive_size, j.replay_of, j.attempt";
 
 fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobSummary> {
     let state: String = r.get(3)?;
@@ -435,6 +490,7 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobSummary> {
         peers_running: r.get(11)?,
         archive_size: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
         replay_of: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
+        attempt: r.get(14)?,
     })
 }
 
@@ -513,8 +569,8 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
             |r| {
                 Ok((
                     job_row(r)?,
-                    r.get::<_, String>(14)?,
                     r.get::<_, String>(15)?,
+                    r.get::<_, String>(16)?,
                 ))
             },
         )
@@ -580,11 +636,37 @@ pub fn job(c: &Connection, id: u64) -> Result<Option<JobDetail>, Internal> {
             p.asked_mem_bytes = (mem > 0).then_some(mem as u64 * 1024 * 1024);
         }
     }
+    let mut st = c.prepare_cached(
+        "SELECT n, state, reason, started, ended FROM attempts WHERE job_id = ?1 ORDER BY n",
+    )?;
+    let mut attempts = st
+        .query_map(params![id as i64], |r| {
+            let state: String = r.get(1)?;
+            Ok(AttemptInfo {
+                attempt: r.get(0)?,
+                state: JobState::parse(&state).unwrap_or(JobState::Failed),
+                reason: r.get(2)?,
+                started: r.get(3)?,
+                ended: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if attempts.is_empty() && job.started.is_some() {
+        // A job run before attempts were recorded had exactly one.
+        attempts.push(AttemptInfo {
+            attempt: 1,
+            state: job.state,
+            reason: job.reason.clone(),
+            started: job.started.clone(),
+            ended: job.ended.clone(),
+        });
+    }
     Ok(Some(JobDetail {
         job,
         role_file,
         options: serde_json::from_str(&options).unwrap_or_default(),
         peers,
+        attempts,
     }))
 }
 
@@ -720,7 +802,7 @@ pub fn events_after(
 }
 
 pub fn unfinished(c: &Connection) -> Result<Vec<Unfinished>, Internal> {
-    let mut st = c.prepare("SELECT id, state, role_file, options FROM jobs WHERE state IN ('SUBMITTED', 'WAITING', 'RUNNING') ORDER BY id")?;
+    let mut st = c.prepare("SELECT id, state, role_file, options, attempt FROM jobs WHERE state IN ('SUBMITTED', 'WAITING', 'RUNNING') ORDER BY id")?;
     let rows = st
         .query_map([], |r| {
             Ok((
@@ -728,11 +810,12 @@ pub fn unfinished(c: &Connection) -> Result<Vec<Unfinished>, Internal> {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
-    for (id, state, role_file, options) in rows {
+    for (id, state, role_file, options, attempt) in rows {
         let mut pst = c.prepare(
             "SELECT idx, pid FROM peers WHERE job_id = ?1 AND pid IS NOT NULL AND ended IS NULL",
         )?;
@@ -747,6 +830,7 @@ pub fn unfinished(c: &Connection) -> Result<Vec<Unfinished>, Internal> {
             role_file,
             options: serde_json::from_str(&options).unwrap_or_default(),
             pids,
+            attempt,
         });
     }
     Ok(out)
@@ -934,7 +1018,15 @@ pub fn delete_jobs(c: &mut Connection, jobs: &[(u64, String)]) -> Result<Vec<Str
         for s in st.query_map(params![id], |r| r.get::<_, String>(0))? {
             shas.push(s?);
         }
-        for table in ["events", "peers", "tasks", "allot", "usage", "job_blobs"] {
+        for table in [
+            "events",
+            "peers",
+            "tasks",
+            "allot",
+            "usage",
+            "job_blobs",
+            "attempts",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE job_id = ?1"),
                 params![id],

@@ -35,6 +35,7 @@ pub fn sse_name(ev: &Event) -> &'static str {
         EventKind::Job { .. } => "job",
         EventKind::Peer { .. } => "peer",
         EventKind::Archive { .. } => "archive",
+        EventKind::Attempt { .. } => "attempt",
     }
 }
 

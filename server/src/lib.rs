@@ -186,7 +186,7 @@ impl Application {
                 .then(|| Duration::from_secs_f64(cfg.usage_every_secs.clamp(0.05, 3600.0))),
         };
         tokio::spawn(runner.run());
-        settle_unfinished(&bus, &handle, backend == "mesos").await?;
+        settle_unfinished(&bus, &handle, backend == "mesos", &jobs_dir).await?;
         if let Some(go) = go {
             let _ = go.send(());
         }
@@ -194,7 +194,15 @@ impl Application {
         let unarchived = bus.db().call(|c| db::ended_without_archive(c)).await?;
         for (job, app) in unarchived {
             let fetch = files.clone();
-            archive::spawn(bus.clone(), jobs_dir.clone(), job, app, archive_cap, fetch);
+            archive::spawn(
+                bus.clone(),
+                jobs_dir.clone(),
+                job,
+                app,
+                archive_cap,
+                fetch,
+                vec![],
+            );
         }
 
         let (_, shutdown) = tokio::sync::watch::channel(false);
@@ -320,10 +328,69 @@ async fn serve(
     Ok(())
 }
 
-/// Starts the Mesos connection (subscription, call sender, master
-/// detection) and returns the backend that the runner drives.
+/// A local job the restart cut short is lost, not failed: when its
+/// `retry_on` names `lost` and attempts are left, it is placed again.
+async fn retry_after_restart(
+    bus: &events::Bus,
+    runner: &RunnerHandle,
+    jobs_dir: &std::path::Path,
+    u: &db::Unfinished,
+) -> Result<bool, Internal> {
+    let Ok((rf, _)) = RoleFile::parse(&u.role_file) else {
+        return Ok(false);
+    };
+    let id = u.id;
+    let Some((app, _uid, sha256)) = bus.db().call(move |c| db::sha_of_job(c, id)).await? else {
+        return Ok(false);
+    };
+    let meta = JobMeta {
+        app,
+        sha256,
+        options: u.options.clone(),
+        attempt: u.attempt + 1,
+    };
+    let retry = meta.retry(&rf);
+    if u.attempt > retry.retries || !retry.on.lost {
+        return Ok(false);
+    }
+    let reason = "the dispatcher restarted while this attempt ran".to_string();
+    archive::keep_attempt(&jobs_dir.join(id.to_string()), u.attempt)?;
+    bus.record(
+        id,
+        EventKind::Attempt {
+            attempt: u.attempt,
+            state: JobState::Failed,
+            reason: reason.clone(),
+            lost: true,
+            retry_in_s: 0,
+        },
+    )
+    .await?;
+    bus.record(
+        id,
+        EventKind::Job {
+            state: JobState::Waiting,
+            reason: format!(
+                "attempt {} failed ({reason}); attempt {} of {} now",
+                u.attempt,
+                u.attempt + 1,
+                retry.retries + 1
+            ),
+        },
+    )
+    .await?;
+    tracing::warn!(
+        job = id,
+        attempt = u.attempt + 1,
+        "job was running when the dispatcher stopped; retrying it"
+    );
+    runner.submit(id, Arc::new(rf), meta);
+    Ok(true)
+}
+
 /// After a restart. Local backend: jobs that were running lost their
-/// dispatcher and are marked FAILED (leftover peer processes are stopped).
+/// dispatcher and are marked FAILED (leftover peer processes are stopped),
+/// or retried when their `retry_on` names `lost`.
 /// Mesos: their tasks ran on without us; the jobs are taken back and
 /// reconciled once subscribed. Either way jobs that were only submitted or
 /// waiting go back in the queue.
@@ -331,6 +398,7 @@ async fn settle_unfinished(
     bus: &events::Bus,
     runner: &RunnerHandle,
     mesos: bool,
+    jobs_dir: &std::path::Path,
 ) -> Result<(), Internal> {
     let unfinished = bus.db().call(|c| db::unfinished(c)).await?;
     for u in unfinished {
@@ -364,6 +432,9 @@ async fn settle_unfinished(
                     };
                     bus.record(u.id, kind).await?;
                 }
+                if retry_after_restart(bus, runner, jobs_dir, &u).await? {
+                    continue;
+                }
                 bus.record(
                     u.id,
                     EventKind::Job {
@@ -387,6 +458,7 @@ async fn settle_unfinished(
                             app,
                             sha256,
                             options: u.options,
+                            attempt: u.attempt,
                         },
                     ),
                     Err(_) => {
@@ -472,6 +544,7 @@ async fn adopt(
             app,
             sha256,
             options: u.options,
+            attempt: u.attempt,
         },
         peers,
         tasks,

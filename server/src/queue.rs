@@ -64,4 +64,23 @@ pub struct JobMeta {
     pub app: String,
     pub sha256: String,
     pub options: JobOptions,
+    /// The attempt to run first: 1, or more for a job retried before a
+    /// restart.
+    pub attempt: u32,
+}
+
+impl JobMeta {
+    /// How failed attempts are retried: the submission's options first,
+    /// then the role file.
+    pub fn retry(&self, roles: &RoleFile) -> crate::sched::Retry {
+        crate::sched::Retry {
+            retries: self
+                .options
+                .retries
+                .unwrap_or_else(|| roles.retries())
+                .min(app::role::MAX_RETRIES),
+            on: self.options.retry_on.unwrap_or_else(|| roles.retry_on()),
+            backoff_s: roles.retry_backoff_secs(),
+        }
+    }
 }

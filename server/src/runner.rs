@@ -108,6 +108,9 @@ pub struct Runner {
     /// When each job was submitted and launched, for `/metrics`.
     timing: HashMap<u64, (Instant, Option<Instant>)>,
     archive_cap: u64,
+    /// Copies of earlier attempts' sandboxes under way (Mesos), awaited
+    /// before the job's archive is built.
+    attempt_copies: HashMap<u64, Vec<tokio::task::JoinHandle<()>>>,
     rx: mpsc::UnboundedReceiver<Msg>,
 }
 
@@ -146,6 +149,7 @@ impl Runner {
                 meta: HashMap::new(),
                 timing: HashMap::new(),
                 archive_cap,
+                attempt_copies: HashMap::new(),
                 rx,
             },
             RunnerHandle { tx },
@@ -170,6 +174,7 @@ impl Runner {
                         .options
                         .time_limit
                         .or(roles.time_limit().map(|t| t.secs()));
+                    let (attempt, retry) = (meta.attempt, meta.retry(&roles));
                     self.meta.insert(job, (roles.clone(), meta));
                     self.timing.insert(job, (Instant::now(), None));
                     if let Backend::Mesos(m) = &mut self.backend {
@@ -180,6 +185,8 @@ impl Runner {
                         job,
                         roles,
                         time_limit,
+                        attempt,
+                        retry,
                     }
                 }
                 Msg::Kill { job, reason, done } => {
@@ -238,11 +245,14 @@ impl Runner {
                         .options
                         .time_limit
                         .or(roles.time_limit().map(|t| t.secs()));
+                    let (attempt, retry) = (meta.attempt, meta.retry(&roles));
                     self.meta.insert(job, (roles.clone(), meta));
                     if let Backend::Mesos(m) = &mut self.backend {
                         m.adopt(job, &tasks, &peers, now);
                     }
-                    let actions = self.core.adopt(job, roles, time_limit, peers);
+                    let actions = self
+                        .core
+                        .adopt(job, roles, time_limit, attempt, retry, peers);
                     self.carry_out(actions).await;
                     continue;
                 }
@@ -297,6 +307,14 @@ impl Runner {
             let is_tick = matches!(input, Input::Tick { .. });
             let actions = self.core.handle(input);
             self.carry_out(actions).await;
+            // A retried job back in the queue after its backoff.
+            if self.core.take_requeued() {
+                place = true;
+                if let Backend::Mesos(m) = &mut self.backend {
+                    m.job_arrived();
+                }
+            }
+            let is_tick = is_tick && !place;
             match &self.backend {
                 Backend::Local(_) => {
                     if self.core.waiting() > 0 && !is_tick {
@@ -417,7 +435,11 @@ impl Runner {
             self.flush_records(&mut records).await;
             match a {
                 Action::Record { .. } => unreachable!("records are batched"),
-                Action::Launch { job, placement } => {
+                Action::Launch {
+                    job,
+                    attempt,
+                    placement,
+                } => {
                     let Some((roles, meta)) = self.meta.get(&job).cloned() else {
                         continue;
                     };
@@ -443,6 +465,7 @@ impl Runner {
                         job_id: job,
                         binary: &meta.app,
                         options: &meta.options,
+                        attempt,
                     };
                     match &mut self.backend {
                         Backend::Local(backend) => {
@@ -475,10 +498,56 @@ impl Runner {
                             }
                         }
                         Backend::Mesos(m) => {
-                            m.launch(self.bus.db(), &self.blobs, job, &roles, &meta, &placement)
+                            m.launch(self.bus.db(), &self.blobs, &ctx, &roles, &meta, &placement)
                                 .await;
                         }
                     }
+                }
+                Action::Retry { job, attempt } => {
+                    let job_dir = self.jobs_dir.join(job.to_string());
+                    let kept = match &mut self.backend {
+                        // The sandboxes are here: they move aside, at once,
+                        // before the next attempt makes its own.
+                        Backend::Local(_) => {
+                            if let Err(e) = crate::archive::keep_attempt(&job_dir, attempt) {
+                                tracing::error!(job, attempt, error = %e, "could not keep the attempt's sandboxes");
+                            }
+                            None
+                        }
+                        // They are on the agents: copied while the next
+                        // attempt waits and runs; the archive waits for it.
+                        Backend::Mesos(m) => {
+                            // The tasks' rows are this attempt's until the
+                            // next launch replaces them: read them now.
+                            let rows = self
+                                .bus
+                                .db()
+                                .call(move |c| crate::db::tasks_of(c, job))
+                                .await
+                                .unwrap_or_else(|e| {
+                                    tracing::error!(job, error = %e, "cannot read the attempt's tasks");
+                                    vec![]
+                                });
+                            let files = m.files();
+                            let binary = self
+                                .meta
+                                .get(&job)
+                                .map(|(_, m)| m.app.clone())
+                                .unwrap_or_default();
+                            let cap = self.archive_cap;
+                            let dest = job_dir.join(format!("attempt-{attempt}"));
+                            Some(tokio::spawn(async move {
+                                crate::archive::copy_sandboxes(
+                                    &files, job, rows, &dest, &binary, cap,
+                                )
+                                .await
+                            }))
+                        }
+                    };
+                    if let Some(task) = kept {
+                        self.attempt_copies.entry(job).or_default().push(task);
+                    }
+                    tracing::info!(job, attempt, "attempt failed; the job will be retried");
                 }
                 Action::Kill { job, peers } => match &mut self.backend {
                     Backend::Local(b) => b.kill(job, &peers),
@@ -493,9 +562,12 @@ impl Runner {
                         self.bus.metrics().ended(&m.app, launched.elapsed());
                     }
                     let binary = meta.map(|(_, m)| m.app).unwrap_or_default();
-                    let fetch = match &self.backend {
+                    let fetch = match &mut self.backend {
                         Backend::Local(_) => None,
-                        Backend::Mesos(m) => Some(m.files()),
+                        Backend::Mesos(m) => {
+                            m.job_ended(job);
+                            Some(m.files())
+                        }
                     };
                     crate::archive::spawn(
                         self.bus.clone(),
@@ -504,6 +576,7 @@ impl Runner {
                         binary,
                         self.archive_cap,
                         fetch,
+                        self.attempt_copies.remove(&job).unwrap_or_default(),
                     );
                 }
             }

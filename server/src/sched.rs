@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use app::model::{EventKind, JobState, PeerState};
+use app::model::{EventKind, JobState, PeerState, RetryOn};
 use app::placement::{place, subtract, Offer, Placement};
 use app::RoleFile;
 
@@ -21,12 +21,38 @@ pub struct PeerUpdate {
     pub reason: String,
 }
 
+/// When a failed attempt is tried again.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub retries: u32,
+    pub on: RetryOn,
+    /// The wait before the second attempt; it doubles for each one after,
+    /// up to `MAX_BACKOFF_S`.
+    pub backoff_s: u64,
+}
+
+pub const MAX_BACKOFF_S: u64 = 300;
+
+impl Retry {
+    /// The wait after attempt `n` failed.
+    pub fn backoff_after(&self, n: u32) -> u64 {
+        let doubled = self
+            .backoff_s
+            .saturating_mul(1u64 << (n.saturating_sub(1)).min(20));
+        doubled.min(MAX_BACKOFF_S.max(self.backoff_s))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Input {
     Submit {
         job: u64,
         roles: Arc<RoleFile>,
         time_limit: Option<u64>,
+        /// 1 for a new job; more for one that was retried before a restart.
+        attempt: u32,
+        retry: Retry,
     },
     /// Free resources now; the core places waiting jobs onto them.
     Offers(Vec<Offer>),
@@ -49,7 +75,14 @@ pub enum Action {
     /// Persist and broadcast.
     Record { job: u64, kind: EventKind },
     /// Start every peer of the placement.
-    Launch { job: u64, placement: Placement },
+    Launch {
+        job: u64,
+        attempt: u32,
+        placement: Placement,
+    },
+    /// Attempt `attempt` failed and every peer of it has ended; the job
+    /// will be placed again. Its sandboxes are kept apart.
+    Retry { job: u64, attempt: u32 },
     /// Stop these peers.
     Kill { job: u64, peers: Vec<u32> },
     /// The job has ended: release what it held and archive its sandboxes.
@@ -74,7 +107,13 @@ struct JobRt {
     peers: Vec<PeerRt>,
     /// Why the job is being brought down, when it is.
     failure: Option<String>,
+    /// The failure is the infrastructure's (a peer LOST), not the program's.
+    lost: bool,
     killed: Option<String>,
+    attempt: u32,
+    retry: Retry,
+    /// While waiting to be retried: when the job goes back in the queue.
+    retry_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +122,8 @@ pub struct Core {
     /// Waiting jobs, oldest first.
     queue: Vec<u64>,
     now_ms: u64,
+    /// A retried job went back in the queue since the last look.
+    requeued: bool,
 }
 
 impl Core {
@@ -101,6 +142,12 @@ impl Core {
 
     pub fn waiting(&self) -> usize {
         self.queue.len()
+    }
+
+    /// True once after a retried job went back in the queue: offers are
+    /// wanted again.
+    pub fn take_requeued(&mut self) -> bool {
+        std::mem::take(&mut self.requeued)
     }
 
     pub fn is_active(&self, job: u64) -> bool {
@@ -123,11 +170,14 @@ impl Core {
     /// Takes back a job that was running before the dispatcher restarted
     /// (its peers kept running on the cluster). Peers that had ended keep
     /// their state; a job with none left ends now.
+    #[allow(clippy::too_many_arguments)]
     pub fn adopt(
         &mut self,
         job: u64,
         roles: Arc<RoleFile>,
         time_limit: Option<u64>,
+        attempt: u32,
+        retry: Retry,
         peers: Vec<(String, String, u16, PeerState)>,
     ) -> Vec<Action> {
         let mut out = Vec::new();
@@ -135,7 +185,12 @@ impl Core {
             .iter()
             .enumerate()
             .find(|(_, p)| p.3.is_terminal() && p.3 != PeerState::Finished)
-            .map(|(i, p)| format!("peer {i} (role '{}') ended {}", p.0, p.3));
+            .map(|(i, p)| {
+                (
+                    format!("peer {i} (role '{}') ended {}", p.0, p.3),
+                    p.3 == PeerState::Lost,
+                )
+            });
         self.jobs.insert(
             job,
             JobRt {
@@ -154,11 +209,15 @@ impl Core {
                     })
                     .collect(),
                 failure: None,
+                lost: false,
                 killed: None,
+                attempt,
+                retry,
+                retry_at_ms: None,
             },
         );
-        if let Some(f) = failed {
-            self.bring_down(job, f, &mut out);
+        if let Some((f, lost)) = failed {
+            self.bring_down(job, f, lost, &mut out);
         }
         self.finish_if_done(job, &mut out);
         out
@@ -171,6 +230,8 @@ impl Core {
                 job,
                 roles,
                 time_limit,
+                attempt,
+                retry,
             } => {
                 self.jobs.insert(
                     job,
@@ -182,7 +243,11 @@ impl Core {
                         deadline_ms: None,
                         peers: vec![],
                         failure: None,
+                        lost: false,
                         killed: None,
+                        attempt: attempt.max(1),
+                        retry,
+                        retry_at_ms: None,
                     },
                 );
                 self.queue.push(job);
@@ -205,7 +270,27 @@ impl Core {
                     .collect();
                 for id in expired {
                     let limit = self.jobs[&id].time_limit.unwrap_or_default();
-                    self.bring_down(id, format!("time limit of {limit}s exceeded"), &mut out);
+                    self.bring_down(
+                        id,
+                        format!("time limit of {limit}s exceeded"),
+                        false,
+                        &mut out,
+                    );
+                }
+                let due: Vec<u64> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.retry_at_ms.is_some_and(|t| t <= now_ms))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.retry_at_ms = None;
+                    }
+                    // FIFO by submission: the retried job keeps its place.
+                    let at = self.queue.partition_point(|q| *q < id);
+                    self.queue.insert(at, id);
+                    self.requeued = true;
                 }
             }
         }
@@ -245,7 +330,11 @@ impl Core {
                             kind: peer_event(i as u32, p, None, None, String::new()),
                         });
                     }
-                    out.push(Action::Launch { job: id, placement });
+                    out.push(Action::Launch {
+                        job: id,
+                        attempt: job.attempt,
+                        placement,
+                    });
                 }
                 Err(short) => {
                     let reason = short.to_string();
@@ -299,7 +388,7 @@ impl Core {
         });
     }
 
-    fn bring_down(&mut self, id: u64, reason: String, out: &mut Vec<Action>) {
+    fn bring_down(&mut self, id: u64, reason: String, lost: bool, out: &mut Vec<Action>) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -307,6 +396,7 @@ impl Core {
             return;
         }
         job.failure = Some(reason);
+        job.lost = lost;
         let live = live_peers(job);
         if !live.is_empty() {
             out.push(Action::Kill {
@@ -342,7 +432,12 @@ impl Core {
                 _ if u.reason.is_empty() => format!("ended {state}"),
                 _ => u.reason.clone(),
             };
-            self.bring_down(id, format!("peer {index} (role '{role}') {what}"), out);
+            self.bring_down(
+                id,
+                format!("peer {index} (role '{role}') {what}"),
+                state == PeerState::Lost,
+                out,
+            );
         }
         self.finish_if_done(id, out);
     }
@@ -353,6 +448,48 @@ impl Core {
             return;
         };
         if job.peers.iter().all(|p| p.state.is_terminal()) {
+            if let (None, Some(failure)) = (&job.killed, &job.failure) {
+                if job.attempt <= job.retry.retries && job.retry.on.covers(job.lost) {
+                    let n = job.attempt;
+                    let wait = job.retry.backoff_after(n);
+                    let reason = failure.clone();
+                    let lost = job.lost;
+                    let job = self.jobs.get_mut(&id).expect("job exists");
+                    job.attempt = n + 1;
+                    job.failure = None;
+                    job.lost = false;
+                    job.state = JobState::Waiting;
+                    job.deadline_ms = None;
+                    job.retry_at_ms = Some(self.now_ms + wait * 1000);
+                    let of = job.retry.retries + 1;
+                    job.wait_reason = format!(
+                        "attempt {n} failed ({reason}); attempt {} of {of} in {wait}s",
+                        n + 1
+                    );
+                    out.push(Action::Record {
+                        job: id,
+                        kind: EventKind::Attempt {
+                            attempt: n,
+                            state: JobState::Failed,
+                            reason,
+                            lost,
+                            retry_in_s: wait,
+                        },
+                    });
+                    out.push(Action::Record {
+                        job: id,
+                        kind: EventKind::Job {
+                            state: JobState::Waiting,
+                            reason: job.wait_reason.clone(),
+                        },
+                    });
+                    out.push(Action::Retry {
+                        job: id,
+                        attempt: n,
+                    });
+                    return;
+                }
+            }
             let (state, reason) = match (&job.killed, &job.failure) {
                 (Some(k), _) => (JobState::Killed, k.clone()),
                 (None, Some(f)) => (JobState::Failed, f.clone()),
@@ -471,11 +608,13 @@ mod tests {
             job: 1,
             roles: roles("name: a\npeers: 2\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         let a = c.handle(Input::Offers(host(4)));
         assert_eq!(job_states(&a), vec![(1, JobState::Running)]);
         assert!(
-            matches!(a.last(), Some(Action::Launch { job: 1, placement }) if placement.peers.len() == 2)
+            matches!(a.last(), Some(Action::Launch { job: 1, placement, .. }) if placement.peers.len() == 2)
         );
         c.handle(Input::Peer {
             job: 1,
@@ -513,6 +652,8 @@ mod tests {
             job: 1,
             roles: roles("name: w\npeers: 3\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         c.handle(Input::Offers(host(4)));
         let a = c.handle(Input::Peer {
@@ -562,11 +703,15 @@ mod tests {
             job: 1,
             roles: roles("name: big\npeers: 8\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         c.handle(Input::Submit {
             job: 2,
             roles: roles("name: small\npeers: 2\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         let a = c.handle(Input::Offers(host(4)));
         assert_eq!(
@@ -590,6 +735,8 @@ mod tests {
             job: 1,
             roles: roles("name: a\npeers: 9\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         c.handle(Input::Offers(host(1)));
         let a = c.handle(Input::Kill {
@@ -603,6 +750,8 @@ mod tests {
             job: 2,
             roles: roles("name: a\npeers: 1\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         c.handle(Input::Offers(host(1)));
         assert_eq!(
@@ -631,6 +780,8 @@ mod tests {
             job: 1,
             roles: roles("name: a\npeers: 1\n"),
             time_limit: Some(5),
+            attempt: 1,
+            retry: Retry::default(),
         });
         c.handle(Input::Offers(host(1)));
         assert!(c.handle(Input::Tick { now_ms: 5_999 }).is_empty());
@@ -662,6 +813,8 @@ mod tests {
             4,
             roles("name: a\npeers: 2\n"),
             None,
+            1,
+            Retry::default(),
             vec![
                 ("a".into(), "h".into(), 1, PeerState::Running),
                 ("a".into(), "h".into(), 2, PeerState::Finished),
@@ -680,6 +833,8 @@ mod tests {
             5,
             roles("name: a\npeers: 2\n"),
             None,
+            1,
+            Retry::default(),
             vec![
                 ("a".into(), "h".into(), 1, PeerState::Running),
                 ("a".into(), "h".into(), 2, PeerState::Lost),
@@ -701,6 +856,8 @@ mod tests {
             job: 1,
             roles: roles("name: a\npeers: 2\n"),
             time_limit: None,
+            attempt: 1,
+            retry: Retry::default(),
         });
         c.handle(Input::Offers(host(2)));
         c.handle(Input::Peer {
@@ -722,5 +879,258 @@ mod tests {
                 update: exit(1)
             })
             .is_empty());
+    }
+
+    fn lost() -> PeerUpdate {
+        PeerUpdate {
+            state: PeerState::Lost,
+            exit_code: None,
+            signal: None,
+            reason: "TASK_LOST: agent removed".into(),
+        }
+    }
+
+    fn submit_retried(c: &mut Core, retry: Retry) {
+        c.handle(Input::Tick { now_ms: 10_000 });
+        c.handle(Input::Submit {
+            job: 1,
+            roles: roles("name: a\npeers: 2\n"),
+            time_limit: None,
+            attempt: 1,
+            retry,
+        });
+        c.handle(Input::Offers(host(4)));
+        for index in 0..2 {
+            c.handle(Input::Peer {
+                job: 1,
+                index,
+                update: running(),
+            });
+        }
+    }
+
+    fn launches(actions: &[Action]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_attempt_is_placed_again_after_its_backoff_and_the_second_can_finish() {
+        let mut c = Core::new();
+        let retry = Retry {
+            retries: 1,
+            on: RetryOn::parse("failed").unwrap(),
+            backoff_s: 2,
+        };
+        submit_retried(&mut c, retry);
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(3),
+        });
+        assert_eq!(
+            a,
+            vec![
+                Action::Record {
+                    job: 1,
+                    kind: peer_event(
+                        0,
+                        &PeerRt {
+                            role: "a".into(),
+                            host: "h".into(),
+                            port: 9000,
+                            state: PeerState::Failed
+                        },
+                        Some(3),
+                        None,
+                        String::new()
+                    )
+                },
+                Action::Kill {
+                    job: 1,
+                    peers: vec![1]
+                }
+            ]
+        );
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: killed(),
+        });
+        assert!(a.contains(&Action::Record {
+            job: 1,
+            kind: EventKind::Attempt {
+                attempt: 1,
+                state: JobState::Failed,
+                reason: "peer 0 (role 'a') exited with code 3".into(),
+                lost: false,
+                retry_in_s: 2,
+            }
+        }));
+        assert_eq!(job_states(&a), vec![(1, JobState::Waiting)]);
+        assert_eq!(a.last(), Some(&Action::Retry { job: 1, attempt: 1 }));
+        assert!(!a.iter().any(|x| matches!(x, Action::Ended { .. })));
+        assert!(c.is_active(1));
+
+        // Not before the backoff is over, even with room.
+        assert!(launches(&c.handle(Input::Offers(host(4)))).is_empty());
+        c.handle(Input::Tick { now_ms: 11_999 });
+        assert!(!c.take_requeued());
+        c.handle(Input::Tick { now_ms: 12_000 });
+        assert!(c.take_requeued());
+        assert!(!c.take_requeued(), "told once");
+        let a = c.handle(Input::Offers(host(4)));
+        assert_eq!(launches(&a), vec![2]);
+        assert_eq!(job_states(&a), vec![(1, JobState::Running)]);
+        for index in 0..2 {
+            c.handle(Input::Peer {
+                job: 1,
+                index,
+                update: running(),
+            });
+        }
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(0),
+        });
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: exit(0),
+        });
+        assert_eq!(job_states(&a), vec![(1, JobState::Finished)]);
+        assert!(a.contains(&Action::Ended {
+            job: 1,
+            state: JobState::Finished
+        }));
+    }
+
+    #[test]
+    fn retry_on_lost_does_not_retry_a_program_that_failed_but_retries_a_lost_peer() {
+        let retry = Retry {
+            retries: 2,
+            on: RetryOn::default(),
+            backoff_s: 1,
+        };
+        let mut c = Core::new();
+        submit_retried(&mut c, retry);
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(1),
+        });
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: killed(),
+        });
+        assert_eq!(job_states(&a), vec![(1, JobState::Failed)]);
+
+        let mut c = Core::new();
+        submit_retried(&mut c, retry);
+        c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: lost(),
+        });
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: killed(),
+        });
+        assert!(a.iter().any(|x| matches!(
+            x,
+            Action::Record {
+                kind: EventKind::Attempt {
+                    attempt: 1,
+                    lost: true,
+                    ..
+                },
+                ..
+            }
+        )));
+        assert_eq!(a.last(), Some(&Action::Retry { job: 1, attempt: 1 }));
+    }
+
+    #[test]
+    fn the_last_attempt_s_failure_ends_the_job_and_backoff_doubles() {
+        let retry = Retry {
+            retries: 1,
+            on: RetryOn::parse("both").unwrap(),
+            backoff_s: 3,
+        };
+        assert_eq!(
+            (
+                retry.backoff_after(1),
+                retry.backoff_after(2),
+                retry.backoff_after(9)
+            ),
+            (3, 6, MAX_BACKOFF_S)
+        );
+        let mut c = Core::new();
+        submit_retried(&mut c, retry);
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(1),
+        });
+        c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: exit(1),
+        });
+        c.handle(Input::Tick { now_ms: 13_000 });
+        c.handle(Input::Offers(host(4)));
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(2),
+        });
+        let a = c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: killed(),
+        });
+        assert_eq!(job_states(&a), vec![(1, JobState::Failed)]);
+        assert!(a.contains(&Action::Ended {
+            job: 1,
+            state: JobState::Failed
+        }));
+    }
+
+    #[test]
+    fn a_kill_during_the_backoff_ends_the_job_and_nothing_is_retried() {
+        let retry = Retry {
+            retries: 3,
+            on: RetryOn::parse("failed").unwrap(),
+            backoff_s: 60,
+        };
+        let mut c = Core::new();
+        submit_retried(&mut c, retry);
+        c.handle(Input::Peer {
+            job: 1,
+            index: 0,
+            update: exit(1),
+        });
+        c.handle(Input::Peer {
+            job: 1,
+            index: 1,
+            update: killed(),
+        });
+        let a = c.handle(Input::Kill {
+            job: 1,
+            reason: "killed by alice".into(),
+        });
+        assert_eq!(job_states(&a), vec![(1, JobState::Killed)]);
+        assert!(!c.is_active(1));
+        c.handle(Input::Tick { now_ms: 1_000_000 });
+        assert!(!c.take_requeued());
+        assert!(launches(&c.handle(Input::Offers(host(4)))).is_empty());
     }
 }

@@ -444,6 +444,12 @@ pub async fn submit(
     options: JobOptions,
     replay_of: Option<u64>,
 ) -> Result<Submitted, ApiError> {
+    if let Some(r) = options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
+        return Err(ApiError::bad_request(format!(
+            "options.retries {r}: at most {} attempts after the first",
+            app::role::MAX_RETRIES
+        )));
+    }
     let (a, u) = (app.to_string(), uid.map(str::to_string));
     let version = st
         .db
@@ -488,6 +494,7 @@ async fn submit_version(
         app: app.clone(),
         sha256: sha256.clone(),
         options: options.clone(),
+        attempt: 1,
     };
     let ev = st
         .bus

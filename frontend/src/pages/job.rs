@@ -1,7 +1,7 @@
 //! One job: status and times, the role file, live peers, a timeline of peer
 //! states, live peer logs, and kill / replay / archive / copy-as-curl.
 
-use app::model::{Event, EventKind, JobDetail, JobState, PeerInfo, PeerState};
+use app::model::{AttemptInfo, Event, EventKind, JobDetail, JobState, PeerInfo, PeerState};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_params_map};
@@ -101,7 +101,7 @@ fn JobView(id: u64) -> impl IntoView {
     // them, so a reload mid-run catches up.
     sse::subscribe(
         &format!("/api/jobs/{id}/events"),
-        &["job", "peer", "archive", "usage"],
+        &["job", "peer", "archive", "attempt", "usage"],
         move |name, data| {
             if name == "usage" {
                 // A live sample: fold it into the peer's peak and mean.
@@ -152,9 +152,31 @@ fn JobView(id: u64) -> impl IntoView {
                     }
                     if let Some(j) = j {
                         j.job.state = state;
-                        j.job.reason = reason;
+                        j.job.reason = reason.clone();
                         if state == JobState::Running && j.job.started.is_none() {
                             j.job.started = Some(ev.time.clone());
+                        }
+                        let n = j.job.attempt;
+                        if state == JobState::Running && !j.attempts.iter().any(|a| a.attempt == n)
+                        {
+                            j.attempts.push(AttemptInfo {
+                                attempt: n,
+                                state,
+                                reason: String::new(),
+                                started: Some(ev.time.clone()),
+                                ended: None,
+                            });
+                        }
+                        if state.is_terminal() {
+                            if let Some(a) = j
+                                .attempts
+                                .iter_mut()
+                                .find(|a| a.attempt == n && a.ended.is_none())
+                            {
+                                a.state = state;
+                                a.reason = reason;
+                                a.ended = Some(ev.time.clone());
+                            }
                         }
                         if state.is_terminal() {
                             j.job.ended = Some(ev.time.clone());
@@ -174,6 +196,21 @@ fn JobView(id: u64) -> impl IntoView {
                 EventKind::Archive { size } => job.update(|j| {
                     if let Some(j) = j {
                         j.job.archive_size = Some(size);
+                    }
+                }),
+                EventKind::Attempt {
+                    attempt,
+                    state,
+                    reason,
+                    ..
+                } => job.update(|j| {
+                    if let Some(j) = j {
+                        if let Some(a) = j.attempts.iter_mut().find(|a| a.attempt == attempt) {
+                            a.state = state;
+                            a.reason = reason;
+                            a.ended = Some(ev.time.clone());
+                        }
+                        j.job.attempt = attempt + 1;
                     }
                 }),
             }
@@ -302,6 +339,7 @@ fn JobView(id: u64) -> impl IntoView {
                 }}
                 <button on:click=copy_curl>{move || if copied.get() { "Copied" } else { "Copy as curl" }}</button>
             </div>
+            <Attempts job=job/>
             <h2>"Peers"</h2>
             <PeersTable peers=peers role_cpu=role_cpu/>
             <super::charts::UsageCharts samples=samples
@@ -318,6 +356,54 @@ fn JobView(id: u64) -> impl IntoView {
             <h2>"Role file"</h2>
             <pre class="rolefile" data-testid="role-file">{move || job.with(|j| j.as_ref().map(|j| j.role_file.clone()).unwrap_or_default())}</pre>
         </section>
+    }
+}
+
+/// A retried job's attempts, one row each; nothing for a job run once.
+#[component]
+fn Attempts(job: RwSignal<Option<JobDetail>>) -> impl IntoView {
+    let rows = move || {
+        job.with(|j| {
+            j.as_ref()
+                .map(|j| (j.attempts.clone(), j.job.attempt, j.job.state))
+                .unwrap_or((vec![], 1, JobState::Submitted))
+        })
+    };
+    move || {
+        let (attempts, current, state) = rows();
+        // One attempt and no other coming: nothing to tell apart.
+        if attempts.len() <= 1 && current <= 1 {
+            return None;
+        }
+        let waiting = !state.is_terminal() && !attempts.iter().any(|a| a.attempt == current);
+        Some(view! {
+            <h2>"Attempts"</h2>
+            <div class="table-wrap">
+            <table data-testid="attempts-table">
+                <thead><tr><th>"#"</th><th>"State"</th><th>"Started"</th><th>"Duration"</th><th>"Reason"</th></tr></thead>
+                <tbody>
+                    {attempts.into_iter().map(|a| {
+                        let took = match (a.started.as_deref().and_then(parse_time_ms), a.ended.as_deref().and_then(parse_time_ms)) {
+                            (Some(s), Some(e)) => human_duration(((e - s) / 1000.0).max(0.0)),
+                            _ => "—".into(),
+                        };
+                        view! {
+                            <tr data-testid="attempt-row">
+                                <td>{a.attempt}</td>
+                                <td><span class=format!("badge state-{}", a.state.as_str().to_lowercase())>{a.state.as_str()}</span></td>
+                                <td>{a.started.as_deref().and_then(|s| s.get(..19)).unwrap_or("—").replace('T', " ")}</td>
+                                <td>{took}</td>
+                                <td>{if a.reason.is_empty() { "—".to_string() } else { a.reason }}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                    {waiting.then(|| view! {
+                        <tr data-testid="attempt-row" class="muted"><td>{current}</td><td>"next"</td><td colspan="3">"waits for its backoff, then for resources"</td></tr>
+                    })}
+                </tbody>
+            </table>
+            </div>
+        })
     }
 }
 

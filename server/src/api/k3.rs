@@ -162,6 +162,28 @@ fn options_from(form: &Form) -> Result<JobOptions, ApiError> {
                 .secs(),
         ),
     };
+    let retries = match form.field("retries") {
+        None => None,
+        Some(r) => Some(
+            r.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= app::role::MAX_RETRIES)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "retries {r:?}: expected a whole number from 0 to {}",
+                        app::role::MAX_RETRIES
+                    ))
+                })?,
+        ),
+    };
+    let retry_on = match form.field("retry_on") {
+        None => None,
+        Some(r) => Some(
+            app::model::RetryOn::parse(r)
+                .map_err(|e| ApiError::bad_request(format!("retry_on {r:?}: {e}")))?,
+        ),
+    };
     Ok(JobOptions {
         user: form.field("user").unwrap_or("anonymous").to_string(),
         tag: form.field("tag").unwrap_or_default().to_string(),
@@ -173,6 +195,8 @@ fn options_from(form: &Form) -> Result<JobOptions, ApiError> {
         jsonlog: form.flag("jsonlog") || form.flag("jsonfinal"),
         jsonfinal: form.flag("jsonfinal"),
         time_limit,
+        retries,
+        retry_on,
     })
 }
 

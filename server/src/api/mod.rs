@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         "cmd_prefix",
         "archive",
         "time_limit",
+        "retries",
+        "retry_on",
     ]);
 
     // Routes that change something; the token, when set, guards them all

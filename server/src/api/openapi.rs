@@ -332,7 +332,9 @@ fn schemas() -> Value {
             "user": {"type": "string"}, "tag": {"type": "string"},
             "cmd_prefix": {"type": "string"}, "cmd_infix": {"type": "string"}, "cmd_suffix": {"type": "string"},
             "logging": {"type": "boolean"}, "jsonlog": {"type": "boolean"}, "jsonfinal": {"type": "boolean"},
-            "time_limit": {"type": ["integer", "null"], "minimum": 1}
+            "time_limit": {"type": ["integer", "null"], "minimum": 1},
+            "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+            "retry_on": {"anyOf": [{"type": "null"}, {"enum": ["failed", "lost", "failed,lost", "lost,failed", "both"]}]}
         }},
         "Submitted": obj(&["id", "state"], json!({"id": {"type": "integer"}, "state": {"const": "SUBMITTED"}})),
         "Killed": obj(&["job"], json!({"job": {"type": "object"}})),

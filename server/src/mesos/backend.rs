@@ -56,6 +56,8 @@ pub struct MesosBackend {
     agents: BTreeMap<String, AgentRec>,
     /// Resources our live tasks hold, per agent.
     task_res: HashMap<(u64, u32), (String, u64, u64)>,
+    /// The attempt each active job runs: its tasks' ids name it.
+    attempts: HashMap<u64, u32>,
     pending: Vec<Launch>,
     teardown: Vec<oneshot::Sender<Result<String, String>>>,
     /// A TEARDOWN is on its way to the master.
@@ -96,6 +98,7 @@ impl MesosBackend {
             disconnected_at: None,
             agents: BTreeMap::new(),
             task_res: HashMap::new(),
+            attempts: HashMap::new(),
             pending: vec![],
             teardown: vec![],
             tearing_down: false,
@@ -170,7 +173,10 @@ impl MesosBackend {
                 .get(t.idx as usize)
                 .is_some_and(|p| !p.3.is_terminal());
             if live {
-                self.fw.adopt(job, t.idx, Some(t.agent_id.clone()), now);
+                self.fw.adopt(&t.task_id, Some(t.agent_id.clone()), now);
+                if let Some((_, _, attempt)) = super::task::parse_task_id(&t.task_id) {
+                    self.attempts.insert(job, attempt);
+                }
             }
         }
     }
@@ -199,19 +205,16 @@ impl MesosBackend {
         &mut self,
         db: &Db,
         blobs: &crate::blobs::BlobStore,
-        job: u64,
+        ctx: &JobContext<'_>,
         roles: &RoleFile,
         meta: &JobMeta,
         placement: &Placement,
     ) {
-        let ctx = JobContext {
-            job_id: job,
-            binary: &meta.app,
-            options: &meta.options,
-        };
+        let job = ctx.job_id;
+        self.attempts.insert(job, ctx.attempt);
         // Data files live on the agents; only explicit paths are passed on
         // (see docs/role-files.md).
-        let specs = build_peers(&ctx, roles, placement, &|path: &str, _host: &str| {
+        let specs = build_peers(ctx, roles, placement, &|path: &str, _host: &str| {
             vec![path.to_string()]
         });
         let url = format!("{}/api/blobs/{}", self.advertise, meta.sha256);
@@ -242,6 +245,7 @@ impl MesosBackend {
             let agent = offer.agent_id.value.clone();
             let task = super::task_info(
                 job,
+                ctx.attempt,
                 spec,
                 &roles.roles()[slot.role],
                 &agent,
@@ -283,8 +287,14 @@ impl MesosBackend {
         self.pending.extend(launches);
     }
 
+    /// The job has ended: nothing of it is tracked any more.
+    pub fn job_ended(&mut self, job: u64) {
+        self.attempts.remove(&job);
+    }
+
     pub fn kill(&mut self, job: u64, peers: &[u32]) {
-        let calls = self.fw.kill(job, peers);
+        let attempt = self.attempts.get(&job).copied().unwrap_or(1);
+        let calls = self.fw.kill(job, attempt, peers);
         self.send(calls);
     }
 

@@ -217,9 +217,12 @@ impl Framework {
     /// A task launched before a restart. The runner adopts before the
     /// first SUBSCRIBED is read, which reconciles every task; one adopted
     /// later is caught by the silent-task reconciliation of `tick`.
-    pub fn adopt(&mut self, job: u64, peer: u32, agent_id: Option<String>, now_ms: u64) {
+    pub fn adopt(&mut self, tid: &str, agent_id: Option<String>, now_ms: u64) {
+        let Some((job, peer, _)) = parse_task_id(tid) else {
+            return;
+        };
         self.tasks.insert(
-            task_id(job, peer),
+            tid.to_string(),
             Task {
                 job,
                 peer,
@@ -449,7 +452,7 @@ impl Framework {
             let mut infos = infos.clone();
             super::task::take_from_pools(&h.offer, &self.role, &mut infos);
             for t in &infos {
-                if let Some((job, peer)) = parse_task_id(&t.task_id.value) {
+                if let Some((job, peer, _)) = parse_task_id(&t.task_id.value) {
                     self.tasks.insert(
                         t.task_id.value.clone(),
                         Task {
@@ -532,10 +535,10 @@ impl Framework {
         self.revive_due = true;
     }
 
-    pub fn kill(&mut self, job: u64, peers: &[u32]) -> Vec<Call> {
+    pub fn kill(&mut self, job: u64, attempt: u32, peers: &[u32]) -> Vec<Call> {
         let mut out = Vec::new();
         for p in peers {
-            let tid = task_id(job, *p);
+            let tid = task_id(job, *p, attempt);
             if let Some(t) = self.tasks.get_mut(&tid) {
                 t.killing = true;
                 if self.subscribed {
@@ -718,9 +721,9 @@ mod tests {
 
     fn task(job: u64, peer: u32) -> mesos::TaskInfo {
         mesos::TaskInfo {
-            name: task_id(job, peer),
+            name: task_id(job, peer, 1),
             task_id: mesos::TaskId {
-                value: task_id(job, peer),
+                value: task_id(job, peer, 1),
             },
             ..Default::default()
         }
@@ -896,14 +899,14 @@ mod tests {
         ] {
             let mut f = Framework::new(None, t());
             f.event(0, subscribed("fw"), true);
-            f.adopt(1, 0, Some("a1".into()), 0);
+            f.adopt("job1.peer0", Some("a1".into()), 0);
             let out = f.event(1, update("job1.peer0", s, Some(b"u"), "agent gone"), true);
             assert_eq!(out.updates[0].2.state, PeerState::Lost, "{s:?}");
             assert!(out.updates[0].2.reason.starts_with(s.as_str_name()));
         }
         let mut f = Framework::new(None, t());
         f.event(0, subscribed("fw"), true);
-        f.adopt(1, 0, None, 0);
+        f.adopt("job1.peer0", None, 0);
         let out = f.event(
             1,
             update("job1.peer0", TaskState::TaskDropped, None, ""),
@@ -933,8 +936,8 @@ mod tests {
     #[test]
     fn resubscribing_reconciles_every_task_and_retries_with_backoff_until_answered() {
         let mut f = Framework::new(Some("fw".into()), t());
-        f.adopt(1, 0, Some("a1".into()), 0);
-        f.adopt(1, 1, Some("a1".into()), 0);
+        f.adopt("job1.peer0", Some("a1".into()), 0);
+        f.adopt("job1.peer1", Some("a1".into()), 0);
         let out = f.event(0, subscribed("fw"), true);
         assert_eq!(kinds(&out.calls), [C::Reconcile]);
         assert_eq!(out.calls[0].reconcile.as_ref().unwrap().tasks.len(), 2);
@@ -994,8 +997,8 @@ mod tests {
     #[test]
     fn kills_asked_while_disconnected_are_sent_after_resubscribing() {
         let mut f = Framework::new(Some("fw".into()), t());
-        f.adopt(1, 0, Some("a1".into()), 0);
-        assert!(f.kill(1, &[0]).is_empty());
+        f.adopt("job1.peer0", Some("a1".into()), 0);
+        assert!(f.kill(1, 1, &[0]).is_empty());
         let out = f.event(1, subscribed("fw"), true);
         assert_eq!(kinds(&out.calls), [C::Kill, C::Reconcile]);
     }
@@ -1020,7 +1023,7 @@ mod tests {
             "Framework failed over",
         ] {
             let mut f = Framework::new(Some("fw".into()), t());
-            f.adopt(1, 0, Some("a1".into()), 0);
+            f.adopt("job1.peer0", Some("a1".into()), 0);
             f.event(0, subscribed("fw"), true);
             f.event(0, offers(vec![offer("o1", "a1")]), true);
             let out = f.event(1, error(why), true);
@@ -1035,7 +1038,7 @@ mod tests {
     #[test]
     fn an_error_event_forgets_the_framework() {
         let mut f = Framework::new(Some("fw".into()), t());
-        f.adopt(1, 0, None, 0);
+        f.adopt("job1.peer0", None, 0);
         f.event(0, subscribed("fw"), true);
         let out = f.event(
             1,

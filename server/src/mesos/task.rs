@@ -137,14 +137,25 @@ pub fn take_from_pools(o: &mesos::Offer, role: &str, tasks: &mut [mesos::TaskInf
     }
 }
 
-/// `job<id>.peer<n>`: a task id that names its job and peer.
-pub fn task_id(job: u64, peer: u32) -> String {
-    format!("job{job}.peer{peer}")
+/// `job<id>.peer<n>`: a task id that names its job and peer; a retried
+/// job's later attempts add `.a<k>`, since Mesos refuses to launch a task
+/// under an id it already knows.
+pub fn task_id(job: u64, peer: u32, attempt: u32) -> String {
+    if attempt <= 1 {
+        format!("job{job}.peer{peer}")
+    } else {
+        format!("job{job}.peer{peer}.a{attempt}")
+    }
 }
 
-pub fn parse_task_id(id: &str) -> Option<(u64, u32)> {
-    let (j, p) = id.strip_prefix("job")?.split_once(".peer")?;
-    Some((j.parse().ok()?, p.parse().ok()?))
+/// The job, peer and attempt a task id names.
+pub fn parse_task_id(id: &str) -> Option<(u64, u32, u32)> {
+    let (j, rest) = id.strip_prefix("job")?.split_once(".peer")?;
+    let (p, a) = match rest.split_once(".a") {
+        Some((p, a)) => (p, a.parse().ok().filter(|a| *a > 1)?),
+        None => (rest, 1),
+    };
+    Some((j.parse().ok()?, p.parse().ok()?, a))
 }
 
 /// What a task state means for the peer. TASK_LOST, TASK_UNREACHABLE and
@@ -210,6 +221,7 @@ pub fn shell_command(spec: &PeerSpec, list_fetched: bool) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn task_info(
     job: u64,
+    attempt: u32,
     spec: &PeerSpec,
     role: &Role,
     agent_id: &str,
@@ -283,7 +295,7 @@ pub fn task_info(
         key: k.into(),
         value: Some(v),
     };
-    let id = task_id(job, spec.index);
+    let id = task_id(job, spec.index, attempt);
     mesos::TaskInfo {
         name: id.clone(),
         task_id: mesos::TaskId { value: id },
@@ -304,6 +316,7 @@ pub fn task_info(
                 label("dispatcher.job", job.to_string()),
                 label("dispatcher.peer", spec.index.to_string()),
                 label("dispatcher.role", spec.role_name.clone()),
+                label("dispatcher.attempt", attempt.to_string()),
             ],
         }),
         ..Default::default()
@@ -448,7 +461,15 @@ mod tests {
 
     #[test]
     fn task_ids_round_trip_and_states_map() {
-        assert_eq!(parse_task_id(&task_id(12, 3)), Some((12, 3)));
+        assert_eq!(parse_task_id(&task_id(12, 3, 1)), Some((12, 3, 1)));
+        assert_eq!(task_id(12, 3, 2), "job12.peer3.a2");
+        assert_eq!(parse_task_id(&task_id(12, 3, 2)), Some((12, 3, 2)));
+        assert_eq!(
+            parse_task_id("job12.peer3.a1"),
+            None,
+            "attempt 1 has no suffix"
+        );
+        assert_eq!(parse_task_id("job12.peer3.ax"), None);
         assert_eq!(parse_task_id("ghost.task"), None);
         assert_eq!(peer_state(TaskState::TaskKilling), PeerState::Running);
         assert_eq!(peer_state(TaskState::TaskUnreachable), PeerState::Lost);
@@ -478,6 +499,7 @@ mod tests {
                 job_id: 7,
                 binary: "prog",
                 options: &opts,
+                attempt: 1,
             },
             &rf,
             &placement,
@@ -485,6 +507,7 @@ mod tests {
         );
         let t = task_info(
             7,
+            1,
             &specs[1],
             &rf.roles()[0],
             "agent-1",
@@ -596,7 +619,8 @@ mod tests {
             [
                 ("dispatcher.job", "7"),
                 ("dispatcher.peer", "1"),
-                ("dispatcher.role", "w")
+                ("dispatcher.role", "w"),
+                ("dispatcher.attempt", "1")
             ]
         );
         // It survives the wire.

@@ -17,6 +17,7 @@ mod log_format;
 mod metrics;
 mod restart;
 mod retention;
+mod retries;
 mod usage;
 #[path = "../common/usage_check.rs"]
 mod usage_check;

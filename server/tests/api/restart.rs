@@ -215,3 +215,84 @@ async fn an_archive_a_stop_interrupted_is_built_at_the_next_start() {
     let files = again.archive(id).await;
     assert_eq!(file(&files, "peer-0/stdout"), b"out\n");
 }
+
+#[tokio::test]
+async fn a_local_job_a_sigkill_cut_short_is_retried_when_its_retry_on_names_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = port_block(10);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+    let script = "#!/bin/sh\necho \"attempt $DISPATCHER_ATTEMPT\"\necho $$ > pid\nif [ \"$DISPATCHER_ATTEMPT\" = 1 ]; then exec sleep 300; fi\n";
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(script.as_bytes().to_vec()).file_name("resume"),
+    );
+    client
+        .post(format!("{base}/apps"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    // `retry_on` is `lost` unless told: a restart is the infrastructure's failure.
+    let r: Value = client
+        .post(format!("{base}/api/jobs"))
+        .json(&serde_json::json!({"app": "resume", "role_file": "name: r\npeers: 1\ncpu: 1\nretries: 1\n"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_u64().unwrap();
+    let pid_file = dir.path().join(format!("jobs/{id}/peer-0/pid"));
+    let mut pid = 0;
+    for _ in 0..200 {
+        if let Ok(p) = std::fs::read_to_string(&pid_file) {
+            if let Ok(p) = p.trim().parse() {
+                pid = p;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pid > 0 && alive(pid), "attempt 1 runs");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+    let mut j = Value::Null;
+    for _ in 0..300 {
+        j = job(&client, &base, id).await;
+        if !j["archive_size"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    assert_eq!(j["attempt"], 2);
+    let a = j["attempts"].as_array().unwrap();
+    assert_eq!(a.len(), 2, "{j:#}");
+    assert_eq!(
+        a[0]["reason"],
+        "the dispatcher restarted while this attempt ran"
+    );
+    assert_eq!(a[1]["state"], "FINISHED");
+    assert!(!alive(pid), "attempt 1's leftover peer was stopped");
+    let archive = client
+        .get(format!("{base}/api/jobs/{id}/archive"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let files = untar(&archive);
+    assert_eq!(file(&files, "attempt-1/peer-0/stdout"), b"attempt 1\n");
+    assert_eq!(file(&files, "attempt-2/peer-0/stdout"), b"attempt 2\n");
+    unsafe { libc_kill(server.id() as i32, 15) };
+    server.wait().unwrap();
+}
