@@ -444,6 +444,94 @@ async fn an_unreachable_agent_fails_the_job_and_the_other_peers_are_killed() {
 }
 
 #[tokio::test]
+async fn on_mesos_a_lost_agent_s_job_is_placed_again_under_new_task_ids_and_its_second_attempt_finishes(
+) {
+    let (m, app) = cluster(&[1.0, 1.0, 1.0]).await;
+    app.upload(
+        "resume",
+        "#!/bin/sh\necho \"attempt $DISPATCHER_ATTEMPT\"\nif [ \"$DISPATCHER_ATTEMPT\" = 1 ]; then exec sleep 30; fi\n",
+    )
+    .await;
+    let id = app
+        .submit(
+            "resume",
+            "name: w\npeers: 2\ncpu: 1\nmem: 0.25\nretries: 1\nretry_backoff: 1s\n",
+        )
+        .await;
+    all_running(&app, id, 2).await;
+    let first: Vec<String> = m
+        .calls_of(C::Accept)
+        .iter()
+        .flat_map(|c| {
+            c.accept.as_ref().unwrap().operations[0]
+                .launch
+                .as_ref()
+                .unwrap()
+                .task_infos
+                .clone()
+        })
+        .map(|t| t.task_id.value)
+        .collect();
+    // The peer on the first agent goes TASK_UNREACHABLE (agent removed):
+    // the infrastructure's failure, which `retry_on: lost` (the default) retries.
+    let victim = m
+        .tasks_on("agent-S0")
+        .into_iter()
+        .next()
+        .expect("a task on agent-S0");
+    m.remove_agent("agent-S0");
+    let j = app.wait_archived(id).await;
+    assert_eq!(j["state"], "FINISHED", "{j:#}");
+    let a = j["attempts"].as_array().unwrap();
+    assert_eq!(a.len(), 2, "{j:#}");
+    assert_eq!(a[0]["state"], "FAILED");
+    let why = a[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("TASK_UNREACHABLE") && why.contains("REASON_AGENT_REMOVED"),
+        "{why}"
+    );
+    assert_eq!(a[1]["state"], "FINISHED");
+    let all: Vec<String> = m
+        .calls_of(C::Accept)
+        .iter()
+        .flat_map(|c| {
+            c.accept.as_ref().unwrap().operations[0]
+                .launch
+                .as_ref()
+                .unwrap()
+                .task_infos
+                .clone()
+        })
+        .map(|t| t.task_id.value)
+        .collect();
+    let mut second: Vec<String> = all.into_iter().filter(|t| !first.contains(t)).collect();
+    second.sort();
+    assert_eq!(
+        second,
+        [format!("job{id}.peer0.a2"), format!("job{id}.peer1.a2")],
+        "a new id for each task of attempt 2 (attempt 1's were {first:?})"
+    );
+    assert!(first.contains(&victim));
+    assert_eq!(m.unacked(), 0);
+    // Both attempts are archived: attempt 1 from the surviving agent (the
+    // removed one's sandbox cannot be fetched and says so), attempt 2 whole.
+    let entries = app.archive(id).await;
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.iter().all(|n| n.starts_with("attempt-")), "{names:?}");
+    let survivor = if victim.ends_with("peer0") { 1 } else { 0 };
+    assert_eq!(
+        file(&entries, &format!("attempt-1/peer-{survivor}/stdout")),
+        b"attempt 1\n"
+    );
+    for n in 0..2 {
+        assert_eq!(
+            file(&entries, &format!("attempt-2/peer-{n}/stdout")),
+            b"attempt 2\n"
+        );
+    }
+}
+
+#[tokio::test]
 async fn duplicate_and_out_of_order_updates_change_nothing() {
     let (m, app) = cluster(&[2.0]).await;
     let id = app.submit("peerprog", &sleepers(1, 2)).await;

@@ -659,6 +659,11 @@ impl TestMaster {
             .count()
     }
 
+    /// The ids of the live tasks on one agent.
+    pub fn tasks_on(&self, agent: &str) -> Vec<String> {
+        self.c.lock().unwrap().live_tasks_on(agent)
+    }
+
     /// Tasks the master knows that have not ended.
     pub fn live_tasks(&self) -> usize {
         let g = self.c.lock().unwrap();
