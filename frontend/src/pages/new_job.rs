@@ -323,6 +323,15 @@ pub fn NewJobPage() -> impl IntoView {
                     <label>"Tag " <input type="text" prop:value=move || opts.get().tag on:input=move |ev| opts.update(|o| o.tag = event_target_value(&ev))/></label>
                     <label>"User " <input type="text" prop:value=move || opts.get().user on:input=move |ev| opts.update(|o| o.user = event_target_value(&ev))/></label>
                     <label>"Time limit " <input type="text" placeholder="e.g. 30m" prop:value=move || time_limit.get() on:input=move |ev| time_limit.set(event_target_value(&ev))/></label>
+                    <label>"Retries " <input type="number" min="0" max="20" placeholder="role file's" data-testid="retries"
+                        prop:value=move || opts.get().retries.map(|r| r.to_string()).unwrap_or_default()
+                        on:input=move |ev| opts.update(|o| o.retries = event_target_value(&ev).trim().parse().ok())/></label>
+                    <label>"Retry on " <select data-testid="retry-on" on:change=move |ev| opts.update(|o| o.retry_on = app::model::RetryOn::parse(&event_target_value(&ev)).ok())>
+                        <option value="" selected=move || opts.get().retry_on.is_none()>"role file's (lost)"</option>
+                        <option value="lost">"lost (infrastructure)"</option>
+                        <option value="failed">"failed (the program)"</option>
+                        <option value="failed,lost">"both"</option>
+                    </select></label>
                     <label>"Command prefix " <input type="text" prop:value=move || opts.get().cmd_prefix on:input=move |ev| opts.update(|o| o.cmd_prefix = event_target_value(&ev))/></label>
                     <label>"Command infix " <input type="text" prop:value=move || opts.get().cmd_infix on:input=move |ev| opts.update(|o| o.cmd_infix = event_target_value(&ev))/></label>
                     <label>"Command suffix " <input type="text" prop:value=move || opts.get().cmd_suffix on:input=move |ev| opts.update(|o| o.cmd_suffix = event_target_value(&ev))/></label>
