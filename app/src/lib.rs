@@ -9,6 +9,7 @@ pub mod model;
 pub mod peer;
 pub mod placement;
 pub mod role;
+pub mod sweep;
 pub mod templates;
 pub mod yaml;
 

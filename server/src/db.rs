@@ -123,6 +123,24 @@ CREATE TABLE IF NOT EXISTS attempts (
     ended TEXT,
     PRIMARY KEY (job_id, n)
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    role_file TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    repeat INTEGER NOT NULL,
+    options TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_jobs (
+    sweep_id INTEGER NOT NULL,
+    point INTEGER NOT NULL,
+    rep INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (sweep_id, point, rep)
+);
+CREATE INDEX IF NOT EXISTS sweep_jobs_job ON sweep_jobs (job_id);
 CREATE TABLE IF NOT EXISTS deleted_jobs (
     id INTEGER PRIMARY KEY,
     app TEXT NOT NULL,
@@ -140,6 +158,8 @@ pub struct NewJob {
     pub options: JobOptions,
     pub peers_total: u32,
     pub replay_of: Option<u64>,
+    /// The sweep, combination and repeat it runs for, if it is a sweep's.
+    pub sweep: Option<(u64, u32, u32)>,
 }
 
 pub struct JobFilter {
@@ -314,6 +334,12 @@ pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
         params![j.app, j.uid, j.sha256, j.options.user, j.options.tag, j.role_file, serde_json::to_string(&j.options)?, j.peers_total, t, j.replay_of.map(|r| r as i64)],
     )?;
     let id = tx.last_insert_rowid() as u64;
+    if let Some((sweep, point, rep)) = j.sweep {
+        tx.execute(
+            "INSERT INTO sweep_jobs (sweep_id, point, rep, job_id) VALUES (?1, ?2, ?3, ?4)",
+            params![sweep as i64, point, rep, id as i64],
+        )?;
+    }
     let kind = EventKind::Job {
         state: JobState::Submitted,
         reason: String::new(),
@@ -848,6 +874,180 @@ pub fn ended_without_archive(c: &Connection) -> Result<Vec<(u64, String)>, Inter
     Ok(rows)
 }
 
+/// A sweep as submitted, before its jobs.
+pub fn insert_sweep(
+    c: &Connection,
+    req: &app::sweep::SweepRequest,
+    uid: &str,
+    repeat: u32,
+) -> Result<u64, Internal> {
+    c.execute(
+        "INSERT INTO sweeps (app, uid, role_file, parameters, repeat, options, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            req.app,
+            uid,
+            req.role_file,
+            serde_json::to_string(&req.parameters)?,
+            repeat,
+            serde_json::to_string(&req.options)?,
+            now()
+        ],
+    )?;
+    Ok(c.last_insert_rowid() as u64)
+}
+
+/// A sweep with every combination's runs and their durations.
+pub fn sweep(c: &Connection, id: u64) -> Result<Option<app::sweep::SweepDetail>, Internal> {
+    use app::sweep::{SweepDetail, SweepPoint, SweepRun};
+    let row = c
+        .query_row(
+            "SELECT app, uid, role_file, parameters, repeat, created FROM sweeps WHERE id = ?1",
+            params![id as i64],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((app, uid, role_file, parameters, repeat, created)) = row else {
+        return Ok(None);
+    };
+    let parameters: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&parameters)?;
+    let combos = app::sweep::combinations(&parameters).unwrap_or_default();
+    let mut points: Vec<SweepPoint> = combos
+        .into_iter()
+        .map(|values| SweepPoint {
+            values,
+            jobs: vec![],
+            median_s: None,
+            min_s: None,
+            max_s: None,
+        })
+        .collect();
+    let mut st = c.prepare_cached(
+        "SELECT s.point, s.rep, j.id, j.state,
+                CASE WHEN j.ended IS NOT NULL AND j.started IS NOT NULL
+                     THEN (julianday(j.ended) - julianday(j.started)) * 86400.0 END
+         FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+         WHERE s.sweep_id = ?1 ORDER BY s.point, s.rep",
+    )?;
+    let rows = st.query_map(params![id as i64], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, i64>(2)? as u64,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<f64>>(4)?,
+        ))
+    })?;
+    let (mut total, mut ended) = (0, 0);
+    for row in rows {
+        let (point, rep, job, state, duration) = row?;
+        let state = JobState::parse(&state).unwrap_or(JobState::Failed);
+        total += 1;
+        if state.is_terminal() {
+            ended += 1;
+        }
+        if let Some(p) = points.get_mut(point as usize) {
+            p.jobs.push(SweepRun {
+                id: job,
+                repeat: rep,
+                state,
+                duration_s: duration.filter(|_| state.is_terminal()),
+            });
+        }
+    }
+    for p in &mut points {
+        let done: Vec<f64> = p
+            .jobs
+            .iter()
+            .filter(|j| j.state == JobState::Finished)
+            .filter_map(|j| j.duration_s)
+            .collect();
+        (p.median_s, p.min_s, p.max_s) = app::sweep::stats(&done);
+    }
+    Ok(Some(SweepDetail {
+        id,
+        app,
+        uid,
+        created,
+        role_file,
+        parameters,
+        repeat,
+        jobs_total: total,
+        jobs_ended: ended,
+        points,
+    }))
+}
+
+/// Sweeps, newest first, with how far their jobs got.
+pub fn sweeps(c: &Connection, limit: u64) -> Result<Vec<app::sweep::SweepSummary>, Internal> {
+    let mut st = c.prepare_cached(
+        "SELECT w.id, w.app, w.uid, w.created, w.parameters, w.repeat,
+                (SELECT COUNT(*) FROM sweep_jobs s WHERE s.sweep_id = w.id),
+                (SELECT COUNT(*) FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+                  WHERE s.sweep_id = w.id AND j.state IN ('FINISHED', 'FAILED', 'KILLED')),
+                (SELECT COUNT(*) FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+                  WHERE s.sweep_id = w.id AND j.state IN ('FAILED', 'KILLED'))
+         FROM sweeps w ORDER BY w.id DESC LIMIT ?1",
+    )?;
+    let rows = st.query_map(params![limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, u32>(5)?,
+            r.get::<_, u32>(6)?,
+            r.get::<_, u32>(7)?,
+            r.get::<_, u32>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, app, uid, created, parameters, repeat, total, ended, failed) = row?;
+        let parameters: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&parameters)?;
+        let combinations = parameters
+            .values()
+            .map(|v| v.as_array().map_or(1, Vec::len) as u32)
+            .product();
+        out.push(app::sweep::SweepSummary {
+            id,
+            app,
+            uid,
+            created,
+            parameters: parameters.keys().cloned().collect(),
+            combinations,
+            repeat,
+            jobs_total: total,
+            jobs_ended: ended,
+            jobs_failed: failed,
+        });
+    }
+    Ok(out)
+}
+
+/// The jobs of a sweep that have not ended.
+pub fn sweep_live_jobs(c: &Connection, id: u64) -> Result<Vec<u64>, Internal> {
+    let mut st = c.prepare_cached(
+        "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+         WHERE s.sweep_id = ?1 AND j.state NOT IN ('FINISHED', 'FAILED', 'KILLED') ORDER BY j.id",
+    )?;
+    let ids = st
+        .query_map(params![id as i64], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|i| i as u64))
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
 /// A small persistent setting (the Mesos framework id).
 pub fn get_kv(c: &Connection, key: &str) -> Result<Option<String>, Internal> {
     Ok(
@@ -1026,6 +1226,7 @@ pub fn delete_jobs(c: &mut Connection, jobs: &[(u64, String)]) -> Result<Vec<Str
             "usage",
             "job_blobs",
             "attempts",
+            "sweep_jobs",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE job_id = ?1"),
@@ -1115,6 +1316,7 @@ mod tests {
                 options: JobOptions::default(),
                 peers_total: 1,
                 replay_of: None,
+                sweep: None,
             },
         )
         .unwrap();

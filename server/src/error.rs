@@ -84,6 +84,22 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
+    /// The same error, its message led by `what` it is about.
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            ApiError::Client {
+                status,
+                message,
+                details,
+            } => ApiError::Client {
+                status,
+                message: format!("{what}: {message}"),
+                details,
+            },
+            other => other,
+        }
+    }
+
     pub fn with_details(self, details: Vec<Value>) -> Self {
         match self {
             ApiError::Client {

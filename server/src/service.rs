@@ -470,10 +470,108 @@ pub async fn submit(
         role_text,
         options,
         replay_of,
+        None,
     )
     .await
 }
 
+/// Expands a sweep into its jobs and submits them all, once every
+/// combination has passed the checks a submission makes; an error names the
+/// combination and submits nothing.
+pub async fn submit_sweep(
+    st: &AppState,
+    req: app::sweep::SweepRequest,
+) -> Result<(u64, Vec<u64>), ApiError> {
+    use app::sweep::{apply, combinations, describe, MAX_REPEAT, MAX_SWEEP_JOBS};
+    if let Some(r) = req.options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
+        return Err(ApiError::bad_request(format!(
+            "options.retries {r}: at most {} attempts after the first",
+            app::role::MAX_RETRIES
+        )));
+    }
+    let repeat = req.repeat.unwrap_or(1);
+    if !(1..=MAX_REPEAT).contains(&repeat) {
+        return Err(ApiError::bad_request(format!(
+            "repeat {repeat}: each combination runs 1 to {MAX_REPEAT} times"
+        )));
+    }
+    let (a, u) = (req.app.clone(), req.uid.clone());
+    let version = st
+        .db
+        .call(move |c| match &u {
+            Some(u) => db::version(c, &a, u),
+            None => db::latest_version(c, &a),
+        })
+        .await?
+        .ok_or_else(|| match &req.uid {
+            Some(u) => ApiError::not_found(format!("app {:?} has no version {u:?}", req.app)),
+            None => ApiError::not_found(format!("there is no app {:?}", req.app)),
+        })?;
+    if !st.blobs.path(&version.sha256).exists() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "the binary of {} version {} is no longer stored; upload it again",
+                version.app, version.uid
+            ),
+        ));
+    }
+    accept_role_file(st, &req.role_file)?;
+    let combos = combinations(&req.parameters).map_err(ApiError::bad_request)?;
+    if combos.len() * repeat as usize > MAX_SWEEP_JOBS {
+        return Err(ApiError::bad_request(format!(
+            "{} combinations × repeat {repeat} is {} jobs; a sweep submits at most {MAX_SWEEP_JOBS}",
+            combos.len(),
+            combos.len() * repeat as usize
+        )));
+    }
+    let mut texts = Vec::with_capacity(combos.len());
+    for (i, c) in combos.iter().enumerate() {
+        let what = format!(
+            "combination {} of {} ({})",
+            i + 1,
+            combos.len(),
+            describe(c)
+        );
+        let text =
+            apply(&req.role_file, c).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))?;
+        if text.len() > st.settings.limits.max_role_file {
+            return Err(ApiError::bad_request(format!(
+                "{what}: its role file is {} bytes, over the limit of {} (--max-role-file-kb)",
+                text.len(),
+                st.settings.limits.max_role_file
+            )));
+        }
+        accept_role_file(st, &text).map_err(|e| e.context(&what))?;
+        texts.push(text);
+    }
+    let (r, uid) = (req.clone(), version.uid.clone());
+    let sweep = st
+        .db
+        .call(move |c| db::insert_sweep(c, &r, &uid, repeat))
+        .await?;
+    tracing::info!(sweep, app = %version.app, jobs = texts.len() * repeat as usize, "sweep submitted");
+    let mut jobs = Vec::with_capacity(texts.len() * repeat as usize);
+    for (point, text) in texts.into_iter().enumerate() {
+        for rep in 1..=repeat {
+            let s = submit_version(
+                st,
+                version.app.clone(),
+                version.uid.clone(),
+                version.sha256.clone(),
+                text.clone(),
+                req.options.clone(),
+                None,
+                Some((sweep, point as u32, rep)),
+            )
+            .await?;
+            jobs.push(s.id);
+        }
+    }
+    Ok((sweep, jobs))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn submit_version(
     st: &AppState,
     app: String,
@@ -482,6 +580,7 @@ async fn submit_version(
     role_text: String,
     options: JobOptions,
     replay_of: Option<u64>,
+    sweep: Option<(u64, u32, u32)>,
 ) -> Result<Submitted, ApiError> {
     if !st.blobs.path(&sha256).exists() {
         return Err(ApiError::new(
@@ -506,6 +605,7 @@ async fn submit_version(
             options,
             peers_total: rf.total_peers(),
             replay_of,
+            sweep,
         })
         .await?;
     // Inside the request's span: this line ties its request id to the job.
@@ -582,6 +682,7 @@ pub async fn replay(st: &AppState, id: u64) -> Result<Submitted, ApiError> {
         job.role_file,
         options,
         Some(id),
+        None,
     )
     .await
 }

@@ -350,3 +350,89 @@ pub async fn teardown(State(st): State<AppState>) -> Result<Json<Value>, ApiErro
     let id = st.runner.teardown().await.map_err(ApiError::conflict)?;
     Ok(Json(json!({ "torn_down": id })))
 }
+
+fn sweep_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("sweep id {raw:?} is not a number")))
+}
+
+/// `POST /api/sweeps`: one job per combination of the parameters' values
+/// (times `repeat`), all checked before any is submitted.
+pub async fn submit_sweep(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let req: app::sweep::SweepRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not a sweep request ({{app, uid?, role_file, parameters: {{\"<role>.<field>\": [values]}}, repeat?, options?}}): {e}"
+        ))
+    })?;
+    if req.role_file.len() > st.settings.limits.max_role_file {
+        return Err(st.settings.limits.role_file_too_large());
+    }
+    let (id, jobs) = service::submit_sweep(&st, req).await?;
+    let url = format!("/api/sweeps/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, url.clone())],
+        Json(json!({ "id": id, "jobs": jobs, "url": url })),
+    )
+        .into_response())
+}
+
+pub async fn list_sweeps(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let sweeps = st.db.call(|c| db::sweeps(c, 200)).await?;
+    Ok(Json(json!({ "sweeps": sweeps })))
+}
+
+async fn sweep_detail(st: &AppState, raw: &str) -> Result<app::sweep::SweepDetail, ApiError> {
+    let id = sweep_id(raw)?;
+    st.db
+        .call(move |c| db::sweep(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no sweep {id}")))
+}
+
+pub async fn get_sweep(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<app::sweep::SweepDetail>, ApiError> {
+    Ok(Json(sweep_detail(&st, &id).await?))
+}
+
+/// One row per run, a column per parameter: for a spreadsheet or pandas.
+pub async fn sweep_csv(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = sweep_detail(&st, &id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"sweep-{}.csv\"", d.id),
+            ),
+        ],
+        app::sweep::csv(&d),
+    )
+        .into_response())
+}
+
+/// Kills every job of the sweep that has not ended.
+pub async fn kill_sweep(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let d = sweep_detail(&st, &id).await?;
+    let sweep = d.id;
+    let live = st.db.call(move |c| db::sweep_live_jobs(c, sweep)).await?;
+    for job in &live {
+        st.runner
+            .kill(*job, format!("killed with sweep {sweep}"))
+            .await;
+    }
+    Ok(Json(json!({ "sweep": sweep, "killed": live })))
+}

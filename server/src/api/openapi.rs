@@ -336,6 +336,24 @@ fn schemas() -> Value {
             "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
             "retry_on": {"anyOf": [{"type": "null"}, {"enum": ["failed", "lost", "failed,lost", "lost,failed", "both"]}]}
         }},
+        "SweepRequest": obj(&["app", "role_file", "parameters"], json!({
+            "app": {"$ref": "#/components/schemas/Name"},
+            "uid": {"anyOf": [{"$ref": "#/components/schemas/Name"}, {"type": "null"}]},
+            "role_file": {"type": "string", "minLength": 1},
+            "parameters": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}},
+            "repeat": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
+            "options": {"$ref": "#/components/schemas/JobOptions"}
+        })),
+        "SweepSubmitted": obj(&["id", "jobs"], json!({"id": {"type": "integer"}, "jobs": {"type": "array", "items": {"type": "integer"}}})),
+        "SweepList": obj(&["sweeps"], json!({"sweeps": {"type": "array"}})),
+        "SweepDetail": obj(&["id", "points", "parameters"], json!({
+            "id": {"type": "integer"}, "parameters": {"type": "object"},
+            "points": {"type": "array", "items": obj(&["values", "jobs"], json!({
+                "values": {"type": "object"}, "jobs": {"type": "array"},
+                "median_s": {"type": ["number", "null"]}, "min_s": {"type": ["number", "null"]}, "max_s": {"type": ["number", "null"]}
+            }))}
+        })),
+        "SweepKilled": obj(&["sweep", "killed"], json!({"sweep": {"type": "integer"}, "killed": {"type": "array"}})),
         "Submitted": obj(&["id", "state"], json!({"id": {"type": "integer"}, "state": {"const": "SUBMITTED"}})),
         "Killed": obj(&["job"], json!({"job": {"type": "object"}})),
         "Validation": obj(&["ok", "peers", "roles", "diagnostics"], json!({
