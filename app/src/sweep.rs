@@ -360,6 +360,99 @@ pub fn csv(detail: &SweepDetail) -> String {
     out
 }
 
+/// One line of a sweep's chart: the points that share a value of the
+/// grouping parameter, by the x parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// `by=value`, or empty for one line.
+    pub label: String,
+    pub points: Vec<ChartPoint>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChartPoint {
+    /// The x value: the number itself, or the rank among the values seen
+    /// (strings, lists) when the parameter is not numeric.
+    pub x: f64,
+    pub x_label: String,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+fn label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Duration against parameter `x`, one line per value of `by` (one line
+/// when none), from the combinations that have a median. Points of one line
+/// sharing an x (other parameters vary) are merged: median of medians,
+/// overall min and max.
+pub fn series(detail: &SweepDetail, x: &str, by: Option<&str>) -> Vec<Series> {
+    let numeric = detail
+        .points
+        .iter()
+        .all(|p| p.values.get(x).is_some_and(Value::is_number));
+    let mut seen: Vec<String> = Vec::new();
+    let mut lines: Vec<(String, Vec<(f64, String, Vec<f64>, f64, f64)>)> = Vec::new();
+    for p in &detail.points {
+        let Some(xv) = p.values.get(x) else { continue };
+        let x_label = label(xv);
+        if !seen.contains(&x_label) {
+            seen.push(x_label.clone());
+        }
+        let (Some(med), Some(min), Some(max)) = (p.median_s, p.min_s, p.max_s) else {
+            continue;
+        };
+        let xf = if numeric {
+            xv.as_f64().unwrap_or_default()
+        } else {
+            seen.iter().position(|s| *s == x_label).unwrap_or_default() as f64
+        };
+        let line = by
+            .and_then(|b| p.values.get(b).map(|v| format!("{b}={}", label(v))))
+            .unwrap_or_default();
+        let at = match lines.iter().position(|(l, _)| *l == line) {
+            Some(i) => i,
+            None => {
+                lines.push((line, Vec::new()));
+                lines.len() - 1
+            }
+        };
+        let pts = &mut lines[at].1;
+        match pts.iter_mut().find(|q| q.0 == xf) {
+            Some(q) => {
+                q.2.push(med);
+                q.3 = q.3.min(min);
+                q.4 = q.4.max(max);
+            }
+            None => pts.push((xf, x_label, vec![med], min, max)),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(label, mut pts)| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                label,
+                points: pts
+                    .into_iter()
+                    .map(|(x, x_label, meds, min, max)| ChartPoint {
+                        x,
+                        x_label,
+                        median: stats(&meds).0.unwrap_or_default(),
+                        min,
+                        max,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +518,63 @@ mod tests {
         assert!(e.contains("cpu is not a mapping"), "{e}");
         let e = apply(src, &params(json!({"peers": 2}))).unwrap_err();
         assert!(e.contains("<role>.<field>"), "{e}");
+    }
+
+    fn point(peers: u64, q: &str, med: Option<f64>) -> SweepPoint {
+        SweepPoint {
+            values: params(json!({"w.peers": peers, "w.q": q})),
+            jobs: vec![],
+            median_s: med,
+            min_s: med.map(|m| m - 1.0),
+            max_s: med.map(|m| m + 1.0),
+        }
+    }
+
+    #[test]
+    fn the_chart_has_a_line_per_value_of_the_grouping_parameter() {
+        let d = SweepDetail {
+            id: 1,
+            app: "a".into(),
+            uid: "u".into(),
+            created: String::new(),
+            role_file: String::new(),
+            parameters: params(json!({"w.peers": [1, 4], "w.q": ["a", "b"]})),
+            repeat: 1,
+            jobs_total: 4,
+            jobs_ended: 3,
+            points: vec![
+                point(4, "a", Some(8.0)),
+                point(4, "b", Some(2.0)),
+                point(1, "a", Some(5.0)),
+                point(1, "b", None),
+            ],
+        };
+        let s = series(&d, "w.peers", Some("w.q"));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].label, "w.q=a");
+        let xs: Vec<f64> = s[0].points.iter().map(|p| p.x).collect();
+        assert_eq!(xs, [1.0, 4.0], "sorted by x");
+        assert_eq!(
+            s[1].points.len(),
+            1,
+            "a point without a finished run is left out"
+        );
+        // One line: points sharing an x merge.
+        let one = series(&d, "w.peers", None);
+        assert_eq!(one.len(), 1);
+        let at4 = &one[0].points[1];
+        assert_eq!((at4.median, at4.min, at4.max), (5.0, 1.0, 9.0));
+        // A string parameter is placed by rank.
+        let by_q = series(&d, "w.q", None);
+        assert_eq!(
+            by_q[0]
+                .points
+                .iter()
+                .map(|p| p.x_label.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(by_q[0].points[1].x, 1.0);
     }
 
     #[test]

@@ -402,6 +402,58 @@ test('the cluster page shows the data directory and what retention deleted, and 
   assert.match(await page.locator('body').textContent(), /retention policy: it was older than the 1 newest finished jobs app "quick" keeps/);
 }, ['--keep-jobs', '1', '--retention-every-secs', '1']));
 
+test('a sweep\'s page charts duration by parameter, a line per value of another, live, with its CSV', () => withApp(async (d, page) => {
+  await page.goto(`${d.base}/sweeps`);
+  await page.getByTestId('sweeps-empty').waitFor();
+  await uploadApp(d.base, 'nap', '#!/bin/sh\nsleep 0.$DISPATCHER_PEER_COUNT\n');
+  const r = await fetch(`${d.base}/api/sweeps`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ app: 'nap', role_file: 'name: w\npeers: 1\ncpu: 0.1\nmem: 0.1\n', parameters: { 'w.peers': [1, 2, 4], 'w.k3_globals.q': ['q1', 'q18'] }, repeat: 2 }),
+  });
+  assert.equal(r.status, 202);
+  const { id } = await r.json();
+  await page.goto(`${d.base}/sweeps/${id}`);
+  // Live: the page fills in as the jobs end, without a reload.
+  await page.getByTestId('sweep-progress').getByText('12 of 12 ended').waitFor({ timeout: 30000 });
+  const chart = page.getByTestId('sweep-chart');
+  await chart.waitFor();
+  assert.equal(await chart.getByTestId('sweep-line').count(), 2, 'a line per query');
+  assert.equal(await chart.getByTestId('sweep-dot').count(), 6);
+  const tips = await chart.locator('circle title').allTextContents();
+  assert.ok(tips.some((t) => /^w\.k3_globals\.q=q18, 4: median \d+\.\d\d s \(min /.test(t)), tips.join(' | '));
+  assert.equal(await page.getByTestId('sweep-row').count(), 6);
+  await shot(page, 'sweep-chart');
+  await page.getByTestId('sweep-by').selectOption('');
+  await chart.getByTestId('sweep-line').first().waitFor();
+  assert.equal(await chart.getByTestId('sweep-line').count(), 1);
+  assert.equal(await chart.getByTestId('sweep-dot').count(), 3);
+  // Log x: peers 1, 2, 4 evenly spaced.
+  await page.getByTestId('sweep-logx').check();
+  const xs = (await chart.getByTestId('sweep-dot').evaluateAll((els) => els.map((e) => Number(e.getAttribute('cx'))))).sort((a, b) => a - b);
+  assert.ok(Math.abs((xs[1] - xs[0]) - (xs[2] - xs[1])) < 1, xs.join(','));
+  const link = page.getByTestId('sweep-csv');
+  const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+  assert.equal(download.suggestedFilename(), `sweep-${id}.csv`);
+  const csv = readFileSync(await download.path(), 'utf8').trim().split('\n');
+  assert.equal(csv[0], 'w.peers,w.k3_globals.q,repeat,job,state,duration_s');
+  assert.equal(csv.length, 13);
+  await page.goto(`${d.base}/sweeps`);
+  await page.getByTestId('sweeps-table').getByText('12 / 12').waitFor();
+}));
+
+test('a retried job\'s page lists its attempts', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'flaky', '#!/bin/sh\n[ "$DISPATCHER_ATTEMPT" = 2 ] || exit 4\n');
+  const id = await submitJob(d.base, 'flaky', 'name: f\npeers: 1\ncpu: 0.1\nretries: 1\nretry_on: failed\nretry_backoff: 1s\n');
+  await page.goto(`${d.base}/jobs/${id}`);
+  await page.locator('.title-row [data-testid=state]').getByText('FINISHED').waitFor({ timeout: 15000 });
+  const rows = page.getByTestId('attempts-table').getByTestId('attempt-row');
+  await rows.nth(1).waitFor();
+  assert.equal(await rows.count(), 2);
+  assert.match(await rows.nth(0).textContent(), /FAILED.*peer 0 \(role 'f'\) exited with code 4/);
+  assert.match(await rows.nth(1).textContent(), /FINISHED/);
+  await shot(page, 'job-attempts');
+}));
+
 test('time to first render and shipped sizes (figures)', async () => {
   const d = await startDispatcher();
   const page = await browser.newPage();
