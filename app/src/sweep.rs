@@ -397,7 +397,9 @@ pub fn series(detail: &SweepDetail, x: &str, by: Option<&str>) -> Vec<Series> {
         .iter()
         .all(|p| p.values.get(x).is_some_and(Value::is_number));
     let mut seen: Vec<String> = Vec::new();
-    let mut lines: Vec<(String, Vec<(f64, String, Vec<f64>, f64, f64)>)> = Vec::new();
+    // Per line: (x, x label, the medians merged there, min, max).
+    type Merged = (f64, String, Vec<f64>, f64, f64);
+    let mut lines: Vec<(String, Vec<Merged>)> = Vec::new();
     for p in &detail.points {
         let Some(xv) = p.values.get(x) else { continue };
         let x_label = label(xv);
