@@ -22,6 +22,7 @@ pub mod queue;
 pub mod retention;
 pub mod runner;
 pub mod sched;
+pub mod schedule;
 pub mod service;
 pub mod usage;
 pub mod util;
