@@ -801,3 +801,96 @@ mod tests {
         assert_eq!(r, before, "nothing guessed");
     }
 }
+
+/// What a schedule does when a run is due and its previous run is still going.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// This run does not happen (it is recorded as skipped).
+    #[default]
+    Skip,
+    /// This run starts once the previous one ended (one run waits at most).
+    Queue,
+    /// The previous run is killed and this one starts.
+    Replace,
+}
+
+/// What a schedule does with the runs that fell due while the dispatcher
+/// was down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    /// None of them runs; the next run is the first one after the start.
+    #[default]
+    Skip,
+    /// One run starts at once for all of them.
+    RunOnce,
+}
+
+/// `POST /api/schedules`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRequest {
+    #[serde(default)]
+    pub name: String,
+    pub app: String,
+    /// A version; none (or "latest") runs the newest version at each run.
+    #[serde(default)]
+    pub uid: Option<String>,
+    pub role_file: String,
+    #[serde(default)]
+    pub options: JobOptions,
+    /// An ISO 8601 repeating interval: `R/2026-12-01T02:00:00Z/P1D`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Or a cron line (`0 2 * * *`), read in `tz` (UTC when none).
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub tz: Option<String>,
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    #[serde(default)]
+    pub missed: Missed,
+}
+
+/// One due time of a schedule: the job it started, or why none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    pub due: String,
+    pub job: Option<u64>,
+    /// The job's state now.
+    pub state: Option<JobState>,
+    /// `submitted`, or why nothing ran (`skipped: ...`).
+    pub outcome: String,
+    /// When the dispatcher acted on it.
+    pub time: String,
+}
+
+/// A schedule as `GET /api/schedules` lists it; `GET /api/schedules/<id>`
+/// adds its history in `jobs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub id: u64,
+    pub name: String,
+    pub app: String,
+    pub uid: Option<String>,
+    pub role_file: String,
+    pub options: JobOptions,
+    pub schedule: Option<String>,
+    pub cron: Option<String>,
+    pub tz: Option<String>,
+    pub concurrency: Concurrency,
+    pub missed: Missed,
+    pub paused: bool,
+    pub created: String,
+    /// The next few runs (none when paused or the interval has ended).
+    pub next_runs: Vec<String>,
+    /// A run waiting for the previous one to end (`concurrency: queue`).
+    pub queued: Option<String>,
+    pub last: Option<ScheduleRun>,
+    /// Due times acted on so far (jobs started and runs skipped).
+    pub runs: u64,
+    /// Newest first (the detail only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<ScheduleRun>,
+}

@@ -141,6 +141,32 @@ CREATE TABLE IF NOT EXISTS sweep_jobs (
     PRIMARY KEY (sweep_id, point, rep)
 );
 CREATE INDEX IF NOT EXISTS sweep_jobs_job ON sweep_jobs (job_id);
+CREATE TABLE IF NOT EXISTS schedules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    app TEXT NOT NULL,
+    uid TEXT,
+    role_file TEXT NOT NULL,
+    options TEXT NOT NULL,
+    schedule TEXT,
+    cron TEXT,
+    tz TEXT,
+    concurrency TEXT NOT NULL,
+    missed TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    next_ms INTEGER,
+    pending_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    schedule_id INTEGER NOT NULL,
+    due_ms INTEGER NOT NULL,
+    job_id INTEGER,
+    outcome TEXT NOT NULL,
+    time TEXT NOT NULL,
+    PRIMARY KEY (schedule_id, due_ms)
+);
+CREATE INDEX IF NOT EXISTS schedule_runs_job ON schedule_runs (job_id);
 CREATE TABLE IF NOT EXISTS deleted_jobs (
     id INTEGER PRIMARY KEY,
     app TEXT NOT NULL,
@@ -160,6 +186,9 @@ pub struct NewJob {
     pub replay_of: Option<u64>,
     /// The sweep, combination and repeat it runs for, if it is a sweep's.
     pub sweep: Option<(u64, u32, u32)>,
+    /// The schedule and due time (ms) it runs for, if it is a schedule's:
+    /// recorded with the job, so a due time never starts two.
+    pub schedule: Option<(u64, i64)>,
 }
 
 pub struct JobFilter {
@@ -334,6 +363,12 @@ pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
         params![j.app, j.uid, j.sha256, j.options.user, j.options.tag, j.role_file, serde_json::to_string(&j.options)?, j.peers_total, t, j.replay_of.map(|r| r as i64)],
     )?;
     let id = tx.last_insert_rowid() as u64;
+    if let Some((schedule, due)) = j.schedule {
+        tx.execute(
+            "INSERT INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (?1, ?2, ?3, 'submitted', ?4)",
+            params![schedule as i64, due, id as i64, t],
+        )?;
+    }
     if let Some((sweep, point, rep)) = j.sweep {
         tx.execute(
             "INSERT INTO sweep_jobs (sweep_id, point, rep, job_id) VALUES (?1, ?2, ?3, ?4)",
@@ -874,6 +909,236 @@ pub fn ended_without_archive(c: &Connection) -> Result<Vec<(u64, String)>, Inter
     Ok(rows)
 }
 
+/// A schedule as the scheduler reads it.
+#[derive(Clone, Debug)]
+pub struct ScheduleRow {
+    pub id: u64,
+    pub req: app::model::ScheduleRequest,
+    pub paused: bool,
+    pub created: String,
+    pub next_ms: Option<i64>,
+    pub pending_ms: Option<i64>,
+}
+
+const SCHEDULE_COLS: &str = "id, name, app, uid, role_file, options, schedule, cron, tz, concurrency, missed, paused, created, next_ms, pending_ms";
+
+fn schedule_row(r: &rusqlite::Row) -> rusqlite::Result<ScheduleRow> {
+    let word = |i: usize| -> rusqlite::Result<serde_json::Value> {
+        Ok(serde_json::Value::String(r.get::<_, String>(i)?))
+    };
+    let options: String = r.get(5)?;
+    Ok(ScheduleRow {
+        id: r.get::<_, i64>(0)? as u64,
+        req: app::model::ScheduleRequest {
+            name: r.get(1)?,
+            app: r.get(2)?,
+            uid: r.get(3)?,
+            role_file: r.get(4)?,
+            options: serde_json::from_str(&options).unwrap_or_default(),
+            schedule: r.get(6)?,
+            cron: r.get(7)?,
+            tz: r.get(8)?,
+            concurrency: serde_json::from_value(word(9)?).unwrap_or_default(),
+            missed: serde_json::from_value(word(10)?).unwrap_or_default(),
+        },
+        paused: r.get::<_, i64>(11)? != 0,
+        created: r.get(12)?,
+        next_ms: r.get(13)?,
+        pending_ms: r.get(14)?,
+    })
+}
+
+fn word_of<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn insert_schedule(
+    c: &Connection,
+    req: &app::model::ScheduleRequest,
+    next_ms: Option<i64>,
+) -> Result<u64, Internal> {
+    c.execute(
+        "INSERT INTO schedules (name, app, uid, role_file, options, schedule, cron, tz, concurrency, missed, created, next_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            req.name,
+            req.app,
+            req.uid,
+            req.role_file,
+            serde_json::to_string(&req.options)?,
+            req.schedule,
+            req.cron,
+            req.tz,
+            word_of(&req.concurrency),
+            word_of(&req.missed),
+            now(),
+            next_ms
+        ],
+    )?;
+    Ok(c.last_insert_rowid() as u64)
+}
+
+pub fn schedule(c: &Connection, id: u64) -> Result<Option<ScheduleRow>, Internal> {
+    Ok(c.query_row(
+        &format!("SELECT {SCHEDULE_COLS} FROM schedules WHERE id = ?1"),
+        params![id as i64],
+        schedule_row,
+    )
+    .optional()?)
+}
+
+pub fn schedules(c: &Connection) -> Result<Vec<ScheduleRow>, Internal> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLS} FROM schedules ORDER BY id DESC LIMIT 1000"
+    ))?;
+    let rows = st.query_map([], schedule_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Schedules with something to do at `now`: a run due, or one queued.
+pub fn due_schedules(c: &Connection, now_ms: i64) -> Result<Vec<ScheduleRow>, Internal> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLS} FROM schedules
+         WHERE paused = 0 AND ((next_ms IS NOT NULL AND next_ms <= ?1) OR pending_ms IS NOT NULL)
+         ORDER BY id"
+    ))?;
+    let rows = st.query_map(params![now_ms], schedule_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_schedule_times(
+    c: &Connection,
+    id: u64,
+    next_ms: Option<i64>,
+    pending_ms: Option<i64>,
+) -> Result<(), Internal> {
+    c.execute(
+        "UPDATE schedules SET next_ms = ?2, pending_ms = ?3 WHERE id = ?1",
+        params![id as i64, next_ms, pending_ms],
+    )?;
+    Ok(())
+}
+
+pub fn set_schedule_paused(
+    c: &Connection,
+    id: u64,
+    paused: bool,
+    next_ms: Option<i64>,
+) -> Result<bool, Internal> {
+    let n = c.execute(
+        "UPDATE schedules SET paused = ?2, next_ms = ?3 WHERE id = ?1",
+        params![id as i64, paused as i64, next_ms],
+    )?;
+    Ok(n > 0)
+}
+
+/// Forgets a schedule and its history (its jobs stay).
+pub fn delete_schedule(c: &mut Connection, id: u64) -> Result<bool, Internal> {
+    let tx = c.transaction()?;
+    let n = tx.execute("DELETE FROM schedules WHERE id = ?1", params![id as i64])?;
+    tx.execute(
+        "DELETE FROM schedule_runs WHERE schedule_id = ?1",
+        params![id as i64],
+    )?;
+    tx.commit()?;
+    Ok(n > 0)
+}
+
+/// Records a due time that started no job, and why.
+pub fn record_schedule_skip(
+    c: &Connection,
+    id: u64,
+    due_ms: i64,
+    outcome: &str,
+) -> Result<(), Internal> {
+    c.execute(
+        "INSERT OR IGNORE INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (?1, ?2, NULL, ?3, ?4)",
+        params![id as i64, due_ms, outcome, now()],
+    )?;
+    Ok(())
+}
+
+pub fn set_schedule_outcome(
+    c: &Connection,
+    id: u64,
+    due_ms: i64,
+    outcome: &str,
+) -> Result<(), Internal> {
+    c.execute(
+        "UPDATE schedule_runs SET outcome = ?3 WHERE schedule_id = ?1 AND due_ms = ?2",
+        params![id as i64, due_ms, outcome],
+    )?;
+    Ok(())
+}
+
+pub fn schedule_run_exists(c: &Connection, id: u64, due_ms: i64) -> Result<bool, Internal> {
+    Ok(c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM schedule_runs WHERE schedule_id = ?1 AND due_ms = ?2)",
+        params![id as i64, due_ms],
+        |r| r.get(0),
+    )?)
+}
+
+/// The schedule's latest job and its state.
+pub fn schedule_last_job(c: &Connection, id: u64) -> Result<Option<(u64, JobState)>, Internal> {
+    Ok(c.query_row(
+        "SELECT j.id, j.state FROM schedule_runs s JOIN jobs j ON j.id = s.job_id
+             WHERE s.schedule_id = ?1 ORDER BY s.due_ms DESC LIMIT 1",
+        params![id as i64],
+        |r| {
+            let state: String = r.get(1)?;
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                JobState::parse(&state).unwrap_or(JobState::Failed),
+            ))
+        },
+    )
+    .optional()?)
+}
+
+/// A schedule's history, newest first, with each job's state; and how
+/// many due times it has acted on.
+pub fn schedule_runs(
+    c: &Connection,
+    id: u64,
+    limit: u64,
+) -> Result<(Vec<app::model::ScheduleRun>, u64), Internal> {
+    let mut st = c.prepare_cached(
+        "SELECT s.due_ms, s.job_id, j.state, s.outcome, s.time FROM schedule_runs s
+         LEFT JOIN jobs j ON j.id = s.job_id
+         WHERE s.schedule_id = ?1 ORDER BY s.due_ms DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![id as i64, limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (due, job, state, outcome, time) = row?;
+        out.push(app::model::ScheduleRun {
+            due: crate::util::rfc3339_ms(due),
+            job: job.map(|j| j as u64),
+            state: state.as_deref().and_then(JobState::parse),
+            outcome,
+            time,
+        });
+    }
+    let n: i64 = c.query_row(
+        "SELECT COUNT(*) FROM schedule_runs WHERE schedule_id = ?1",
+        params![id as i64],
+        |r| r.get(0),
+    )?;
+    Ok((out, n as u64))
+}
+
 /// A sweep as submitted, before its jobs.
 pub fn insert_sweep(
     c: &Connection,
@@ -1227,6 +1492,7 @@ pub fn delete_jobs(c: &mut Connection, jobs: &[(u64, String)]) -> Result<Vec<Str
             "job_blobs",
             "attempts",
             "sweep_jobs",
+            "schedule_runs",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE job_id = ?1"),
@@ -1317,6 +1583,7 @@ mod tests {
                 peers_total: 1,
                 replay_of: None,
                 sweep: None,
+                schedule: None,
             },
         )
         .unwrap();

@@ -23,6 +23,7 @@ pub mod retention;
 pub mod runner;
 pub mod sched;
 pub mod schedule;
+pub mod scheduler;
 pub mod service;
 pub mod usage;
 pub mod util;
@@ -262,7 +263,8 @@ impl Application {
             .retention
             .clone()
             .spawn(self.retention_every, stop_rx.clone());
-        state.shutdown = stop_rx;
+        state.shutdown = stop_rx.clone();
+        scheduler::spawn(state.clone(), stop_rx);
         let router = api::router(state);
         let runner = self.runner;
         let signal = async move {

@@ -44,16 +44,17 @@ impl When {
                 "{text:?} is not a repeating interval: write R[n]/<start>/<period>, e.g. R/2026-12-01T02:00:00Z/P1D"
             ));
         };
-        let count =
-            match r.strip_prefix('R') {
-                Some("") => None,
-                Some(n) => Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("{r:?}: the repetitions must be R or R<n> with n at least 1")
-                })?),
-                None => return Err(format!(
+        let count = match r.strip_prefix('R') {
+            Some("") => None,
+            Some(n) => Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("{r:?}: the repetitions must be R or R<n> with n at least 1")
+            })?),
+            None => {
+                return Err(format!(
                     "{r:?}: a repeating interval starts with R (R5 for five runs, R for no end)"
-                )),
-            };
+                ))
+            }
+        };
         let pieces = jiff::fmt::temporal::Pieces::parse(start)
             .map_err(|e| format!("start {start:?}: {e}"))?;
         let offset = pieces.to_numeric_offset().ok_or_else(|| {

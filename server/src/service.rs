@@ -435,6 +435,16 @@ pub fn runnable_here(st: &AppState, rf: &RoleFile) -> Result<(), String> {
     Ok(())
 }
 
+/// What a job is submitted for besides itself, recorded with it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Link {
+    pub replay_of: Option<u64>,
+    /// Sweep, combination, repeat.
+    pub sweep: Option<(u64, u32, u32)>,
+    /// Schedule, due time (ms).
+    pub schedule: Option<(u64, i64)>,
+}
+
 /// Records a job (SUBMITTED) and hands it to the runner.
 pub async fn submit(
     st: &AppState,
@@ -443,6 +453,29 @@ pub async fn submit(
     role_text: String,
     options: JobOptions,
     replay_of: Option<u64>,
+) -> Result<Submitted, ApiError> {
+    submit_linked(
+        st,
+        app,
+        uid,
+        role_text,
+        options,
+        Link {
+            replay_of,
+            ..Link::default()
+        },
+    )
+    .await
+}
+
+/// `submit`, recording what the job is for in the same transaction.
+pub async fn submit_linked(
+    st: &AppState,
+    app: &str,
+    uid: Option<&str>,
+    role_text: String,
+    options: JobOptions,
+    link: Link,
 ) -> Result<Submitted, ApiError> {
     if let Some(r) = options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
         return Err(ApiError::bad_request(format!(
@@ -469,8 +502,7 @@ pub async fn submit(
         version.sha256,
         role_text,
         options,
-        replay_of,
-        None,
+        link,
     )
     .await
 }
@@ -561,8 +593,10 @@ pub async fn submit_sweep(
                 version.sha256.clone(),
                 text.clone(),
                 req.options.clone(),
-                None,
-                Some((sweep, point as u32, rep)),
+                Link {
+                    sweep: Some((sweep, point as u32, rep)),
+                    ..Link::default()
+                },
             )
             .await?;
             jobs.push(s.id);
@@ -571,7 +605,6 @@ pub async fn submit_sweep(
     Ok((sweep, jobs))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn submit_version(
     st: &AppState,
     app: String,
@@ -579,8 +612,7 @@ async fn submit_version(
     sha256: String,
     role_text: String,
     options: JobOptions,
-    replay_of: Option<u64>,
-    sweep: Option<(u64, u32, u32)>,
+    link: Link,
 ) -> Result<Submitted, ApiError> {
     if !st.blobs.path(&sha256).exists() {
         return Err(ApiError::new(
@@ -604,8 +636,9 @@ async fn submit_version(
             role_file: role_text,
             options,
             peers_total: rf.total_peers(),
-            replay_of,
-            sweep,
+            replay_of: link.replay_of,
+            sweep: link.sweep,
+            schedule: link.schedule,
         })
         .await?;
     // Inside the request's span: this line ties its request id to the job.
@@ -681,8 +714,10 @@ pub async fn replay(st: &AppState, id: u64) -> Result<Submitted, ApiError> {
         sha,
         job.role_file,
         options,
-        Some(id),
-        None,
+        Link {
+            replay_of: Some(id),
+            ..Link::default()
+        },
     )
     .await
 }

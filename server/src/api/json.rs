@@ -436,3 +436,65 @@ pub async fn kill_sweep(
     }
     Ok(Json(json!({ "sweep": sweep, "killed": live })))
 }
+
+fn schedule_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("schedule id {raw:?} is not a number")))
+}
+
+/// `POST /api/schedules`.
+pub async fn create_schedule(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let req: app::model::ScheduleRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not a schedule ({{name?, app, uid?, role_file, options?, schedule | cron (+ tz), concurrency?: skip|queue|replace, missed?: skip|run_once}}): {e}"
+        ))
+    })?;
+    let v = crate::scheduler::create(&st, req).await?;
+    let url = format!("/api/schedules/{}", v.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, url)], Json(v)).into_response())
+}
+
+pub async fn list_schedules(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let list = crate::scheduler::list(&st).await?;
+    Ok(Json(json!({ "schedules": list })))
+}
+
+pub async fn get_schedule(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<app::model::ScheduleView>, ApiError> {
+    Ok(Json(
+        crate::scheduler::get(&st, schedule_id(&id)?, true).await?,
+    ))
+}
+
+pub async fn pause_schedule(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<app::model::ScheduleView>, ApiError> {
+    Ok(Json(
+        crate::scheduler::set_paused(&st, schedule_id(&id)?, true).await?,
+    ))
+}
+
+pub async fn resume_schedule(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<app::model::ScheduleView>, ApiError> {
+    Ok(Json(
+        crate::scheduler::set_paused(&st, schedule_id(&id)?, false).await?,
+    ))
+}
+
+pub async fn delete_schedule(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    crate::scheduler::delete(&st, schedule_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         post "/jobs/{app}" => k3::submit_latest, op("k3", "Submit a job of the app's latest version (K3: -F file=@role.yaml or -F text=...)", Reply(202, "K3")).body(JOB_FORM);
         post "/jobs/{app}/{uid}" => k3::submit_version, op("k3", "Submit a job of one app version", Reply(202, "K3")).body(JOB_FORM);
         post "/api/jobs" => json::submit, op("jobs", "Submit a job", Reply(202, "Submitted")).body(JsonBody("JobRequest"));
+        post "/api/schedules" => json::create_schedule, op("schedules", "Create a schedule: an app, a role file, options and when (an ISO 8601 repeating interval, or cron with a time zone)", Reply(201, "Schedule")).body(JsonBody("ScheduleRequest"));
         post "/api/sweeps" => json::submit_sweep, op("sweeps", "Submit a sweep: one job per combination of the parameters' values, times repeat; every combination is checked first", Reply(202, "SweepSubmitted")).body(JsonBody("SweepRequest"));
     ])
     .layer(role_limit)
@@ -96,6 +97,9 @@ pub fn router(state: AppState) -> Router {
         delete "/api/apps/{name}" => json::delete_app, op("apps", "Delete an app and its versions", Empty);
         post "/api/jobs/{id}/kill" => json::kill, op("jobs", "Kill a job", Reply(200, "Killed"));
         post "/api/jobs/{id}/replay" => json::replay, op("jobs", "Run a job again with the same app version and role file", Reply(202, "Submitted"));
+        post "/api/schedules/{id}/pause" => json::pause_schedule, op("schedules", "Pause a schedule (no run starts)", Reply(200, "Schedule"));
+        post "/api/schedules/{id}/resume" => json::resume_schedule, op("schedules", "Resume a schedule from its next due time", Reply(200, "Schedule"));
+        delete "/api/schedules/{id}" => json::delete_schedule, op("schedules", "Delete a schedule (its jobs stay)", Empty);
         post "/api/sweeps/{id}/kill" => json::kill_sweep, op("sweeps", "Kill every job of the sweep that has not ended", Reply(200, "SweepKilled"));
         post "/api/framework/teardown" => json::teardown, op("cluster", "Mesos: unregister the framework (the master kills its tasks)", Reply(200, "TornDown"));
     ])
@@ -122,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         get "/api/apps/{name}" => json::get_app, op("apps", "An app's versions, newest first", Reply(200, "AppDetail"));
         get "/api/jobs" => json::list_jobs, op("jobs", "List jobs, newest first", Reply(200, "JobPage")).query(&[("app", "string", "only this app's jobs"), ("state", "string", "only jobs in this state"), ("limit", "integer", "at most this many (default 50)"), ("offset", "integer", "skip this many (costs as many rows; prefer before)"), ("before", "integer", "only jobs older than this id: the previous page's next_before (keyset pagination, as cheap deep as shallow)")]);
         get "/api/jobs/{id}" => json::get_job, op("jobs", "A job: state, peers, role file", Reply(200, "JobDetail"));
+        get "/api/schedules" => json::list_schedules, op("schedules", "Schedules, newest first, with their next runs and last outcome", Reply(200, "ScheduleList"));
+        get "/api/schedules/{id}" => json::get_schedule, op("schedules", "A schedule with next_runs and its jobs (history, newest first)", Reply(200, "Schedule"));
         get "/api/sweeps" => json::list_sweeps, op("sweeps", "Sweeps, newest first", Reply(200, "SweepList"));
         get "/api/sweeps/{id}" => json::get_sweep, op("sweeps", "A sweep: each combination's runs, with median, min and max duration of those that finished", Reply(200, "SweepDetail"));
         get "/api/sweeps/{id}/csv" => json::sweep_csv, op("sweeps", "A sweep as CSV, one row per run", Bytes("text/csv"));

@@ -336,6 +336,25 @@ fn schemas() -> Value {
             "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
             "retry_on": {"anyOf": [{"type": "null"}, {"enum": ["failed", "lost", "failed,lost", "lost,failed", "both"]}]}
         }},
+        "ScheduleRequest": obj(&["app", "role_file"], json!({
+            "name": {"type": "string", "maxLength": 200},
+            "app": {"$ref": "#/components/schemas/Name"},
+            "uid": {"anyOf": [{"$ref": "#/components/schemas/Name"}, {"type": "null"}]},
+            "role_file": {"type": "string", "minLength": 1},
+            "options": {"$ref": "#/components/schemas/JobOptions"},
+            "schedule": {"type": ["string", "null"]},
+            "cron": {"type": ["string", "null"]},
+            "tz": {"type": ["string", "null"]},
+            "concurrency": {"enum": ["skip", "queue", "replace"]},
+            "missed": {"enum": ["skip", "run_once"]}
+        })),
+        "Schedule": obj(&["id", "app", "next_runs", "paused", "runs"], json!({
+            "id": {"type": "integer"}, "app": {"type": "string"},
+            "next_runs": {"type": "array", "items": {"type": "string"}},
+            "paused": {"type": "boolean"}, "runs": {"type": "integer"},
+            "jobs": {"type": "array"}
+        })),
+        "ScheduleList": obj(&["schedules"], json!({"schedules": {"type": "array"}})),
         "SweepRequest": obj(&["app", "role_file", "parameters"], json!({
             "app": {"$ref": "#/components/schemas/Name"},
             "uid": {"anyOf": [{"$ref": "#/components/schemas/Name"}, {"type": "null"}]},

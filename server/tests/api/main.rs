@@ -18,6 +18,7 @@ mod metrics;
 mod restart;
 mod retention;
 mod retries;
+mod schedules;
 mod sweeps;
 mod usage;
 #[path = "../common/usage_check.rs"]

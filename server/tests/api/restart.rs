@@ -296,3 +296,118 @@ async fn a_local_job_a_sigkill_cut_short_is_retried_when_its_retry_on_names_lost
     unsafe { libc_kill(server.id() as i32, 15) };
     server.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_schedule_every_2_seconds_goes_on_after_a_sigkill_and_starts_no_due_time_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = port_block(10);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"#!/bin/sh\necho tick\n".to_vec()).file_name("tick"),
+    );
+    client
+        .post(format!("{base}/apps"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let start_at = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
+    let s: Value = client
+        .post(format!("{base}/api/schedules"))
+        .json(&serde_json::json!({"app": "tick", "role_file": "name: t\npeers: 1\ncpu: 0.1\nmem: 0.1\n", "schedule": format!("R/{start_at}/PT2S")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = s["id"].as_u64().unwrap();
+    let runs = |client: reqwest::Client, base: String| async move {
+        let s: Value = client
+            .get(format!("{base}/api/schedules/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        s
+    };
+    let mut s = Value::Null;
+    for _ in 0..200 {
+        s = runs(client.clone(), base.clone()).await;
+        if s["runs"].as_u64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s["runs"].as_u64() >= Some(2), "{s:#}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+    let before = s["runs"].as_u64().unwrap();
+    for _ in 0..200 {
+        s = runs(client.clone(), base.clone()).await;
+        if s["runs"].as_u64() >= Some(before + 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        s["runs"].as_u64() >= Some(before + 2),
+        "runs go on after the restart: {s:#}"
+    );
+    unsafe { libc_kill(server.id() as i32, 15) };
+    server.wait().unwrap();
+
+    // Every job of the app is one of the schedule's runs, each due time once.
+    let mut server = start(dir.path(), port, &ports);
+    wait_up(&client, &base).await;
+    client
+        .post(format!("{base}/api/schedules/{id}/pause"))
+        .send()
+        .await
+        .unwrap();
+    let s = runs(client.clone(), base.clone()).await;
+    let history = s["jobs"].as_array().unwrap();
+    let mut dues: Vec<&str> = history.iter().map(|r| r["due"].as_str().unwrap()).collect();
+    let n = dues.len();
+    dues.sort();
+    dues.dedup();
+    assert_eq!(dues.len(), n, "no due time twice: {s:#}");
+    let mut from_schedule: Vec<u64> = history.iter().filter_map(|r| r["job"].as_u64()).collect();
+    from_schedule.sort();
+    let listed: Value = client
+        .get(format!("{base}/api/jobs?app=tick&limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut jobs: Vec<u64> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs, from_schedule,
+        "one job per run that started, no other"
+    );
+    // Due times 2 s apart from the start, whichever started or was skipped.
+    let start_ms = start_at.as_millisecond();
+    for d in &dues {
+        let t = d.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        assert_eq!((t - start_ms) % 2000, 0, "{d}");
+    }
+    unsafe { libc_kill(server.id() as i32, 15) };
+    server.wait().unwrap();
+}

@@ -1,0 +1,398 @@
+//! Schedules: jobs that start themselves at the times a schedule names
+//! (`schedule.rs` reads them), with a policy for a run that falls due while
+//! the previous one still runs, and one for the runs missed while the
+//! dispatcher was down.
+//!
+//! One task looks every 200 ms for schedules with a run due. A due time
+//! starts at most one job, ever: the job and the row naming its schedule
+//! and due time are written in one transaction (`db::insert_job`), and a due
+//! time that already has a row is never run again, so a crash between
+//! starting a run and moving the schedule on repeats nothing. Due times
+//! that start no job (skipped, missed) get a row saying why.
+
+use std::time::Duration;
+
+use app::model::{Concurrency, Missed, ScheduleRequest, ScheduleView};
+use jiff::Timestamp;
+
+use crate::db::{self, ScheduleRow};
+use crate::error::ApiError;
+use crate::schedule::When;
+use crate::service::{self, AppState, Link};
+
+/// The next runs shown for a schedule.
+const NEXT_RUNS: usize = 5;
+/// Runs of a schedule's history shown with it.
+const HISTORY: u64 = 100;
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn now_ms() -> i64 {
+    crate::util::now_ms() as i64
+}
+
+/// When the schedule runs, or what is wrong with how it says so.
+pub fn when_of(req: &ScheduleRequest) -> Result<When, String> {
+    match (&req.schedule, &req.cron) {
+        (Some(s), None) => {
+            if req.tz.is_some() {
+                return Err("tz goes with cron; a repeating interval carries its own offset (2026-12-01T02:00:00+01:00)".into());
+            }
+            When::interval(s)
+        }
+        (None, Some(c)) => When::cron(c, req.tz.as_deref()),
+        (Some(_), Some(_)) => Err("give schedule (an ISO 8601 repeating interval) or cron, not both".into()),
+        (None, None) => Err("say when it runs: schedule (e.g. R/2026-12-01T02:00:00Z/P1D) or cron (e.g. \"0 2 * * *\", with tz)".into()),
+    }
+}
+
+/// Checks a new schedule as a submission would be checked, then records it.
+pub async fn create(st: &AppState, mut req: ScheduleRequest) -> Result<ScheduleView, ApiError> {
+    let when = when_of(&req).map_err(ApiError::bad_request)?;
+    if req.name.chars().count() > 200 {
+        return Err(ApiError::bad_request("name is longer than 200 characters"));
+    }
+    if req.uid.as_deref() == Some("latest") {
+        req.uid = None;
+    }
+    if req.role_file.len() > st.settings.limits.max_role_file {
+        return Err(st.settings.limits.role_file_too_large());
+    }
+    if let Some(r) = req.options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
+        return Err(ApiError::bad_request(format!(
+            "options.retries {r}: at most {} attempts after the first",
+            app::role::MAX_RETRIES
+        )));
+    }
+    let (a, u) = (req.app.clone(), req.uid.clone());
+    let version = st
+        .db
+        .call(move |c| match &u {
+            Some(u) => db::version(c, &a, u),
+            None => db::latest_version(c, &a),
+        })
+        .await?;
+    if version.is_none() {
+        return Err(match &req.uid {
+            Some(u) => ApiError::not_found(format!("app {:?} has no version {u:?}", req.app)),
+            None => ApiError::not_found(format!("there is no app {:?}", req.app)),
+        });
+    }
+    service::accept_role_file(st, &req.role_file)?;
+    let next = when
+        .next_after(Timestamp::now())
+        .map(|t| t.as_millisecond());
+    let r = req.clone();
+    let id = st
+        .db
+        .call(move |c| db::insert_schedule(c, &r, next))
+        .await?;
+    tracing::info!(schedule = id, app = %req.app, next = ?next.map(crate::util::rfc3339_ms), "schedule created");
+    get(st, id, false).await
+}
+
+/// A schedule with its next runs (and its history when asked).
+pub async fn get(st: &AppState, id: u64, history: bool) -> Result<ScheduleView, ApiError> {
+    let row = st
+        .db
+        .call(move |c| db::schedule(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no schedule {id}")))?;
+    view(st, row, history).await
+}
+
+async fn view(st: &AppState, row: ScheduleRow, history: bool) -> Result<ScheduleView, ApiError> {
+    let id = row.id;
+    let limit = if history { HISTORY } else { 1 };
+    let (runs, count) = st.db.call(move |c| db::schedule_runs(c, id, limit)).await?;
+    let next_runs = match (row.paused, row.next_ms, when_of(&row.req)) {
+        (false, Some(next), Ok(when)) => {
+            let first = ts(next);
+            let mut all = vec![first];
+            all.extend(when.next_runs(first, NEXT_RUNS - 1));
+            all.into_iter().map(|t| t.to_string()).collect()
+        }
+        _ => vec![],
+    };
+    let req = row.req;
+    Ok(ScheduleView {
+        id,
+        name: req.name,
+        app: req.app,
+        uid: req.uid,
+        role_file: req.role_file,
+        options: req.options,
+        schedule: req.schedule,
+        cron: req.cron,
+        tz: req.tz,
+        concurrency: req.concurrency,
+        missed: req.missed,
+        paused: row.paused,
+        created: row.created,
+        next_runs,
+        queued: row.pending_ms.map(crate::util::rfc3339_ms),
+        last: runs.first().cloned(),
+        runs: count,
+        jobs: if history { runs } else { vec![] },
+    })
+}
+
+pub async fn list(st: &AppState) -> Result<Vec<ScheduleView>, ApiError> {
+    let rows = st.db.call(|c| db::schedules(c)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(view(st, r, false).await?);
+    }
+    Ok(out)
+}
+
+/// Pauses (no run starts, a queued one waits) or resumes (from the next
+/// due time after now: runs that fell due while paused are not made up).
+pub async fn set_paused(st: &AppState, id: u64, paused: bool) -> Result<ScheduleView, ApiError> {
+    let row = st
+        .db
+        .call(move |c| db::schedule(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no schedule {id}")))?;
+    let next = if paused {
+        row.next_ms
+    } else {
+        when_of(&row.req)
+            .ok()
+            .and_then(|w| w.next_after(Timestamp::now()))
+            .map(|t| t.as_millisecond())
+    };
+    st.db
+        .call(move |c| db::set_schedule_paused(c, id, paused, next))
+        .await?;
+    tracing::info!(
+        schedule = id,
+        paused,
+        "schedule {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    get(st, id, false).await
+}
+
+pub async fn delete(st: &AppState, id: u64) -> Result<(), ApiError> {
+    if !st.db.call(move |c| db::delete_schedule(c, id)).await? {
+        return Err(ApiError::not_found(format!("there is no schedule {id}")));
+    }
+    tracing::info!(schedule = id, "schedule deleted");
+    Ok(())
+}
+
+/// Runs the schedules until `stop`. Due times before `started_ms` fell
+/// while the dispatcher was down: each schedule's `missed` policy decides.
+pub fn spawn(st: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let started_ms = now_ms();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let now = now_ms();
+            let due = match st.db.call(move |c| db::due_schedules(c, now)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the schedules");
+                    continue;
+                }
+            };
+            for row in due {
+                if let Err(e) = step(&st, row, now, started_ms).await {
+                    tracing::error!(error = ?e, "a schedule's run failed");
+                }
+            }
+        }
+    });
+}
+
+/// One schedule with a run due (or queued) at `now`.
+async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Result<(), ApiError> {
+    let id = row.id;
+    let when = match when_of(&row.req) {
+        Ok(w) => w,
+        Err(e) => {
+            // Its time zone left this machine's tzdb, say: it cannot run.
+            tracing::error!(schedule = id, error = %e, "schedule cannot say when it runs; paused");
+            st.db
+                .call(move |c| db::set_schedule_paused(c, id, true, None))
+                .await?;
+            return Ok(());
+        }
+    };
+    let mut pending = row.pending_ms;
+    let last = st.db.call(move |c| db::schedule_last_job(c, id)).await?;
+    let mut previous_runs = last.filter(|(_, s)| !s.is_terminal()).map(|(j, _)| j);
+    // A queued run starts once the one before it ended.
+    if let Some(p) = pending {
+        if previous_runs.is_none() {
+            previous_runs = start(st, &row, p, "").await?;
+            pending = None;
+        }
+    }
+    let Some(due) = row.next_ms.filter(|d| *d <= now) else {
+        st.db
+            .call(move |c| db::set_schedule_times(c, id, row.next_ms, pending))
+            .await?;
+        return Ok(());
+    };
+    let next = when.next_after(ts(now)).map(|t| t.as_millisecond());
+    if st
+        .db
+        .call(move |c| db::schedule_run_exists(c, id, due))
+        .await?
+    {
+        // Started before a crash cut the schedule's move on short.
+        let after = when.next_after(ts(due)).map(|t| t.as_millisecond());
+        st.db
+            .call(move |c| db::set_schedule_times(c, id, after, pending))
+            .await?;
+        return Ok(());
+    }
+    if due < started_ms {
+        let mut missed = 1u64;
+        let mut t = ts(due);
+        while let Some(x) = when.next_after(t).filter(|x| x.as_millisecond() <= now) {
+            missed += 1;
+            t = x;
+            if missed >= 1_000_000 {
+                break;
+            }
+        }
+        let runs = if missed == 1 {
+            "1 run".to_string()
+        } else {
+            format!("{missed} runs")
+        };
+        match row.req.missed {
+            Missed::Skip => {
+                let why = format!(
+                    "skipped: {runs} fell due while the dispatcher was down (missed: skip)"
+                );
+                st.db
+                    .call(move |c| db::record_schedule_skip(c, id, due, &why))
+                    .await?;
+                tracing::warn!(
+                    schedule = id,
+                    missed,
+                    "runs missed while the dispatcher was down; skipped"
+                );
+            }
+            Missed::RunOnce => {
+                tracing::warn!(
+                    schedule = id,
+                    missed,
+                    "runs missed while the dispatcher was down; running once"
+                );
+                let note = format!(" ({runs} missed while the dispatcher was down, run once)");
+                if previous_runs.is_some() {
+                    let why = format!("skipped: {runs} missed while the dispatcher was down, and the previous run still runs");
+                    st.db
+                        .call(move |c| db::record_schedule_skip(c, id, due, &why))
+                        .await?;
+                } else {
+                    start(st, &row, due, &note).await?;
+                }
+            }
+        }
+        st.db
+            .call(move |c| db::set_schedule_times(c, id, next, pending))
+            .await?;
+        return Ok(());
+    }
+    match (previous_runs, row.req.concurrency) {
+        (None, _) => {
+            start(st, &row, due, "").await?;
+        }
+        (Some(prev), Concurrency::Skip) => {
+            let why = format!("skipped: job {prev} was still running (concurrency: skip)");
+            st.db
+                .call(move |c| db::record_schedule_skip(c, id, due, &why))
+                .await?;
+        }
+        (Some(prev), Concurrency::Queue) => {
+            if pending.is_none() {
+                pending = Some(due);
+            } else {
+                let why = format!(
+                    "skipped: a run already waits for job {prev} to end (concurrency: queue holds one)"
+                );
+                st.db
+                    .call(move |c| db::record_schedule_skip(c, id, due, &why))
+                    .await?;
+            }
+        }
+        (Some(prev), Concurrency::Replace) => {
+            st.runner
+                .kill(prev, format!("replaced by the next run of schedule {id}"))
+                .await;
+            start(st, &row, due, "").await?;
+        }
+    }
+    st.db
+        .call(move |c| db::set_schedule_times(c, id, next, pending))
+        .await?;
+    Ok(())
+}
+
+/// Starts the run due at `due`; a submission that fails (the app was
+/// deleted, the role file no longer fits the limits) is recorded as why.
+async fn start(
+    st: &AppState,
+    row: &ScheduleRow,
+    due: i64,
+    note: &str,
+) -> Result<Option<u64>, ApiError> {
+    let id = row.id;
+    let mut options = row.req.options.clone();
+    if options.tag.is_empty() {
+        options.tag = if row.req.name.is_empty() {
+            format!("schedule {id}")
+        } else {
+            row.req.name.clone()
+        };
+    }
+    let submitted = service::submit_linked(
+        st,
+        &row.req.app,
+        row.req.uid.as_deref(),
+        row.req.role_file.clone(),
+        options,
+        Link {
+            schedule: Some((id, due)),
+            ..Link::default()
+        },
+    )
+    .await;
+    match submitted {
+        Ok(s) => {
+            tracing::info!(schedule = id, job = s.id, due = %crate::util::rfc3339_ms(due), "scheduled run started{note}");
+            if !note.is_empty() {
+                let outcome = format!("submitted{note}");
+                st.db
+                    .call(move |c| db::set_schedule_outcome(c, id, due, &outcome))
+                    .await?;
+            }
+            Ok(Some(s.id))
+        }
+        Err(ApiError::Client { message, .. }) => {
+            let why = format!("not started: {message}");
+            tracing::warn!(schedule = id, %why, "scheduled run");
+            st.db
+                .call(move |c| db::record_schedule_skip(c, id, due, &why))
+                .await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
