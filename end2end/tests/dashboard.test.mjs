@@ -441,6 +441,43 @@ test('a sweep\'s page charts duration by parameter, a line per value of another,
   await page.getByTestId('sweeps-table').getByText('12 / 12').waitFor();
 }));
 
+test('a schedule made from the new-job page runs on its own; the schedules page shows its next run and last outcome and pauses it', () => withApp(async (d, page) => {
+  await page.goto(`${d.base}/schedules`);
+  await page.getByTestId('schedules-empty').waitFor();
+  await uploadApp(d.base, 'tick', '#!/bin/sh\necho tick\n');
+  await page.goto(`${d.base}/new?app=tick`);
+  await page.getByTestId('role-editor').fill('name: t\npeers: 1\ncpu: 0.1\nmem: 0.1\n');
+  await page.getByTestId('schedule-options').locator('summary').click();
+  await page.getByTestId('scheduled').check();
+  await page.getByTestId('schedule-name').fill('every two seconds');
+  const start = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1000).toISOString().replace('.000Z', 'Z');
+  await page.getByTestId('when').fill(`R/${start}/PT2S`);
+  await page.getByTestId('submit').getByText('Create schedule').waitFor();
+  await page.getByTestId('submit').click();
+  await page.waitForURL(/\/schedules\/\d+$/);
+  const id = Number(page.url().split('/').pop());
+  await page.getByTestId('next-runs').locator('li').nth(4).waitFor();
+  // Its runs appear without a reload.
+  await page.getByTestId('schedule-history').getByTestId('history-row').nth(1).waitFor({ timeout: 15000 });
+  const row = await page.getByTestId('history-row').first().textContent();
+  assert.match(row, /job \d+/);
+  await page.getByTestId('schedule-history').getByText('FINISHED').first().waitFor({ timeout: 15000 });
+  await shot(page, 'schedule-history');
+  await page.goto(`${d.base}/schedules`);
+  const listed = page.getByTestId('schedule-row').first();
+  await listed.getByText('every two seconds').waitFor();
+  assert.match(await listed.getByTestId('schedule-next').textContent(), /^(in \d|now)/);
+  await listed.getByTestId('schedule-last').getByText(/job \d+/).waitFor();
+  await shot(page, 'schedules');
+  await listed.getByTestId('schedule-toggle').click();
+  await listed.getByTestId('schedule-next').getByText('paused').waitFor();
+  const paused = await (await fetch(`${d.base}/api/schedules/${id}`)).json();
+  assert.equal(paused.paused, true);
+  const runs = paused.runs;
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal((await (await fetch(`${d.base}/api/schedules/${id}`)).json()).runs, runs, 'nothing runs while paused');
+}));
+
 test('a retried job\'s page lists its attempts', () => withApp(async (d, page) => {
   await uploadApp(d.base, 'flaky', '#!/bin/sh\n[ "$DISPATCHER_ATTEMPT" = 2 ] || exit 4\n');
   const id = await submitJob(d.base, 'flaky', 'name: f\npeers: 1\ncpu: 0.1\nretries: 1\nretry_on: failed\nretry_backoff: 1s\n');

@@ -27,6 +27,7 @@ fn App() -> impl IntoView {
                 <nav aria-label="main">
                     <A href="/jobs">"Jobs"</A>
                     <A href="/new">"New job"</A>
+                    <A href="/schedules">"Schedules"</A>
                     <A href="/sweeps">"Sweeps"</A>
                     <A href="/apps">"Apps"</A>
                     <A href="/cluster">"Cluster"</A>
@@ -39,6 +40,8 @@ fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=pages::jobs::JobsPage/>
                     <Route path=path!("/jobs/:id") view=pages::job::JobPage/>
                     <Route path=path!("/new") view=pages::new_job::NewJobPage/>
+                    <Route path=path!("/schedules") view=pages::schedules::SchedulesPage/>
+                    <Route path=path!("/schedules/:id") view=pages::schedules::SchedulePage/>
                     <Route path=path!("/sweeps") view=pages::sweeps::SweepsPage/>
                     <Route path=path!("/sweeps/:id") view=pages::sweeps::SweepPage/>
                     <Route path=path!("/apps") view=pages::apps::AppsPage/>

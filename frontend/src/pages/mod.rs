@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod job;
 pub mod jobs;
 pub mod new_job;
+pub mod schedules;
 pub mod sweeps;
 
 use leptos::prelude::*;

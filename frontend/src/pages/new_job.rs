@@ -38,6 +38,14 @@ pub fn NewJobPage() -> impl IntoView {
         ..Default::default()
     });
     let time_limit = RwSignal::new(String::new());
+    // "Run on a schedule": a schedule is created instead of one job.
+    let scheduled = RwSignal::new(false);
+    let when_kind = RwSignal::new("interval".to_string());
+    let when_text = RwSignal::new(String::new());
+    let tz = RwSignal::new("UTC".to_string());
+    let concurrency = RwSignal::new("skip".to_string());
+    let missed = RwSignal::new("skip".to_string());
+    let sched_name = RwSignal::new(String::new());
     let textarea: NodeRef<leptos::html::Textarea> = NodeRef::new();
     let tab_leaves = StoredValue::new(false);
 
@@ -178,11 +186,37 @@ pub fn NewJobPage() -> impl IntoView {
                 }
             }
         }
-        let body = serde_json::json!({ "app": app_name.get_untracked(), "uid": uid.get_untracked(), "role_file": text.get_untracked(), "options": options });
+        let (url, body) = if scheduled.get_untracked() {
+            let w = when_text.get_untracked();
+            let mut b = serde_json::json!({
+                "name": sched_name.get_untracked(),
+                "app": app_name.get_untracked(),
+                "uid": uid.get_untracked(),
+                "role_file": text.get_untracked(),
+                "options": options,
+                "concurrency": concurrency.get_untracked(),
+                "missed": missed.get_untracked(),
+            });
+            if when_kind.get_untracked() == "cron" {
+                b["cron"] = w.into();
+                b["tz"] = tz.get_untracked().into();
+            } else {
+                b["schedule"] = w.into();
+            }
+            ("/api/schedules", b)
+        } else {
+            (
+                "/api/jobs",
+                serde_json::json!({ "app": app_name.get_untracked(), "uid": uid.get_untracked(), "role_file": text.get_untracked(), "options": options }),
+            )
+        };
         busy.set(true);
         let nav = navigate.clone();
         spawn_local(async move {
-            match api::post_json::<serde_json::Value>("/api/jobs", &body).await {
+            match api::post_json::<serde_json::Value>(url, &body).await {
+                Ok(v) if url == "/api/schedules" => {
+                    nav(&format!("/schedules/{}", v["id"]), Default::default())
+                }
                 Ok(v) => nav(&format!("/jobs/{}", v["id"]), Default::default()),
                 Err(e) => {
                     let ds: Vec<Diagnostic> = e
@@ -337,10 +371,35 @@ pub fn NewJobPage() -> impl IntoView {
                     <label>"Command suffix " <input type="text" prop:value=move || opts.get().cmd_suffix on:input=move |ev| opts.update(|o| o.cmd_suffix = event_target_value(&ev))/></label>
                 </div>
             </details>
+            <details class="options" data-testid="schedule-options">
+                <summary>"Run on a schedule"</summary>
+                <label class="check"><input type="checkbox" data-testid="scheduled" prop:checked=move || scheduled.get() on:change=move |ev| scheduled.set(event_target_checked(&ev))/>" Create a schedule that runs this job, instead of running it once"</label>
+                <div class="grid">
+                    <label>"Name " <input type="text" data-testid="schedule-name" placeholder="e.g. nightly TPC-H" prop:value=move || sched_name.get() on:input=move |ev| sched_name.set(event_target_value(&ev))/></label>
+                    <label>"When " <select data-testid="when-kind" on:change=move |ev| when_kind.set(event_target_value(&ev))>
+                        <option value="interval" selected=move || when_kind.get() == "interval">"repeating interval (ISO 8601)"</option>
+                        <option value="cron" selected=move || when_kind.get() == "cron">"cron"</option>
+                    </select></label>
+                    <label>{move || if when_kind.get() == "cron" { "Cron line " } else { "Interval " }}
+                        <input type="text" data-testid="when" placeholder=move || if when_kind.get() == "cron" { "0 2 * * *" } else { "R/2026-12-01T02:00:00Z/P1D" } prop:value=move || when_text.get() on:input=move |ev| when_text.set(event_target_value(&ev))/></label>
+                    <Show when=move || when_kind.get() == "cron">
+                        <label>"Time zone " <input type="text" data-testid="tz" placeholder="Europe/Berlin" prop:value=move || tz.get() on:input=move |ev| tz.set(event_target_value(&ev))/></label>
+                    </Show>
+                    <label>"If the last run still runs " <select data-testid="concurrency" on:change=move |ev| concurrency.set(event_target_value(&ev))>
+                        <option value="skip">"skip this run"</option>
+                        <option value="queue">"queue it (one waits)"</option>
+                        <option value="replace">"kill the last run"</option>
+                    </select></label>
+                    <label>"Runs missed while down " <select data-testid="missed" on:change=move |ev| missed.set(event_target_value(&ev))>
+                        <option value="skip">"skip them"</option>
+                        <option value="run_once">"run once"</option>
+                    </select></label>
+                </div>
+            </details>
             <ErrorLine error=error/>
             <div class="actions">
                 <button class="primary" data-testid="submit" disabled=move || { busy.get() || errors.get() != 0 || app_name.get().is_empty() } on:click=submit>
-                    {move || if busy.get() { "Submitting…" } else { "Submit job" }}
+                    {move || match (busy.get(), scheduled.get()) { (true, _) => "Submitting…", (false, true) => "Create schedule", (false, false) => "Submit job" }}
                 </button>
             </div>
         </section>
