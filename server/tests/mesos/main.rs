@@ -532,6 +532,69 @@ async fn on_mesos_a_lost_agent_s_job_is_placed_again_under_new_task_ids_and_its_
 }
 
 #[tokio::test]
+async fn on_mesos_a_sweep_and_a_schedule_run_their_jobs_as_on_the_local_backend() {
+    let (_m, app) = cluster(&[2.0, 2.0]).await;
+    let r = app
+        .client
+        .post(app.url("/api/sweeps"))
+        .json(&serde_json::json!({"app": "peerprog", "role_file": sleepers(1, 0), "parameters": {"w.peers": [1, 2]}, "repeat": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let sweep = v["id"].as_u64().unwrap();
+    for j in v["jobs"].as_array().unwrap() {
+        app.wait_state(j.as_u64().unwrap(), "FINISHED").await;
+    }
+    let d = app.get_json(&format!("/api/sweeps/{sweep}")).await;
+    let points = d["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert!(points.iter().all(|p| p["median_s"].is_number()), "{d:#}");
+
+    let start = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_millis(500))
+        .unwrap()
+        .round(jiff::Unit::Second)
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/schedules"))
+        .json(&serde_json::json!({"app": "peerprog", "role_file": sleepers(1, 0), "schedule": format!("R2/{start}/PT1S")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let s: serde_json::Value = r.json().await.unwrap();
+    let id = s["id"].as_u64().unwrap();
+    let s = eventually_async(&app, &format!("/api/schedules/{id}"), |s| s["runs"] == 2).await;
+    for r in s["jobs"].as_array().unwrap() {
+        assert_eq!(r["outcome"], "submitted", "{s:#}");
+        app.wait_state(r["job"].as_u64().unwrap(), "FINISHED").await;
+    }
+}
+
+/// Polls a JSON route until `done` holds (30 s at most).
+async fn eventually_async(
+    app: &TestApp,
+    path: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let v = app.get_json(path).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never: {path} {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn duplicate_and_out_of_order_updates_change_nothing() {
     let (m, app) = cluster(&[2.0]).await;
     let id = app.submit("peerprog", &sleepers(1, 2)).await;
