@@ -233,7 +233,17 @@ async fn write_usage(bus: &Bus, job_dir: &Path, job: u64) {
             Ok(s) if !s.is_empty() => s,
             _ => continue,
         };
-        let dir = job_dir.join(format!("peer-{peer}"));
+        // Beside the last sandbox the peer had: a retried job killed in
+        // its backoff has its sandboxes under its last attempt only.
+        let mut dir = job_dir.join(format!("peer-{peer}"));
+        if !dir.exists() {
+            let last = numbered(job_dir, "attempt-")
+                .ok()
+                .and_then(|a| a.last().map(|(_, d)| d.join(format!("peer-{peer}"))));
+            if let Some(d) = last.filter(|d| d.exists()) {
+                dir = d;
+            }
+        }
         let written = async {
             tokio::fs::create_dir_all(&dir).await?;
             tokio::fs::write(dir.join("usage.csv"), crate::usage::csv(&samples)).await
