@@ -89,6 +89,10 @@ struct Inner {
     mesos_declined: u64,
     mesos_subscriptions: u64,
     mesos_ack_delay: Histogram,
+    /// Failed attempts tried again.
+    retries: u64,
+    /// Due times of schedules: started, skipped, not started.
+    schedule_runs: BTreeMap<&'static str, u64>,
 }
 
 /// What the process has counted since it started.
@@ -141,6 +145,16 @@ impl Metrics {
                 .or_default()
                 .observe(ran.as_secs_f64())
         });
+    }
+
+    /// A failed attempt is tried again.
+    pub fn retried(&self) {
+        self.with(|m| m.retries += 1);
+    }
+
+    /// A schedule's due time: `started`, `skipped` or `not_started`.
+    pub fn schedule_run(&self, outcome: &'static str) {
+        self.with(|m| *m.schedule_runs.entry(outcome).or_default() += 1);
     }
 
     pub fn mesos_call(&self, kind: &str) {
@@ -229,6 +243,26 @@ impl Metrics {
                 out,
                 "dispatcher_retention_deleted_total{{what=\"blobs\"}} {}",
                 s.blobs_deleted
+            );
+        }
+        head(
+            &mut out,
+            "dispatcher_job_retries_total",
+            "counter",
+            "Failed attempts whose job was placed again (retries, retry_on).",
+        );
+        let _ = writeln!(out, "dispatcher_job_retries_total {}", m.retries);
+        head(
+            &mut out,
+            "dispatcher_schedule_runs_total",
+            "counter",
+            "Schedules' due times: a job started, skipped (concurrency, missed runs), or not started (the submission failed).",
+        );
+        for outcome in ["started", "skipped", "not_started"] {
+            let n = m.schedule_runs.get(outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "dispatcher_schedule_runs_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
         head(

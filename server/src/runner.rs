@@ -547,6 +547,7 @@ impl Runner {
                     if let Some(task) = kept {
                         self.attempt_copies.entry(job).or_default().push(task);
                     }
+                    self.bus.metrics().retried();
                     tracing::info!(job, attempt, "attempt failed; the job will be retried");
                 }
                 Action::Kill { job, peers } => match &mut self.backend {

@@ -282,6 +282,7 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
                 st.db
                     .call(move |c| db::record_schedule_skip(c, id, due, &why))
                     .await?;
+                st.bus.metrics().schedule_run("skipped");
                 tracing::warn!(
                     schedule = id,
                     missed,
@@ -300,6 +301,7 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
                     st.db
                         .call(move |c| db::record_schedule_skip(c, id, due, &why))
                         .await?;
+                    st.bus.metrics().schedule_run("skipped");
                 } else {
                     start(st, &row, due, &note).await?;
                 }
@@ -319,6 +321,7 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
             st.db
                 .call(move |c| db::record_schedule_skip(c, id, due, &why))
                 .await?;
+            st.bus.metrics().schedule_run("skipped");
         }
         (Some(prev), Concurrency::Queue) => {
             if pending.is_none() {
@@ -330,6 +333,7 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
                 st.db
                     .call(move |c| db::record_schedule_skip(c, id, due, &why))
                     .await?;
+                st.bus.metrics().schedule_run("skipped");
             }
         }
         (Some(prev), Concurrency::Replace) => {
@@ -376,6 +380,7 @@ async fn start(
     .await;
     match submitted {
         Ok(s) => {
+            st.bus.metrics().schedule_run("started");
             tracing::info!(schedule = id, job = s.id, due = %crate::util::rfc3339_ms(due), "scheduled run started{note}");
             if !note.is_empty() {
                 let outcome = format!("submitted{note}");
@@ -391,6 +396,7 @@ async fn start(
             st.db
                 .call(move |c| db::record_schedule_skip(c, id, due, &why))
                 .await?;
+            st.bus.metrics().schedule_run("not_started");
             Ok(None)
         }
         Err(e) => Err(e),

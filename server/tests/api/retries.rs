@@ -92,6 +92,10 @@ async fn a_job_whose_peer_fails_on_attempt_1_finishes_on_attempt_2_with_both_in_
         b"DISPATCHER_ATTEMPT=2\n"
     );
 
+    let metrics = app.get_text("/metrics").await;
+    assert_eq!(sample(&metrics, "dispatcher_job_retries_total"), 1.0);
+    promtool_accepts(&metrics);
+
     // The stream tells the attempt apart, in order.
     let text = app.get_text(&format!("/api/jobs/{id}/events")).await;
     let kinds: Vec<&str> = text

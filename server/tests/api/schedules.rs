@@ -106,6 +106,9 @@ async fn an_interval_of_three_runs_two_seconds_apart_starts_three_jobs_at_their_
         app.get_json(&format!("/api/schedules/{id}")).await["runs"],
         3
     );
+    let metrics = app.get_text("/metrics").await;
+    assert_eq!(sample(&metrics, "dispatcher_schedule_runs_total{outcome=\"started\"}"), 3.0);
+    promtool_accepts(&metrics);
     let list = app.get_json("/api/schedules").await;
     assert_eq!(list["schedules"][0]["id"], id);
     assert_eq!(list["schedules"][0]["last"]["outcome"], "submitted");
