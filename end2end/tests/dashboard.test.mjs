@@ -473,6 +473,8 @@ test('a schedule made from the new-job page runs on its own; the schedules page 
   await listed.getByTestId('schedule-next').getByText('paused').waitFor();
   const paused = await (await fetch(`${d.base}/api/schedules/${id}`)).json();
   assert.equal(paused.paused, true);
+  assert.equal(paused.uid, null, 'each run takes the latest version, as the page said');
+  assert.equal(paused.name, 'every two seconds');
   const runs = paused.runs;
   await new Promise((r) => setTimeout(r, 2500));
   assert.equal((await (await fetch(`${d.base}/api/schedules/${id}`)).json()).runs, runs, 'nothing runs while paused');

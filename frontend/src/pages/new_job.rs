@@ -46,6 +46,7 @@ pub fn NewJobPage() -> impl IntoView {
     let concurrency = RwSignal::new("skip".to_string());
     let missed = RwSignal::new("skip".to_string());
     let sched_name = RwSignal::new(String::new());
+    let sched_latest = RwSignal::new(true);
     let textarea: NodeRef<leptos::html::Textarea> = NodeRef::new();
     let tab_leaves = StoredValue::new(false);
 
@@ -191,7 +192,7 @@ pub fn NewJobPage() -> impl IntoView {
             let mut b = serde_json::json!({
                 "name": sched_name.get_untracked(),
                 "app": app_name.get_untracked(),
-                "uid": uid.get_untracked(),
+                "uid": if sched_latest.get_untracked() { None } else { Some(uid.get_untracked()) },
                 "role_file": text.get_untracked(),
                 "options": options,
                 "concurrency": concurrency.get_untracked(),
@@ -390,6 +391,7 @@ pub fn NewJobPage() -> impl IntoView {
                         <option value="queue">"queue it (one waits)"</option>
                         <option value="replace">"kill the last run"</option>
                     </select></label>
+                    <label class="check"><input type="checkbox" data-testid="schedule-latest" prop:checked=move || sched_latest.get() on:change=move |ev| sched_latest.set(event_target_checked(&ev))/>" each run takes the app's latest version (else the one chosen above)"</label>
                     <label>"Runs missed while down " <select data-testid="missed" on:change=move |ev| missed.set(event_target_value(&ev))>
                         <option value="skip">"skip them"</option>
                         <option value="run_once">"run once"</option>

@@ -107,7 +107,13 @@ async fn an_interval_of_three_runs_two_seconds_apart_starts_three_jobs_at_their_
         3
     );
     let metrics = app.get_text("/metrics").await;
-    assert_eq!(sample(&metrics, "dispatcher_schedule_runs_total{outcome=\"started\"}"), 3.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "dispatcher_schedule_runs_total{outcome=\"started\"}"
+        ),
+        3.0
+    );
     promtool_accepts(&metrics);
     let list = app.get_json("/api/schedules").await;
     assert_eq!(list["schedules"][0]["id"], id);
