@@ -47,6 +47,10 @@ k3_globals:               # variables every peer gets
 # image: debian:12        # run in this Docker image (Mesos backend)
 # command: "{binary} -p {config}"   # placeholders: binary config index peers host port job role
 # time_limit: 1h          # stop the job after this long (s, m, h, d)
+# gpus: 1                 # whole GPUs per peer (Mesos backend)
+# retries: 2              # attempts after the first when the job fails
+# retry_on: [lost]        # lost (infrastructure, default), failed (the program), or both
+# retry_backoff: 10s      # wait before the 2nd attempt; doubles after
 "#;
 
 #[cfg(test)]
