@@ -677,6 +677,40 @@ impl Cx {
         NonZeroU32::new(n as u32)
     }
 
+    /// A duration (`90`, `"90s"`, `"1h30m"`) of at most `max` seconds.
+    fn duration(&mut self, node: &Node, path: &str, field: &str, max: u64) -> Option<TimeLimit> {
+        let Node::Scalar { text, .. } = node else {
+            self.error(
+                node.pos(),
+                path,
+                format!(
+                    "expected a duration like 90, \"90s\", \"10m\" or \"1h30m\", found {}",
+                    node.kind()
+                ),
+            );
+            return None;
+        };
+        match TimeLimit::parse(text) {
+            Ok(t) if t.secs() > max => {
+                self.error(
+                    node.pos(),
+                    path,
+                    format!("{field} {} is more than {max} s", node.describe()),
+                );
+                None
+            }
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(
+                    node.pos(),
+                    path,
+                    format!("{field} {}: {e}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
     fn number(&mut self, node: &Node, path: &str) -> Option<f64> {
         match node.scalar() {
             Some(Scalar::Int(i)) => Some(i as f64),
@@ -1025,28 +1059,12 @@ fn parse_role(
     });
 
     let time_limit = get("time_limit").filter(|n| !n.is_null()).and_then(|n| {
-        let p = join(path, "time_limit");
-        let text = match n {
-            Node::Scalar { text, .. } => text.clone(),
-            _ => {
-                cx.error(
-                    n.pos(),
-                    &p,
-                    format!(
-                        "expected a duration like 90, \"90s\", \"10m\" or \"1h30m\", found {}",
-                        n.kind()
-                    ),
-                );
-                return None;
-            }
-        };
-        match TimeLimit::parse(&text) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                cx.error(n.pos(), &p, format!("time_limit {}: {e}", n.describe()));
-                None
-            }
-        }
+        cx.duration(
+            n,
+            &join(path, "time_limit"),
+            "time_limit",
+            MAX_TIME_LIMIT_SECS,
+        )
     });
 
     let retries = get("retries").filter(|n| !n.is_null()).and_then(|n| {
@@ -1098,40 +1116,12 @@ fn parse_role(
     });
 
     let retry_backoff = get("retry_backoff").filter(|n| !n.is_null()).and_then(|n| {
-        let p = join(path, "retry_backoff");
-        let text = match n {
-            Node::Scalar { text, .. } => text.clone(),
-            _ => {
-                cx.error(
-                    n.pos(),
-                    &p,
-                    format!(
-                        "expected a duration like 10, \"30s\" or \"5m\", found {}",
-                        n.kind()
-                    ),
-                );
-                return None;
-            }
-        };
-        match TimeLimit::parse(&text) {
-            Ok(t) if t.secs() > crate::role::MAX_RETRY_BACKOFF_SECS => {
-                cx.error(
-                    n.pos(),
-                    &p,
-                    format!(
-                        "retry_backoff {} is more than {} s",
-                        n.describe(),
-                        crate::role::MAX_RETRY_BACKOFF_SECS
-                    ),
-                );
-                None
-            }
-            Ok(t) => Some(t),
-            Err(e) => {
-                cx.error(n.pos(), &p, format!("retry_backoff {}: {e}", n.describe()));
-                None
-            }
-        }
+        cx.duration(
+            n,
+            &join(path, "retry_backoff"),
+            "retry_backoff",
+            MAX_RETRY_BACKOFF_SECS,
+        )
     });
     if retry_on.is_some() && retries.is_none() {
         if let Some(n) = get("retry_on") {

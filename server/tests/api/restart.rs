@@ -28,6 +28,25 @@ fn start(dir: &std::path::Path, port: u16, ports: &str) -> Child {
         .expect("dispatcher starts")
 }
 
+/// Uploads `script` as the app `name` (K3's route).
+async fn upload(client: &reqwest::Client, base: &str, name: &str, script: &str) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(script.as_bytes().to_vec()).file_name(name.to_string()),
+    );
+    let r = client
+        .post(format!("{base}/apps"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "upload {name}: {}", r.status());
+}
+
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn job(client: &reqwest::Client, base: &str, id: u64) -> Value {
     client
         .get(format!("{base}/api/jobs/{id}"))
@@ -226,16 +245,7 @@ async fn a_local_job_a_sigkill_cut_short_is_retried_when_its_retry_on_names_lost
     let mut server = start(dir.path(), port, &ports);
     wait_up(&client, &base).await;
     let script = "#!/bin/sh\necho \"attempt $DISPATCHER_ATTEMPT\"\necho $$ > pid\nif [ \"$DISPATCHER_ATTEMPT\" = 1 ]; then exec sleep 300; fi\n";
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(script.as_bytes().to_vec()).file_name("resume"),
-    );
-    client
-        .post(format!("{base}/apps"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    upload(&client, &base, "resume", script).await;
     // `retry_on` is `lost` unless told: a restart is the infrastructure's failure.
     let r: Value = client
         .post(format!("{base}/api/jobs"))
@@ -306,16 +316,7 @@ async fn a_schedule_every_2_seconds_goes_on_after_a_sigkill_and_starts_no_due_ti
     let client = reqwest::Client::new();
     let mut server = start(dir.path(), port, &ports);
     wait_up(&client, &base).await;
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(b"#!/bin/sh\necho tick\n".to_vec()).file_name("tick"),
-    );
-    client
-        .post(format!("{base}/apps"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    upload(&client, &base, "tick", "#!/bin/sh\necho tick\n").await;
     let start_at = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
     let s: Value = client
         .post(format!("{base}/api/schedules"))
@@ -327,20 +328,10 @@ async fn a_schedule_every_2_seconds_goes_on_after_a_sigkill_and_starts_no_due_ti
         .await
         .unwrap();
     let id = s["id"].as_u64().unwrap();
-    let runs = |client: reqwest::Client, base: String| async move {
-        let s: Value = client
-            .get(format!("{base}/api/schedules/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        s
-    };
+    let url = format!("{base}/api/schedules/{id}");
     let mut s = Value::Null;
     for _ in 0..200 {
-        s = runs(client.clone(), base.clone()).await;
+        s = get(&client, url.clone()).await;
         if s["runs"].as_u64() >= Some(2) {
             break;
         }
@@ -353,7 +344,7 @@ async fn a_schedule_every_2_seconds_goes_on_after_a_sigkill_and_starts_no_due_ti
     wait_up(&client, &base).await;
     let before = s["runs"].as_u64().unwrap();
     for _ in 0..200 {
-        s = runs(client.clone(), base.clone()).await;
+        s = get(&client, url.clone()).await;
         if s["runs"].as_u64() >= Some(before + 2) {
             break;
         }
@@ -374,7 +365,7 @@ async fn a_schedule_every_2_seconds_goes_on_after_a_sigkill_and_starts_no_due_ti
         .send()
         .await
         .unwrap();
-    let s = runs(client.clone(), base.clone()).await;
+    let s = get(&client, url.clone()).await;
     let history = s["jobs"].as_array().unwrap();
     let mut dues: Vec<&str> = history.iter().map(|r| r["due"].as_str().unwrap()).collect();
     let n = dues.len();
@@ -383,14 +374,7 @@ async fn a_schedule_every_2_seconds_goes_on_after_a_sigkill_and_starts_no_due_ti
     assert_eq!(dues.len(), n, "no due time twice: {s:#}");
     let mut from_schedule: Vec<u64> = history.iter().filter_map(|r| r["job"].as_u64()).collect();
     from_schedule.sort();
-    let listed: Value = client
-        .get(format!("{base}/api/jobs?app=tick&limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get(&client, format!("{base}/api/jobs?app=tick&limit=1000")).await;
     let mut jobs: Vec<u64> = listed["jobs"]
         .as_array()
         .unwrap()

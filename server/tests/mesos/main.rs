@@ -459,19 +459,7 @@ async fn on_mesos_a_lost_agent_s_job_is_placed_again_under_new_task_ids_and_its_
         )
         .await;
     all_running(&app, id, 2).await;
-    let first: Vec<String> = m
-        .calls_of(C::Accept)
-        .iter()
-        .flat_map(|c| {
-            c.accept.as_ref().unwrap().operations[0]
-                .launch
-                .as_ref()
-                .unwrap()
-                .task_infos
-                .clone()
-        })
-        .map(|t| t.task_id.value)
-        .collect();
+    let first = launched_ids(&m);
     // The peer on the first agent goes TASK_UNREACHABLE (agent removed):
     // the infrastructure's failure, which `retry_on: lost` (the default) retries.
     let victim = m
@@ -491,19 +479,7 @@ async fn on_mesos_a_lost_agent_s_job_is_placed_again_under_new_task_ids_and_its_
         "{why}"
     );
     assert_eq!(a[1]["state"], "FINISHED");
-    let all: Vec<String> = m
-        .calls_of(C::Accept)
-        .iter()
-        .flat_map(|c| {
-            c.accept.as_ref().unwrap().operations[0]
-                .launch
-                .as_ref()
-                .unwrap()
-                .task_infos
-                .clone()
-        })
-        .map(|t| t.task_id.value)
-        .collect();
+    let all = launched_ids(&m);
     let mut second: Vec<String> = all.into_iter().filter(|t| !first.contains(t)).collect();
     second.sort();
     assert_eq!(
@@ -572,6 +548,22 @@ async fn on_mesos_a_sweep_and_a_schedule_run_their_jobs_as_on_the_local_backend(
         assert_eq!(r["outcome"], "submitted", "{s:#}");
         app.wait_state(r["job"].as_u64().unwrap(), "FINISHED").await;
     }
+}
+
+/// The ids of every task the master was asked to launch, in order.
+fn launched_ids(m: &TestMaster) -> Vec<String> {
+    m.calls_of(C::Accept)
+        .iter()
+        .flat_map(|c| {
+            c.accept.as_ref().unwrap().operations[0]
+                .launch
+                .as_ref()
+                .unwrap()
+                .task_infos
+                .clone()
+        })
+        .map(|t| t.task_id.value)
+        .collect()
 }
 
 /// Polls a JSON route until `done` holds (30 s at most).
