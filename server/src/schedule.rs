@@ -244,8 +244,13 @@ impl Cron {
             .ok()?
             .checked_add(Span::new().minutes(1))
             .ok()?;
-        // Five years of steps is the most any line needs (Feb 29 on a Monday).
+        // Within five years every line that can run has (Feb 29 on a
+        // Monday takes the longest); one that has not never will.
+        let horizon = local.year() + 5;
         for _ in 0..200_000 {
+            if dt.year() > horizon {
+                return None;
+            }
             if self.months & (1 << dt.month()) == 0 {
                 dt = dt
                     .first_of_month()
@@ -450,6 +455,19 @@ mod tests {
                 "2026-12-13T00:00:00Z",
                 "2026-12-18T00:00:00Z"
             ]
+        );
+        let t = std::time::Instant::now();
+        assert_eq!(
+            runs(
+                &When::cron("0 0 30 2 *", None).unwrap(),
+                "2026-12-04T00:00:00Z",
+                1
+            ),
+            Vec::<String>::new()
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "gives up after five years"
         );
         let leap = When::cron("0 0 29 FEB *", None).unwrap();
         assert_eq!(

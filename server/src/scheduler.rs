@@ -81,9 +81,17 @@ pub async fn create(st: &AppState, mut req: ScheduleRequest) -> Result<ScheduleV
         });
     }
     service::accept_role_file(st, &req.role_file)?;
-    let next = when
+    let Some(next) = when
         .next_after(Timestamp::now())
-        .map(|t| t.as_millisecond());
+        .map(|t| t.as_millisecond())
+    else {
+        return Err(ApiError::bad_request(match (&req.schedule, &req.cron) {
+            (Some(s), _) => format!("{s:?} has no run left: its last run is in the past"),
+            (_, Some(c)) => format!("cron {c:?} never runs (no matching time in the next five years, e.g. February 30th)"),
+            _ => "the schedule never runs".to_string(),
+        }));
+    };
+    let next = Some(next);
     let r = req.clone();
     let id = st
         .db

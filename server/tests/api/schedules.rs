@@ -315,6 +315,16 @@ async fn a_schedule_pauses_resumes_and_is_deleted_and_bad_ones_are_refused() {
             400,
             "unknown variant `sometimes`",
         ),
+        (
+            json!({"app": "tick", "role_file": role, "cron": "0 0 30 2 *"}),
+            400,
+            "never runs",
+        ),
+        (
+            json!({"app": "tick", "role_file": role, "schedule": "R3/2020-01-01T00:00:00Z/PT1H"}),
+            400,
+            "has no run left",
+        ),
     ] {
         let (got, body) = create(&app, body).await;
         assert_eq!(got, status, "{says}: {body}");
