@@ -133,6 +133,54 @@ pub fn combinations(parameters: &Map<String, Value>) -> Result<Vec<Map<String, V
     Ok(out)
 }
 
+/// Parameters as the dashboard takes them, one per line:
+/// `workers.peers = 1, 2, 4`. A value that reads as JSON is that (`4`,
+/// `true`, `"a,b"`); anything else is a string. `#` starts a comment line.
+pub fn parse_lines(text: &str) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((path, values)) = line.split_once('=') else {
+            return Err(format!(
+                "line {}: write <role>.<field> = value, value, ... (e.g. workers.peers = 1, 2, 4)",
+                i + 1
+            ));
+        };
+        let path = path.trim();
+        if path.is_empty() || out.contains_key(path) {
+            return Err(format!("line {}: {path:?} is empty or named twice", i + 1));
+        }
+        let mut list = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        for c in values.chars() {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    cur.push(c);
+                }
+                ',' if !quoted => list.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        list.push(cur);
+        let list: Vec<Value> = list
+            .iter()
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())))
+            .collect();
+        if list.is_empty() {
+            return Err(format!("line {}: {path} has no values", i + 1));
+        }
+        out.insert(path.to_string(), Value::Array(list));
+    }
+    Ok(out)
+}
+
 /// A combination as people read it: `workers.peers=4, query="q18"`.
 pub fn describe(values: &Map<String, Value>) -> String {
     values
@@ -577,6 +625,25 @@ mod tests {
             ["a", "b"]
         );
         assert_eq!(by_q[0].points[1].x, 1.0);
+    }
+
+    #[test]
+    fn the_dashboard_s_lines_become_parameters() {
+        let p = parse_lines(
+            "# scaling\nworkers.peers = 1, 2, 4\nworkers.k3_globals.q = q1, \"a,b\", true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(p),
+            json!({"workers.peers": [1, 2, 4], "workers.k3_globals.q": ["q1", "a,b", true]})
+        );
+        assert!(parse_lines("workers.peers 1 2")
+            .unwrap_err()
+            .starts_with("line 1: write"));
+        assert!(parse_lines("a.b = 1\na.b = 2")
+            .unwrap_err()
+            .contains("named twice"));
+        assert!(parse_lines("a.b = ,").unwrap_err().contains("no values"));
     }
 
     #[test]

@@ -480,6 +480,25 @@ test('a schedule made from the new-job page runs on its own; the schedules page 
   assert.equal((await (await fetch(`${d.base}/api/schedules/${id}`)).json()).runs, runs, 'nothing runs while paused');
 }));
 
+test('a sweep started from the new-job page names a bad combination, then runs and opens its page', () => withApp(async (d, page) => {
+  await uploadApp(d.base, 'nap', '#!/bin/sh\nsleep 0.$DISPATCHER_PEER_COUNT\n');
+  await page.goto(`${d.base}/new?app=nap`);
+  await page.getByTestId('role-editor').fill('name: w\npeers: 1\ncpu: 0.1\nmem: 0.1\n');
+  await page.getByTestId('sweep-options').locator('summary').click();
+  await page.getByTestId('swept').check();
+  await page.getByTestId('sweep-lines').fill('w.peers = 1, 0');
+  await page.getByTestId('submit').getByText('Submit sweep').waitFor();
+  await page.getByTestId('submit').click();
+  await page.getByRole('alert').getByText('combination 2 of 2 (w.peers=0)', { exact: false }).waitFor();
+  assert.equal((await (await fetch(`${d.base}/api/sweeps`)).json()).sweeps.length, 0, 'nothing submitted');
+  await page.getByTestId('sweep-lines').fill('w.peers = 1, 2\nw.k3_globals.q = a, b');
+  await page.getByTestId('sweep-repeat').fill('2');
+  await page.getByTestId('submit').click();
+  await page.waitForURL(/\/sweeps\/\d+$/);
+  await page.getByTestId('sweep-progress').getByText('8 of 8 ended').waitFor({ timeout: 30000 });
+  assert.equal(await page.getByTestId('sweep-row').count(), 4);
+}));
+
 test('a retried job\'s page lists its attempts', () => withApp(async (d, page) => {
   await uploadApp(d.base, 'flaky', '#!/bin/sh\n[ "$DISPATCHER_ATTEMPT" = 2 ] || exit 4\n');
   const id = await submitJob(d.base, 'flaky', 'name: f\npeers: 1\ncpu: 0.1\nretries: 1\nretry_on: failed\nretry_backoff: 1s\n');

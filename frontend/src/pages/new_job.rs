@@ -47,6 +47,10 @@ pub fn NewJobPage() -> impl IntoView {
     let missed = RwSignal::new("skip".to_string());
     let sched_name = RwSignal::new(String::new());
     let sched_latest = RwSignal::new(true);
+    // "Run as a sweep": one job per combination of the parameters' values.
+    let swept = RwSignal::new(false);
+    let sweep_lines = RwSignal::new(String::new());
+    let repeat = RwSignal::new("1".to_string());
     let textarea: NodeRef<leptos::html::Textarea> = NodeRef::new();
     let tab_leaves = StoredValue::new(false);
 
@@ -187,7 +191,43 @@ pub fn NewJobPage() -> impl IntoView {
                 }
             }
         }
-        let (url, body) = if scheduled.get_untracked() {
+        if scheduled.get_untracked() && swept.get_untracked() {
+            error.set(Some("choose one: a schedule or a sweep".into()));
+            return;
+        }
+        let (url, body) = if swept.get_untracked() {
+            let parameters = match app::sweep::parse_lines(&sweep_lines.get_untracked()) {
+                Ok(p) if !p.is_empty() => p,
+                Ok(_) => {
+                    error.set(Some(
+                        "name at least one parameter: workers.peers = 1, 2, 4".into(),
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    error.set(Some(format!("sweep parameters, {e}")));
+                    return;
+                }
+            };
+            let Ok(times) = repeat.get_untracked().trim().parse::<u32>() else {
+                error.set(Some(format!(
+                    "repeat {:?} is not a whole number",
+                    repeat.get_untracked()
+                )));
+                return;
+            };
+            (
+                "/api/sweeps",
+                serde_json::json!({
+                    "app": app_name.get_untracked(),
+                    "uid": uid.get_untracked(),
+                    "role_file": text.get_untracked(),
+                    "parameters": parameters,
+                    "repeat": times,
+                    "options": options,
+                }),
+            )
+        } else if scheduled.get_untracked() {
             let w = when_text.get_untracked();
             let mut b = serde_json::json!({
                 "name": sched_name.get_untracked(),
@@ -218,6 +258,9 @@ pub fn NewJobPage() -> impl IntoView {
                 Ok(v) if url == "/api/schedules" => {
                     nav(&format!("/schedules/{}", v["id"]), Default::default())
                 }
+                Ok(v) if url == "/api/sweeps" => {
+                    nav(&format!("/sweeps/{}", v["id"]), Default::default())
+                }
                 Ok(v) => nav(&format!("/jobs/{}", v["id"]), Default::default()),
                 Err(e) => {
                     let ds: Vec<Diagnostic> = e
@@ -225,7 +268,9 @@ pub fn NewJobPage() -> impl IntoView {
                         .iter()
                         .filter_map(|d| serde_json::from_value(d.clone()).ok())
                         .collect();
-                    if ds.is_empty() {
+                    // A sweep's problem is in one combination's role file,
+                    // not in the editor's lines: its message names which.
+                    if ds.is_empty() || url == "/api/sweeps" {
                         error.set(Some(e.message));
                     } else {
                         // Server-side problems show like local ones.
@@ -398,10 +443,18 @@ pub fn NewJobPage() -> impl IntoView {
                     </select></label>
                 </div>
             </details>
+            <details class="options" data-testid="sweep-options">
+                <summary>"Run as a sweep"</summary>
+                <label class="check"><input type="checkbox" data-testid="swept" prop:checked=move || swept.get() on:change=move |ev| swept.set(event_target_checked(&ev))/>" Run this role file once per combination of these values (one line per parameter: role.field = value, value, ...)"</label>
+                <div class="grid">
+                    <label>"Parameters " <textarea data-testid="sweep-lines" rows="3" placeholder="workers.peers = 1, 2, 4\nworkers.k3_globals.query = q1, q18" prop:value=move || sweep_lines.get() on:input=move |ev| sweep_lines.set(event_target_value(&ev))></textarea></label>
+                    <label>"Repeat each " <input type="number" min="1" max="100" data-testid="sweep-repeat" prop:value=move || repeat.get() on:input=move |ev| repeat.set(event_target_value(&ev))/></label>
+                </div>
+            </details>
             <ErrorLine error=error/>
             <div class="actions">
                 <button class="primary" data-testid="submit" disabled=move || { busy.get() || errors.get() != 0 || app_name.get().is_empty() } on:click=submit>
-                    {move || match (busy.get(), scheduled.get()) { (true, _) => "Submitting…", (false, true) => "Create schedule", (false, false) => "Submit job" }}
+                    {move || match (busy.get(), scheduled.get(), swept.get()) { (true, _, _) => "Submitting…", (false, true, _) => "Create schedule", (false, false, true) => "Submit sweep", _ => "Submit job" }}
                 </button>
             </div>
         </section>
