@@ -1074,6 +1074,22 @@ pub fn set_schedule_outcome(
     Ok(())
 }
 
+/// Deletes each schedule's skipped due times beyond its newest `keep`.
+/// Safe for the no-duplicate rule: a schedule only moves forward, so a
+/// due time that old is never due again.
+pub fn prune_schedule_skips(c: &Connection, keep: u64) -> Result<u64, Internal> {
+    let n = c.execute(
+        "DELETE FROM schedule_runs WHERE job_id IS NULL AND rowid IN (
+             SELECT rowid FROM (
+                 SELECT rowid, ROW_NUMBER() OVER (PARTITION BY schedule_id ORDER BY due_ms DESC) AS k
+                 FROM schedule_runs WHERE job_id IS NULL
+             ) WHERE k > ?1
+         )",
+        params![keep as i64],
+    )?;
+    Ok(n as u64)
+}
+
 pub fn schedule_run_exists(c: &Connection, id: u64, due_ms: i64) -> Result<bool, Internal> {
     Ok(c.query_row(
         "SELECT EXISTS (SELECT 1 FROM schedule_runs WHERE schedule_id = ?1 AND due_ms = ?2)",
@@ -1588,6 +1604,44 @@ mod tests {
         )
         .unwrap();
         ev.job
+    }
+
+    #[test]
+    fn pruning_keeps_each_schedule_s_newest_skips_and_every_run_with_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let c = &mut *db.conn.lock().unwrap();
+        for sched in [1u64, 2] {
+            for due in 0..10i64 {
+                record_schedule_skip(c, sched, due * 1000, "skipped: test").unwrap();
+            }
+        }
+        c.execute(
+            "INSERT INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (1, -5000, 7, 'submitted', 't')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(prune_schedule_skips(c, 3).unwrap(), 14);
+        let left: Vec<(i64, i64)> = c
+            .prepare("SELECT schedule_id, due_ms FROM schedule_runs ORDER BY schedule_id, due_ms")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            left,
+            [
+                (1, -5000),
+                (1, 7000),
+                (1, 8000),
+                (1, 9000),
+                (2, 7000),
+                (2, 8000),
+                (2, 9000)
+            ],
+            "the run with a job stays, however old"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::error::Internal;
 
 /// Jobs deleted per transaction.
 pub const BATCH: usize = 200;
+/// Due times that started no job kept per schedule (the rest are pruned).
+pub const SCHEDULE_SKIPS_KEPT: u64 = 1000;
 
 /// How many finished jobs and how many days an app keeps (`None`: no limit).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -309,6 +311,11 @@ impl Retention {
                 }
             }
         }
+        // A schedule's due times that started nothing (skipped, missed)
+        // are history, not data: each keeps its newest ones.
+        self.db
+            .call(|c| db::prune_schedule_skips(c, SCHEDULE_SKIPS_KEPT))
+            .await?;
         let candidates: Vec<String> = if full {
             let blobs = self.blobs.clone();
             tokio::task::spawn_blocking(move || blobs.list())
