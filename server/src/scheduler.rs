@@ -60,26 +60,8 @@ pub async fn create(st: &AppState, mut req: ScheduleRequest) -> Result<ScheduleV
     if req.role_file.len() > st.settings.limits.max_role_file {
         return Err(st.settings.limits.role_file_too_large());
     }
-    if let Some(r) = req.options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
-        return Err(ApiError::bad_request(format!(
-            "options.retries {r}: at most {} attempts after the first",
-            app::role::MAX_RETRIES
-        )));
-    }
-    let (a, u) = (req.app.clone(), req.uid.clone());
-    let version = st
-        .db
-        .call(move |c| match &u {
-            Some(u) => db::version(c, &a, u),
-            None => db::latest_version(c, &a),
-        })
-        .await?;
-    if version.is_none() {
-        return Err(match &req.uid {
-            Some(u) => ApiError::not_found(format!("app {:?} has no version {u:?}", req.app)),
-            None => ApiError::not_found(format!("there is no app {:?}", req.app)),
-        });
-    }
+    service::check_options(&req.options)?;
+    service::resolve_version(st, &req.app, req.uid.as_deref()).await?;
     service::accept_role_file(st, &req.role_file)?;
     let Some(next) = when
         .next_after(Timestamp::now())

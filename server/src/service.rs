@@ -468,6 +468,49 @@ pub async fn submit(
     .await
 }
 
+/// Options no submission may carry, whatever its route.
+pub fn check_options(options: &JobOptions) -> Result<(), ApiError> {
+    if let Some(r) = options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
+        return Err(ApiError::bad_request(format!(
+            "options.retries {r}: at most {} attempts after the first",
+            app::role::MAX_RETRIES
+        )));
+    }
+    Ok(())
+}
+
+/// The app's version `uid`, or its latest one.
+pub async fn resolve_version(
+    st: &AppState,
+    app: &str,
+    uid: Option<&str>,
+) -> Result<AppVersion, ApiError> {
+    let (a, u) = (app.to_string(), uid.map(str::to_string));
+    let version = st
+        .db
+        .call(move |c| match &u {
+            Some(u) => db::version(c, &a, u),
+            None => db::latest_version(c, &a),
+        })
+        .await?;
+    version.ok_or_else(|| match uid {
+        Some(u) => ApiError::not_found(format!("app {app:?} has no version {u:?}")),
+        None => ApiError::not_found(format!("there is no app {app:?}")),
+    })
+}
+
+/// 410 when a version's binary is gone (deleted with its app, and no kept
+/// job used it).
+fn binary_stored(st: &AppState, app: &str, uid: &str, sha256: &str) -> Result<(), ApiError> {
+    if st.blobs.path(sha256).exists() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::GONE,
+        format!("the binary of {app} version {uid} is no longer stored: the version was deleted and no kept job used it; upload it again to run this"),
+    ))
+}
+
 /// `submit`, recording what the job is for in the same transaction.
 pub async fn submit_linked(
     st: &AppState,
@@ -477,24 +520,8 @@ pub async fn submit_linked(
     options: JobOptions,
     link: Link,
 ) -> Result<Submitted, ApiError> {
-    if let Some(r) = options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
-        return Err(ApiError::bad_request(format!(
-            "options.retries {r}: at most {} attempts after the first",
-            app::role::MAX_RETRIES
-        )));
-    }
-    let (a, u) = (app.to_string(), uid.map(str::to_string));
-    let version = st
-        .db
-        .call(move |c| match &u {
-            Some(u) => db::version(c, &a, u),
-            None => db::latest_version(c, &a),
-        })
-        .await?;
-    let version = version.ok_or_else(|| match uid {
-        Some(u) => ApiError::not_found(format!("app {app:?} has no version {u:?}")),
-        None => ApiError::not_found(format!("there is no app {app:?}")),
-    })?;
+    check_options(&options)?;
+    let version = resolve_version(st, app, uid).await?;
     submit_version(
         st,
         version.app,
@@ -515,39 +542,15 @@ pub async fn submit_sweep(
     req: app::sweep::SweepRequest,
 ) -> Result<(u64, Vec<u64>), ApiError> {
     use app::sweep::{apply, combinations, describe, MAX_REPEAT, MAX_SWEEP_JOBS};
-    if let Some(r) = req.options.retries.filter(|r| *r > app::role::MAX_RETRIES) {
-        return Err(ApiError::bad_request(format!(
-            "options.retries {r}: at most {} attempts after the first",
-            app::role::MAX_RETRIES
-        )));
-    }
+    check_options(&req.options)?;
     let repeat = req.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         return Err(ApiError::bad_request(format!(
             "repeat {repeat}: each combination runs 1 to {MAX_REPEAT} times"
         )));
     }
-    let (a, u) = (req.app.clone(), req.uid.clone());
-    let version = st
-        .db
-        .call(move |c| match &u {
-            Some(u) => db::version(c, &a, u),
-            None => db::latest_version(c, &a),
-        })
-        .await?
-        .ok_or_else(|| match &req.uid {
-            Some(u) => ApiError::not_found(format!("app {:?} has no version {u:?}", req.app)),
-            None => ApiError::not_found(format!("there is no app {:?}", req.app)),
-        })?;
-    if !st.blobs.path(&version.sha256).exists() {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            format!(
-                "the binary of {} version {} is no longer stored; upload it again",
-                version.app, version.uid
-            ),
-        ));
-    }
+    let version = resolve_version(st, &req.app, req.uid.as_deref()).await?;
+    binary_stored(st, &version.app, &version.uid, &version.sha256)?;
     accept_role_file(st, &req.role_file)?;
     let combos = combinations(&req.parameters).map_err(ApiError::bad_request)?;
     if combos.len() * repeat as usize > MAX_SWEEP_JOBS {
@@ -614,12 +617,7 @@ async fn submit_version(
     options: JobOptions,
     link: Link,
 ) -> Result<Submitted, ApiError> {
-    if !st.blobs.path(&sha256).exists() {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            format!("the binary of {app} version {uid} is no longer stored: the version was deleted and no kept job used it; upload it again to run this"),
-        ));
-    }
+    binary_stored(st, &app, &uid, &sha256)?;
     let (rf, warnings) = accept_role_file(st, &role_text)?;
     let meta = JobMeta {
         app: app.clone(),
