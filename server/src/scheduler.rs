@@ -250,19 +250,24 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
         return Ok(());
     }
     if due < started_ms {
+        // Counted one by one, up to a bound: a one-second interval down for
+        // a day would otherwise hold this task for a long while.
+        const COUNTED: u64 = 10_000;
         let mut missed = 1u64;
         let mut t = ts(due);
-        while let Some(x) = when.next_after(t).filter(|x| x.as_millisecond() <= now) {
-            missed += 1;
-            t = x;
-            if missed >= 1_000_000 {
-                break;
+        while missed < COUNTED {
+            match when.next_after(t).filter(|x| x.as_millisecond() <= now) {
+                Some(x) => {
+                    missed += 1;
+                    t = x;
+                }
+                None => break,
             }
         }
-        let runs = if missed == 1 {
-            "1 run".to_string()
-        } else {
-            format!("{missed} runs")
+        let runs = match missed {
+            1 => "1 run".to_string(),
+            COUNTED => format!("{COUNTED} runs or more"),
+            n => format!("{n} runs"),
         };
         match row.req.missed {
             Missed::Skip => {

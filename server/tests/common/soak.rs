@@ -407,8 +407,13 @@ pub async fn soak(label: &str, extra: &[String]) {
         server.kill().unwrap();
         server.wait().unwrap();
         in_flight_at_kill += clients.len() as u64;
-        for t in clients {
+        // Aborted and awaited: a client still running could send its next
+        // request to the restarted server while the check looks at tmp/.
+        for t in &clients {
             t.abort();
+        }
+        for t in clients {
+            let _ = t.await;
         }
         let ic = integrity(data.path());
         checks += 1;
