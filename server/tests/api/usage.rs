@@ -65,5 +65,12 @@ async fn a_daemon_that_leaves_the_peers_process_group_is_sampled_and_stopped_wit
     let cg = own
         .join(dispatcher::cgroup::base_name(app.dir.path()))
         .join(format!("job{id}-peer0"));
+    // Removed once empty, off the runner's task (up to 5 s after the peer).
+    for _ in 0..60 {
+        if !cg.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(!cg.exists(), "{} is left", cg.display());
 }
