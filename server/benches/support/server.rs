@@ -96,6 +96,20 @@ impl Server {
     }
 }
 
+/// CPU time (user + system) a process has used so far, in milliseconds;
+/// `pid` 0 is this process. From `/proc/<pid>/stat`, in clock ticks (10 ms).
+#[allow(dead_code)]
+pub fn cpu_ms(pid: u32) -> f64 {
+    let path = if pid == 0 { "/proc/self/stat".to_string() } else { format!("/proc/{pid}/stat") };
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) * 1000.0 / 100.0
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
