@@ -355,8 +355,13 @@ fn now() -> String {
 
 /// Records a job in state SUBMITTED with its first event.
 pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
-    let t = now();
     let tx = c.transaction()?;
+    let ev = insert_job_in(&tx, j, &now())?;
+    tx.commit()?;
+    Ok(ev)
+}
+
+fn insert_job_in(tx: &rusqlite::Transaction, j: &NewJob, t: &str) -> Result<Event, Internal> {
     tx.execute(
         "INSERT INTO jobs (app, uid, sha256, state, user, tag, role_file, options, peers_total, submitted, replay_of)
          VALUES (?1, ?2, ?3, 'SUBMITTED', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -384,11 +389,10 @@ pub fn insert_job(c: &mut Connection, j: &NewJob) -> Result<Event, Internal> {
         params![id as i64, t, serde_json::to_string(&kind)?],
     )?;
     let seq = tx.last_insert_rowid() as u64;
-    tx.commit()?;
     Ok(Event {
         seq,
         job: id,
-        time: t,
+        time: t.to_string(),
         kind,
     })
 }
@@ -1156,13 +1160,21 @@ pub fn schedule_runs(
 }
 
 /// A sweep as submitted, before its jobs.
+/// Records a sweep and every one of its jobs (SUBMITTED) in one
+/// transaction: a sweep is answered whole or not at all, and a crash while
+/// it is recorded leaves neither the sweep nor a part of its jobs. Each
+/// job's `sweep` names its combination and repeat; the sweep's id is
+/// filled in here.
 pub fn insert_sweep(
-    c: &Connection,
+    c: &mut Connection,
     req: &app::sweep::SweepRequest,
     uid: &str,
     repeat: u32,
-) -> Result<u64, Internal> {
-    c.execute(
+    mut jobs: Vec<NewJob>,
+) -> Result<(u64, Vec<Event>), Internal> {
+    let t = now();
+    let tx = c.transaction()?;
+    tx.execute(
         "INSERT INTO sweeps (app, uid, role_file, parameters, repeat, options, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             req.app,
@@ -1171,10 +1183,19 @@ pub fn insert_sweep(
             serde_json::to_string(&req.parameters)?,
             repeat,
             serde_json::to_string(&req.options)?,
-            now()
+            t
         ],
     )?;
-    Ok(c.last_insert_rowid() as u64)
+    let sweep = tx.last_insert_rowid() as u64;
+    let mut events = Vec::with_capacity(jobs.len());
+    for j in &mut jobs {
+        if let Some(link) = &mut j.sweep {
+            link.0 = sweep;
+        }
+        events.push(insert_job_in(&tx, j, &t)?);
+    }
+    tx.commit()?;
+    Ok((sweep, events))
 }
 
 /// A sweep with every combination's runs and their durations.

@@ -119,6 +119,26 @@ impl Bus {
         Ok(ev)
     }
 
+    /// Records a sweep and all its jobs in one transaction, then announces
+    /// each job's SUBMITTED.
+    pub async fn insert_sweep(
+        &self,
+        req: app::sweep::SweepRequest,
+        uid: String,
+        repeat: u32,
+        jobs: Vec<crate::db::NewJob>,
+    ) -> Result<(u64, Vec<Event>), Internal> {
+        let _in_order = self.order.lock().await;
+        let (sweep, evs) = self
+            .db
+            .call(move |c| crate::db::insert_sweep(c, &req, &uid, repeat, jobs))
+            .await?;
+        for ev in &evs {
+            let _ = self.tx.send(Live::new(ev.clone()));
+        }
+        Ok((sweep, evs))
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Live>> {
         self.tx.subscribe()
     }

@@ -439,8 +439,6 @@ pub fn runnable_here(st: &AppState, rf: &RoleFile) -> Result<(), String> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Link {
     pub replay_of: Option<u64>,
-    /// Sweep, combination, repeat.
-    pub sweep: Option<(u64, u32, u32)>,
     /// Schedule, due time (ms).
     pub schedule: Option<(u64, i64)>,
 }
@@ -560,7 +558,7 @@ pub async fn submit_sweep(
             combos.len() * repeat as usize
         )));
     }
-    let mut texts = Vec::with_capacity(combos.len());
+    let mut parsed = Vec::with_capacity(combos.len());
     for (i, c) in combos.iter().enumerate() {
         let what = format!(
             "combination {} of {} ({})",
@@ -577,33 +575,45 @@ pub async fn submit_sweep(
                 st.settings.limits.max_role_file
             )));
         }
-        accept_role_file(st, &text).map_err(|e| e.context(&what))?;
-        texts.push(text);
+        let (rf, _) = accept_role_file(st, &text).map_err(|e| e.context(&what))?;
+        parsed.push((text, Arc::new(rf)));
     }
-    let (r, uid) = (req.clone(), version.uid.clone());
-    let sweep = st
-        .db
-        .call(move |c| db::insert_sweep(c, &r, &uid, repeat))
-        .await?;
-    tracing::info!(sweep, app = %version.app, jobs = texts.len() * repeat as usize, "sweep submitted");
-    let mut jobs = Vec::with_capacity(texts.len() * repeat as usize);
-    for (point, text) in texts.into_iter().enumerate() {
+    let mut new_jobs = Vec::with_capacity(parsed.len() * repeat as usize);
+    let mut role_files = Vec::with_capacity(new_jobs.capacity());
+    for (point, (text, rf)) in parsed.iter().enumerate() {
         for rep in 1..=repeat {
-            let s = submit_version(
-                st,
-                version.app.clone(),
-                version.uid.clone(),
-                version.sha256.clone(),
-                text.clone(),
-                req.options.clone(),
-                Link {
-                    sweep: Some((sweep, point as u32, rep)),
-                    ..Link::default()
-                },
-            )
-            .await?;
-            jobs.push(s.id);
+            new_jobs.push(NewJob {
+                app: version.app.clone(),
+                uid: version.uid.clone(),
+                sha256: version.sha256.clone(),
+                role_file: text.clone(),
+                options: req.options.clone(),
+                peers_total: rf.total_peers(),
+                replay_of: None,
+                // The sweep's id is known inside the transaction.
+                sweep: Some((0, point as u32, rep)),
+                schedule: None,
+            });
+            role_files.push(rf.clone());
         }
+    }
+    // The binary may have been deleted while the combinations were checked.
+    binary_stored(st, &version.app, &version.uid, &version.sha256)?;
+    let (sweep, events) = st
+        .bus
+        .insert_sweep(req.clone(), version.uid.clone(), repeat, new_jobs)
+        .await?;
+    tracing::info!(sweep, app = %version.app, jobs = events.len(), "sweep submitted");
+    let mut jobs = Vec::with_capacity(events.len());
+    for (ev, rf) in events.iter().zip(role_files) {
+        let meta = JobMeta {
+            app: version.app.clone(),
+            sha256: version.sha256.clone(),
+            options: req.options.clone(),
+            attempt: 1,
+        };
+        st.runner.submit(ev.job, rf, meta);
+        jobs.push(ev.job);
     }
     Ok((sweep, jobs))
 }
@@ -635,7 +645,8 @@ async fn submit_version(
             options,
             peers_total: rf.total_peers(),
             replay_of: link.replay_of,
-            sweep: link.sweep,
+            // A sweep's jobs are recorded together: db::insert_sweep.
+            sweep: None,
             schedule: link.schedule,
         })
         .await?;

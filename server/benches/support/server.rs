@@ -100,7 +100,11 @@ impl Server {
 /// `pid` 0 is this process. From `/proc/<pid>/stat`, in clock ticks (10 ms).
 #[allow(dead_code)]
 pub fn cpu_ms(pid: u32) -> f64 {
-    let path = if pid == 0 { "/proc/self/stat".to_string() } else { format!("/proc/{pid}/stat") };
+    let path = if pid == 0 {
+        "/proc/self/stat".to_string()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

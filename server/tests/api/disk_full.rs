@@ -150,3 +150,70 @@ async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
     app.upload("prog2", "#!/bin/sh\n").await;
     app.stop().await;
 }
+
+/// A sweep is recorded whole or not at all: its 1,000 jobs take more room
+/// than is left, so the transaction that holds the sweep and every job
+/// fails part-way, and neither the sweep nor any of its jobs is kept.
+#[tokio::test]
+async fn a_sweep_that_does_not_fit_on_the_disk_records_none_of_its_jobs() {
+    let mount = Mount::tmpfs("24m");
+    let data = mount.0.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let dir = tempfile::Builder::new().tempdir_in(&data).unwrap();
+    let app = spawn_in(dir, |_| {}).await;
+    app.upload("prog", "#!/bin/sh\n").await;
+    let filler = fill(mount.0.path());
+    // Room for some of the jobs (each role file is about 4 KB), not all.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - (512 << 10)).unwrap();
+    drop(f);
+
+    let pad = "x".repeat(4000);
+    let role_file = format!("name: w\npeers: 1\ncpu: 0.1\nk3_globals:\n  pad: {pad}\n  q: a\n");
+    let values: Vec<String> = (0..100).map(|i| format!("q{i}")).collect();
+    let body = serde_json::json!({"app": "prog", "role_file": role_file,
+        "parameters": {"w.k3_globals.q": values}, "repeat": 10});
+    let r = app
+        .client
+        .post(app.url("/api/sweeps"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(status, 507, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("full"),
+        "{answer}"
+    );
+
+    let sweeps = app.get_json("/api/sweeps").await;
+    assert_eq!(
+        sweeps["sweeps"],
+        serde_json::json!([]),
+        "no sweep was kept: {sweeps}"
+    );
+    let jobs = app.get_json("/api/jobs").await;
+    assert_eq!(jobs["total"], 0, "no job of it was kept: {jobs}");
+
+    // Space again: a sweep goes through, with ids from where they were.
+    std::fs::remove_file(filler).unwrap();
+    let small = serde_json::json!({"app": "prog", "role_file": "name: w\npeers: 1\ncpu: 0.1\n",
+        "parameters": {"w.peers": [1]}, "repeat": 2});
+    let r = app
+        .client
+        .post(app.url("/api/sweeps"))
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["jobs"].as_array().unwrap().len(), 2, "{answer}");
+    app.stop().await;
+}
