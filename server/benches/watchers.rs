@@ -269,8 +269,9 @@ async fn run(clients: usize) {
     assert_eq!(lat.len(), clients, "every client got the event");
     // Where the two cores went meanwhile: the server's share is what one
     // event costs it per client; the rest is these clients' own reading.
-    let server_cpu = server::cpu_ms(server.pid()) - server_cpu;
-    let own_cpu = server::cpu_ms(0) - own_cpu;
+    let since = |(u0, k0): (f64, f64), (u1, k1): (f64, f64)| (u1 - u0, k1 - k0);
+    let (server_user, server_kernel) = since(server_cpu, server::cpu_ms(server.pid()));
+    let (own_user, own_kernel) = since(own_cpu, server::cpu_ms(0));
     let _ = done_tx.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
@@ -294,7 +295,9 @@ async fn run(clients: usize) {
         "watchers: ... and was read by them (the clients share the 2 cores): p50 {r50:.1} ms, p99 {r99:.1} ms, last {rlast:.1} ms"
     );
     println!(
-        "watchers: CPU meanwhile: server {server_cpu:.0} ms ({:.1} µs a client), the clients {own_cpu:.0} ms",
-        server_cpu * 1000.0 / clients as f64
+        "watchers: CPU meanwhile: server {:.0} ms ({:.1} µs a client: {server_user:.0} ms user, {server_kernel:.0} ms kernel), the clients {:.0} ms",
+        server_user + server_kernel,
+        (server_user + server_kernel) * 1000.0 / clients as f64,
+        own_user + own_kernel
     );
 }

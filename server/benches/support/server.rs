@@ -96,10 +96,10 @@ impl Server {
     }
 }
 
-/// CPU time (user + system) a process has used so far, in milliseconds;
+/// CPU time a process has used so far, in milliseconds: (user, kernel).
 /// `pid` 0 is this process. From `/proc/<pid>/stat`, in clock ticks (10 ms).
 #[allow(dead_code)]
-pub fn cpu_ms(pid: u32) -> f64 {
+pub fn cpu_ms(pid: u32) -> (f64, f64) {
     let path = if pid == 0 {
         "/proc/self/stat".to_string()
     } else {
@@ -109,9 +109,9 @@ pub fn cpu_ms(pid: u32) -> f64 {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ms = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) * 10.0;
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) * 1000.0 / 100.0
+    (ms(11), ms(12))
 }
 
 impl Drop for Server {
