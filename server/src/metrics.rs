@@ -205,13 +205,17 @@ impl Metrics {
             "Jobs waiting to be placed.",
         );
         let _ = writeln!(out, "dispatcher_queue_jobs {}", g.waiting);
-        if let Some(s) = &g.storage {
-            head(
-                &mut out,
-                "dispatcher_data_dir_bytes",
-                "gauge",
-                "The data directory on disk, by part (database, apps, jobs), as last measured.",
-            );
+        // The families are always declared, so that a scrape before the
+        // first measurement (retention's first sweep, at start) lists them
+        // too; their samples come once measured.
+        let storage = g.storage.as_ref();
+        head(
+            &mut out,
+            "dispatcher_data_dir_bytes",
+            "gauge",
+            "The data directory on disk, by part (database, apps, jobs), as last measured.",
+        );
+        if let Some(s) = storage {
             for (part, n) in [
                 ("database", s.database_bytes),
                 ("apps", s.apps_bytes),
@@ -219,21 +223,23 @@ impl Metrics {
             ] {
                 let _ = writeln!(out, "dispatcher_data_dir_bytes{{part=\"{part}\"}} {n}");
             }
-            if let Some(free) = s.free_bytes {
-                head(
-                    &mut out,
-                    "dispatcher_data_dir_free_bytes",
-                    "gauge",
-                    "Free space on the data directory's file system, as last measured.",
-                );
-                let _ = writeln!(out, "dispatcher_data_dir_free_bytes {free}");
-            }
-            head(
-                &mut out,
-                "dispatcher_retention_deleted_total",
-                "counter",
-                "What retention deleted since start: jobs, and binaries no job or version used.",
-            );
+        }
+        head(
+            &mut out,
+            "dispatcher_data_dir_free_bytes",
+            "gauge",
+            "Free space on the data directory's file system, as last measured.",
+        );
+        if let Some(free) = storage.and_then(|s| s.free_bytes) {
+            let _ = writeln!(out, "dispatcher_data_dir_free_bytes {free}");
+        }
+        head(
+            &mut out,
+            "dispatcher_retention_deleted_total",
+            "counter",
+            "What retention deleted since start: jobs, and binaries no job or version used.",
+        );
+        if let Some(s) = storage {
             let _ = writeln!(
                 out,
                 "dispatcher_retention_deleted_total{{what=\"jobs\"}} {}",
