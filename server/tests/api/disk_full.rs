@@ -78,15 +78,23 @@ fn fill(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test]
-async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
+/// A dispatcher on a 24 MiB tmpfs with the app `prog` (`script`), then
+/// the tmpfs filled: the mount (keep it while the app runs), the app, and
+/// the file that fills it.
+async fn on_a_full_disk(script: &str) -> (Mount, TestApp, std::path::PathBuf) {
     let mount = Mount::tmpfs("24m");
     let data = mount.0.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let dir = tempfile::Builder::new().tempdir_in(&data).unwrap();
     let app = spawn_in(dir, |_| {}).await;
-    app.upload("prog", "#!/bin/sh\necho hi > out.txt\n").await;
+    app.upload("prog", script).await;
     let filler = fill(mount.0.path());
+    (mount, app, filler)
+}
+
+#[tokio::test]
+async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
+    let (_mount, app, filler) = on_a_full_disk("#!/bin/sh\necho hi > out.txt\n").await;
 
     // An upload when nothing more fits.
     let part = reqwest::multipart::Part::bytes(vec![7u8; 1 << 20]).file_name("big");
@@ -156,13 +164,7 @@ async fn a_full_data_directory_gets_a_clear_507_and_the_server_keeps_serving() {
 /// fails part-way, and neither the sweep nor any of its jobs is kept.
 #[tokio::test]
 async fn a_sweep_that_does_not_fit_on_the_disk_records_none_of_its_jobs() {
-    let mount = Mount::tmpfs("24m");
-    let data = mount.0.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let dir = tempfile::Builder::new().tempdir_in(&data).unwrap();
-    let app = spawn_in(dir, |_| {}).await;
-    app.upload("prog", "#!/bin/sh\n").await;
-    let filler = fill(mount.0.path());
+    let (_mount, app, filler) = on_a_full_disk("#!/bin/sh\n").await;
     // Room for some of the jobs (each role file is about 4 KB), not all.
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -177,15 +179,7 @@ async fn a_sweep_that_does_not_fit_on_the_disk_records_none_of_its_jobs() {
     let values: Vec<String> = (0..100).map(|i| format!("q{i}")).collect();
     let body = serde_json::json!({"app": "prog", "role_file": role_file,
         "parameters": {"w.k3_globals.q": values}, "repeat": 10});
-    let r = app
-        .client
-        .post(app.url("/api/sweeps"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let answer: Value = r.json().await.unwrap();
+    let (status, answer) = app.post_json("/api/sweeps", &body).await;
     assert_eq!(status, 507, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("full"),
@@ -201,19 +195,12 @@ async fn a_sweep_that_does_not_fit_on_the_disk_records_none_of_its_jobs() {
     let jobs = app.get_json("/api/jobs").await;
     assert_eq!(jobs["total"], 0, "no job of it was kept: {jobs}");
 
-    // Space again: a sweep goes through, with ids from where they were.
+    // Space again: a sweep goes through.
     std::fs::remove_file(filler).unwrap();
     let small = serde_json::json!({"app": "prog", "role_file": "name: w\npeers: 1\ncpu: 0.1\n",
         "parameters": {"w.peers": [1]}, "repeat": 2});
-    let r = app
-        .client
-        .post(app.url("/api/sweeps"))
-        .json(&small)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let answer: Value = r.json().await.unwrap();
+    let (status, answer) = app.post_json("/api/sweeps", &small).await;
+    assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["jobs"].as_array().unwrap().len(), 2, "{answer}");
     app.stop().await;
 }

@@ -147,6 +147,19 @@ impl TestApp {
         (status, r.json().await.unwrap())
     }
 
+    /// POSTs JSON to a path: the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     /// GETs a path and reads its JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         self.client

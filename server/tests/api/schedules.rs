@@ -19,15 +19,7 @@ fn every(in_ms: i64, period: &str, count: &str) -> String {
 }
 
 pub async fn create(app: &TestApp, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url("/api/schedules"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    app.post_json("/api/schedules", &body).await
 }
 
 /// Polls the schedule until `done` holds (30 s at most).

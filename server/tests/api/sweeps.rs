@@ -9,15 +9,7 @@ use crate::helpers::*;
 const NAP: &str = "#!/bin/sh\ngrep -q '^q: ' peer.yaml || exit 9\nsleep 0.$DISPATCHER_PEER_COUNT\n";
 
 async fn post(app: &TestApp, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url("/api/sweeps"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    app.post_json("/api/sweeps", &body).await
 }
 
 #[tokio::test]
