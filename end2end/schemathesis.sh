@@ -40,7 +40,6 @@ for _ in $(seq 100); do curl -sf "$base/api/health" >/dev/null && break; sleep 0
 printf '#!/bin/sh\necho hello\n' >"$work/prog"
 curl -sf -F "file=@$work/prog" "$base/apps" >/dev/null
 curl -sf -H 'Content-Type: application/json' -d '{"app": "prog", "role_file": "name: a\npeers: 1\ncpu: 0.1\n"}' "$base/api/jobs" >/dev/null
-status=0
 # One worker: with two, Schemathesis' threads call ast.parse at once (through
 # Hypothesis' lambda descriptions), and CPython 3.11's AST constructor is not
 # safe for that: "SystemError: AST constructor recursion depth mismatch"

@@ -45,6 +45,7 @@ async fn recv_stamped(
                 iov_len: buf.len(),
             };
             let mut control = [0u64; 16];
+            // SAFETY: msghdr is plain data; all zeroes is an empty header.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;

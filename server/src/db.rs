@@ -1159,7 +1159,6 @@ pub fn schedule_runs(
     Ok((out, n as u64))
 }
 
-/// A sweep as submitted, before its jobs.
 /// Records a sweep and every one of its jobs (SUBMITTED) in one
 /// transaction: a sweep is answered whole or not at all, and a crash while
 /// it is recorded leaves neither the sweep nor a part of its jobs. Each
