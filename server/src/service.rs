@@ -597,22 +597,21 @@ pub async fn submit_sweep(
             role_files.push(rf.clone());
         }
     }
-    // The binary may have been deleted while the combinations were checked.
-    binary_stored(st, &version.app, &version.uid, &version.sha256)?;
+    let options = req.options.clone();
     let (sweep, events) = st
         .bus
-        .insert_sweep(req.clone(), version.uid.clone(), repeat, new_jobs)
+        .insert_sweep(req, version.uid.clone(), repeat, new_jobs)
         .await?;
     tracing::info!(sweep, app = %version.app, jobs = events.len(), "sweep submitted");
+    let meta = JobMeta {
+        app: version.app,
+        sha256: version.sha256,
+        options,
+        attempt: 1,
+    };
     let mut jobs = Vec::with_capacity(events.len());
     for (ev, rf) in events.iter().zip(role_files) {
-        let meta = JobMeta {
-            app: version.app.clone(),
-            sha256: version.sha256.clone(),
-            options: req.options.clone(),
-            attempt: 1,
-        };
-        st.runner.submit(ev.job, rf, meta);
+        st.runner.submit(ev.job, rf, meta.clone());
         jobs.push(ev.job);
     }
     Ok((sweep, jobs))
