@@ -127,15 +127,31 @@ async fn concurrency_skip_queue_and_replace_each_do_what_they_say() {
         assert_eq!(status, 201, "{s}");
         ids.push(s["id"].as_u64().unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(4200)).await;
-    for id in &ids {
-        app.client
-            .post(app.url(&format!("/api/schedules/{id}/pause")))
-            .send()
-            .await
-            .unwrap();
-    }
     let [skip, queue, replace] = [ids[0], ids[1], ids[2]];
+    // Each is paused (no run starts after) once it has shown its policy:
+    // two runs for skip and queue, three for replace. Waiting on what the
+    // schedule did, not on the clock: on a loaded machine a 2.5 s job can
+    // take over 3 s, and a fixed pause time then cut skip to one run.
+    let mut open = vec![(skip, 2), (queue, 2), (replace, 3)];
+    let start = Instant::now();
+    while !open.is_empty() {
+        let mut still = vec![];
+        for (id, runs) in open {
+            let s = app.get_json(&format!("/api/schedules/{id}")).await;
+            if jobs_of(&s).len() >= runs {
+                app.client
+                    .post(app.url(&format!("/api/schedules/{id}/pause")))
+                    .send()
+                    .await
+                    .unwrap();
+            } else {
+                assert!(start.elapsed() < Duration::from_secs(30), "{s:#}");
+                still.push((id, runs));
+            }
+        }
+        open = still;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // skip: one job at a time; the due times in between are recorded as skipped.
     let s = app.get_json(&format!("/api/schedules/{skip}")).await;
