@@ -73,7 +73,12 @@ async fn an_interval_of_three_runs_two_seconds_apart_starts_three_jobs_at_their_
     assert_eq!(next.len(), 3, "R3: three runs in all: {s:#}");
     assert!(next.windows(2).all(|w| w[1] - w[0] == 2000), "{next:?}");
 
-    let s = wait_schedule(&app, id, "three runs", |s| s["runs"] == 3).await;
+    // The run is recorded with its job, and the schedule's next time moved
+    // just after, in another write: wait for both.
+    let s = wait_schedule(&app, id, "three runs", |s| {
+        s["runs"] == 3 && s["next_runs"] == json!([])
+    })
+    .await;
     let runs = s["jobs"].as_array().unwrap();
     for r in runs {
         assert_eq!(r["outcome"], "submitted", "{r:#}");
@@ -217,12 +222,20 @@ async fn runs_missed_while_the_dispatcher_was_down_are_skipped_or_run_once_as_as
     let app = spawn_app().await;
     app.upload("tick", "#!/bin/sh\necho tick\n").await;
     let role = "name: t\npeers: 1\ncpu: 0.1\nmem: 0.1\n";
-    let (_, a) = create(&app, json!({"app": "tick", "role_file": role, "schedule": every(400, "PT1S", ""), "missed": "skip"})).await;
-    let (_, b) = create(&app, json!({"app": "tick", "role_file": role, "schedule": every(400, "PT1S", ""), "missed": "run_once"})).await;
+    // Every 3 s: the stop comes after the first run ended and before the
+    // next is due (with a 1 s period, a run started just before the stop
+    // could still be waiting after it, and run_once then rightly skips).
+    let (_, a) = create(&app, json!({"app": "tick", "role_file": role, "schedule": every(400, "PT3S", ""), "missed": "skip"})).await;
+    let (_, b) = create(&app, json!({"app": "tick", "role_file": role, "schedule": every(400, "PT3S", ""), "missed": "run_once"})).await;
     let (a, b) = (a["id"].as_u64().unwrap(), b["id"].as_u64().unwrap());
-    wait_schedule(&app, b, "a first run", |s| s["runs"].as_u64() >= Some(1)).await;
+    wait_schedule(&app, b, "a first run that ended", |s| {
+        s["runs"].as_u64() >= Some(1)
+            && ["FINISHED", "FAILED", "KILLED"].contains(&s["last"]["state"].as_str().unwrap_or(""))
+    })
+    .await;
     let dir = app.stop().await;
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Down over the next due time.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     let app = spawn_in(dir, |_| {}).await;
     let s = wait_schedule(&app, a, "the missed runs", |s| {
         s["jobs"].as_array().unwrap().iter().any(|r| {
