@@ -186,9 +186,66 @@ pub struct NewJob {
     pub replay_of: Option<u64>,
     /// The sweep, combination and repeat it runs for, if it is a sweep's.
     pub sweep: Option<(u64, u32, u32)>,
-    /// The schedule and due time (ms) it runs for, if it is a schedule's:
-    /// recorded with the job, so a due time never starts two.
-    pub schedule: Option<(u64, i64)>,
+    /// The schedule run it is, if it is a schedule's: recorded with the
+    /// job, so a due time never starts two, and the schedule moved on in
+    /// the same transaction, so no reader sees the run without its move.
+    pub schedule: Option<DueRecord>,
+}
+
+/// One due time of a schedule, as recorded: what became of it, and the
+/// schedule's times once it is recorded (written together).
+#[derive(Debug, Clone)]
+pub struct DueRecord {
+    pub schedule: u64,
+    pub due_ms: i64,
+    /// `submitted`, or why no job started.
+    pub outcome: String,
+    pub next_ms: Option<i64>,
+    pub pending_ms: Option<i64>,
+}
+
+impl DueRecord {
+    /// A due time about to start a job, with the schedule's times after it.
+    pub fn new(
+        schedule: u64,
+        due_ms: i64,
+        next_ms: Option<i64>,
+        pending_ms: Option<i64>,
+    ) -> DueRecord {
+        DueRecord {
+            schedule,
+            due_ms,
+            outcome: "submitted".into(),
+            next_ms,
+            pending_ms,
+        }
+    }
+}
+
+fn record_schedule_run(
+    c: &Connection,
+    r: &DueRecord,
+    job: Option<u64>,
+    t: &str,
+) -> Result<(), Internal> {
+    // A job's row is inserted plainly: a due time that has a row already
+    // fails the job's transaction, so no due time ever starts two jobs.
+    let sql = if job.is_some() {
+        "INSERT INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (?1, ?2, ?3, ?4, ?5)"
+    } else {
+        "INSERT OR IGNORE INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
+    c.execute(
+        sql,
+        params![
+            r.schedule as i64,
+            r.due_ms,
+            job.map(|j| j as i64),
+            r.outcome,
+            t
+        ],
+    )?;
+    set_schedule_times(c, r.schedule, r.next_ms, r.pending_ms)
 }
 
 pub struct JobFilter {
@@ -368,11 +425,8 @@ fn insert_job_in(tx: &rusqlite::Transaction, j: &NewJob, t: &str) -> Result<Even
         params![j.app, j.uid, j.sha256, j.options.user, j.options.tag, j.role_file, serde_json::to_string(&j.options)?, j.peers_total, t, j.replay_of.map(|r| r as i64)],
     )?;
     let id = tx.last_insert_rowid() as u64;
-    if let Some((schedule, due)) = j.schedule {
-        tx.execute(
-            "INSERT INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (?1, ?2, ?3, 'submitted', ?4)",
-            params![schedule as i64, due, id as i64, t],
-        )?;
+    if let Some(run) = &j.schedule {
+        record_schedule_run(tx, run, Some(id), t)?;
     }
     if let Some((sweep, point, rep)) = j.sweep {
         tx.execute(
@@ -1051,30 +1105,12 @@ pub fn delete_schedule(c: &mut Connection, id: u64) -> Result<bool, Internal> {
     Ok(n > 0)
 }
 
-/// Records a due time that started no job, and why.
-pub fn record_schedule_skip(
-    c: &Connection,
-    id: u64,
-    due_ms: i64,
-    outcome: &str,
-) -> Result<(), Internal> {
-    c.execute(
-        "INSERT OR IGNORE INTO schedule_runs (schedule_id, due_ms, job_id, outcome, time) VALUES (?1, ?2, NULL, ?3, ?4)",
-        params![id as i64, due_ms, outcome, now()],
-    )?;
-    Ok(())
-}
-
-pub fn set_schedule_outcome(
-    c: &Connection,
-    id: u64,
-    due_ms: i64,
-    outcome: &str,
-) -> Result<(), Internal> {
-    c.execute(
-        "UPDATE schedule_runs SET outcome = ?3 WHERE schedule_id = ?1 AND due_ms = ?2",
-        params![id as i64, due_ms, outcome],
-    )?;
+/// Records a due time that started no job (its outcome says why) and
+/// moves the schedule on, in one transaction.
+pub fn record_schedule_skip(c: &mut Connection, run: &DueRecord) -> Result<(), Internal> {
+    let tx = c.transaction()?;
+    record_schedule_run(&tx, run, None, &now())?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -1633,7 +1669,14 @@ mod tests {
         let c = &mut *db.conn.lock().unwrap();
         for sched in [1u64, 2] {
             for due in 0..10i64 {
-                record_schedule_skip(c, sched, due * 1000, "skipped: test").unwrap();
+                let run = DueRecord {
+                    schedule: sched,
+                    due_ms: due * 1000,
+                    outcome: "skipped: test".into(),
+                    next_ms: None,
+                    pending_ms: None,
+                };
+                record_schedule_skip(c, &run).unwrap();
             }
         }
         c.execute(

@@ -4,18 +4,18 @@
 //! dispatcher was down.
 //!
 //! One task looks every 200 ms for schedules with a run due. A due time
-//! starts at most one job, ever: the job and the row naming its schedule
-//! and due time are written in one transaction (`db::insert_job`), and a due
-//! time that already has a row is never run again, so a crash between
-//! starting a run and moving the schedule on repeats nothing. Due times
-//! that start no job (skipped, missed) get a row saying why.
+//! starts at most one job, ever: the job, the row naming its schedule and
+//! due time, and the schedule's move to its next time are written in one
+//! transaction (`db::insert_job`), and a due time that already has a row
+//! is never run again. Due times that start no job (skipped, missed) get a
+//! row saying why, written with the move too.
 
 use std::time::Duration;
 
 use app::model::{Concurrency, Missed, ScheduleRequest, ScheduleView};
 use jiff::Timestamp;
 
-use crate::db::{self, ScheduleRow};
+use crate::db::{self, DueRecord, ScheduleRow};
 use crate::error::ApiError;
 use crate::schedule::When;
 use crate::service::{self, AppState, Link};
@@ -85,18 +85,28 @@ pub async fn create(st: &AppState, mut req: ScheduleRequest) -> Result<ScheduleV
 
 /// A schedule with its next runs (and its history when asked).
 pub async fn get(st: &AppState, id: u64, history: bool) -> Result<ScheduleView, ApiError> {
-    let row = st
+    let limit = if history { HISTORY } else { 1 };
+    // The schedule and its runs in one read: its next time and its runs
+    // are written together, and read together they agree.
+    let (row, runs) = st
         .db
-        .call(move |c| db::schedule(c, id))
+        .call(move |c| {
+            let Some(row) = db::schedule(c, id)? else {
+                return Ok(None);
+            };
+            Ok(Some((row, db::schedule_runs(c, id, limit)?)))
+        })
         .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no schedule {id}")))?;
-    view(st, row, history).await
+    Ok(view(row, runs, history))
 }
 
-async fn view(st: &AppState, row: ScheduleRow, history: bool) -> Result<ScheduleView, ApiError> {
+fn view(
+    row: ScheduleRow,
+    (runs, count): (Vec<app::model::ScheduleRun>, u64),
+    history: bool,
+) -> ScheduleView {
     let id = row.id;
-    let limit = if history { HISTORY } else { 1 };
-    let (runs, count) = st.db.call(move |c| db::schedule_runs(c, id, limit)).await?;
     let next_runs = match (row.paused, row.next_ms, when_of(&row.req)) {
         (false, Some(next), Ok(when)) => {
             let first = ts(next);
@@ -107,7 +117,7 @@ async fn view(st: &AppState, row: ScheduleRow, history: bool) -> Result<Schedule
         _ => vec![],
     };
     let req = row.req;
-    Ok(ScheduleView {
+    ScheduleView {
         id,
         name: req.name,
         app: req.app,
@@ -126,16 +136,26 @@ async fn view(st: &AppState, row: ScheduleRow, history: bool) -> Result<Schedule
         last: runs.first().cloned(),
         runs: count,
         jobs: if history { runs } else { vec![] },
-    })
+    }
 }
 
 pub async fn list(st: &AppState) -> Result<Vec<ScheduleView>, ApiError> {
-    let rows = st.db.call(|c| db::schedules(c)).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(view(st, r, false).await?);
-    }
-    Ok(out)
+    let all = st
+        .db
+        .call(|c| {
+            db::schedules(c)?
+                .into_iter()
+                .map(|row| {
+                    let runs = db::schedule_runs(c, row.id, 1)?;
+                    Ok((row, runs))
+                })
+                .collect::<Result<Vec<_>, crate::error::Internal>>()
+        })
+        .await?;
+    Ok(all
+        .into_iter()
+        .map(|(row, runs)| view(row, runs, false))
+        .collect())
 }
 
 /// Pauses (no run starts, a queued one waits) or resumes (from the next
@@ -206,7 +226,10 @@ pub fn spawn(st: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     });
 }
 
-/// One schedule with a run due (or queued) at `now`.
+/// One schedule with a run due (or queued) at `now`. Each due time it
+/// records (a job started, or why none did) is written together with the
+/// schedule's times from then on: a reader never sees a run counted while
+/// its due time is still listed as next.
 async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Result<(), ApiError> {
     let id = row.id;
     let when = match when_of(&row.req) {
@@ -223,17 +246,16 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
     let mut pending = row.pending_ms;
     let last = st.db.call(move |c| db::schedule_last_job(c, id)).await?;
     let mut previous_runs = last.filter(|(_, s)| !s.is_terminal()).map(|(j, _)| j);
-    // A queued run starts once the one before it ended.
+    // A queued run starts once the one before it ended; the due time, if
+    // any, is dealt with next.
     if let Some(p) = pending {
         if previous_runs.is_none() {
-            previous_runs = start(st, &row, p, "").await?;
             pending = None;
+            let run = DueRecord::new(id, p, row.next_ms, pending);
+            previous_runs = start(st, &row, run, "").await?;
         }
     }
     let Some(due) = row.next_ms.filter(|d| *d <= now) else {
-        st.db
-            .call(move |c| db::set_schedule_times(c, id, row.next_ms, pending))
-            .await?;
         return Ok(());
     };
     let next = when.next_after(ts(now)).map(|t| t.as_millisecond());
@@ -242,12 +264,10 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
         .call(move |c| db::schedule_run_exists(c, id, due))
         .await?
     {
-        // Started before a crash cut the schedule's move on short.
+        // Started before a crash cut the schedule's move on short (a
+        // dispatcher from before runs and moves were written together).
         let after = when.next_after(ts(due)).map(|t| t.as_millisecond());
-        st.db
-            .call(move |c| db::set_schedule_times(c, id, after, pending))
-            .await?;
-        return Ok(());
+        return set_times(st, id, after, pending).await;
     }
     if due < started_ms {
         // Counted one by one, up to a bound: a one-second interval down for
@@ -269,20 +289,18 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
             COUNTED => format!("{COUNTED} runs or more"),
             n => format!("{n} runs"),
         };
+        let run = DueRecord::new(id, due, next, pending);
         match row.req.missed {
             Missed::Skip => {
-                let why = format!(
-                    "skipped: {runs} fell due while the dispatcher was down (missed: skip)"
-                );
-                st.db
-                    .call(move |c| db::record_schedule_skip(c, id, due, &why))
-                    .await?;
-                st.bus.metrics().schedule_run("skipped");
                 tracing::warn!(
                     schedule = id,
                     missed,
                     "runs missed while the dispatcher was down; skipped"
                 );
+                let why = format!(
+                    "skipped: {runs} fell due while the dispatcher was down (missed: skip)"
+                );
+                skip(st, run, why).await?;
             }
             Missed::RunOnce => {
                 tracing::warn!(
@@ -290,69 +308,77 @@ async fn step(st: &AppState, row: ScheduleRow, now: i64, started_ms: i64) -> Res
                     missed,
                     "runs missed while the dispatcher was down; running once"
                 );
-                let note = format!(" ({runs} missed while the dispatcher was down, run once)");
                 if previous_runs.is_some() {
                     let why = format!("skipped: {runs} missed while the dispatcher was down, and the previous run still runs");
-                    st.db
-                        .call(move |c| db::record_schedule_skip(c, id, due, &why))
-                        .await?;
-                    st.bus.metrics().schedule_run("skipped");
+                    skip(st, run, why).await?;
                 } else {
-                    start(st, &row, due, &note).await?;
+                    let note = format!(" ({runs} missed while the dispatcher was down, run once)");
+                    start(st, &row, run, &note).await?;
                 }
             }
         }
-        st.db
-            .call(move |c| db::set_schedule_times(c, id, next, pending))
-            .await?;
         return Ok(());
     }
     match (previous_runs, row.req.concurrency) {
         (None, _) => {
-            start(st, &row, due, "").await?;
+            start(st, &row, DueRecord::new(id, due, next, pending), "").await?;
         }
         (Some(prev), Concurrency::Skip) => {
             let why = format!("skipped: job {prev} was still running (concurrency: skip)");
-            st.db
-                .call(move |c| db::record_schedule_skip(c, id, due, &why))
-                .await?;
-            st.bus.metrics().schedule_run("skipped");
+            skip(st, DueRecord::new(id, due, next, pending), why).await?;
         }
         (Some(prev), Concurrency::Queue) => {
             if pending.is_none() {
-                pending = Some(due);
-            } else {
-                let why = format!(
-                    "skipped: a run already waits for job {prev} to end (concurrency: queue holds one)"
-                );
-                st.db
-                    .call(move |c| db::record_schedule_skip(c, id, due, &why))
-                    .await?;
-                st.bus.metrics().schedule_run("skipped");
+                // No row yet: the due time is recorded when its run starts.
+                return set_times(st, id, next, Some(due)).await;
             }
+            let why = format!(
+                "skipped: a run already waits for job {prev} to end (concurrency: queue holds one)"
+            );
+            skip(st, DueRecord::new(id, due, next, pending), why).await?;
         }
         (Some(prev), Concurrency::Replace) => {
             st.runner
                 .kill(prev, format!("replaced by the next run of schedule {id}"))
                 .await;
-            start(st, &row, due, "").await?;
+            start(st, &row, DueRecord::new(id, due, next, pending), "").await?;
         }
     }
+    Ok(())
+}
+
+async fn set_times(
+    st: &AppState,
+    id: u64,
+    next: Option<i64>,
+    pending: Option<i64>,
+) -> Result<(), ApiError> {
     st.db
         .call(move |c| db::set_schedule_times(c, id, next, pending))
         .await?;
     Ok(())
 }
 
-/// Starts the run due at `due`; a submission that fails (the app was
-/// deleted, the role file no longer fits the limits) is recorded as why.
+/// Records a due time that starts no job, and why.
+async fn skip(st: &AppState, mut run: DueRecord, why: String) -> Result<(), ApiError> {
+    run.outcome = why;
+    st.db
+        .call(move |c| db::record_schedule_skip(c, &run))
+        .await?;
+    st.bus.metrics().schedule_run("skipped");
+    Ok(())
+}
+
+/// Starts `run`; a submission that fails (the app was deleted, the role
+/// file no longer fits the limits) is recorded as why.
 async fn start(
     st: &AppState,
     row: &ScheduleRow,
-    due: i64,
+    mut run: DueRecord,
     note: &str,
 ) -> Result<Option<u64>, ApiError> {
     let id = row.id;
+    let due = run.due_ms;
     let mut options = row.req.options.clone();
     if options.tag.is_empty() {
         options.tag = if row.req.name.is_empty() {
@@ -361,6 +387,7 @@ async fn start(
             row.req.name.clone()
         };
     }
+    run.outcome = format!("submitted{note}");
     let submitted = service::submit_linked(
         st,
         &row.req.app,
@@ -368,7 +395,7 @@ async fn start(
         row.req.role_file.clone(),
         options,
         Link {
-            schedule: Some((id, due)),
+            schedule: Some(run.clone()),
             ..Link::default()
         },
     )
@@ -377,19 +404,14 @@ async fn start(
         Ok(s) => {
             st.bus.metrics().schedule_run("started");
             tracing::info!(schedule = id, job = s.id, due = %crate::util::rfc3339_ms(due), "scheduled run started{note}");
-            if !note.is_empty() {
-                let outcome = format!("submitted{note}");
-                st.db
-                    .call(move |c| db::set_schedule_outcome(c, id, due, &outcome))
-                    .await?;
-            }
             Ok(Some(s.id))
         }
         Err(ApiError::Client { message, .. }) => {
             let why = format!("not started: {message}");
             tracing::warn!(schedule = id, %why, "scheduled run");
+            run.outcome = why;
             st.db
-                .call(move |c| db::record_schedule_skip(c, id, due, &why))
+                .call(move |c| db::record_schedule_skip(c, &run))
                 .await?;
             st.bus.metrics().schedule_run("not_started");
             Ok(None)

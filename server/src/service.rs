@@ -436,11 +436,11 @@ pub fn runnable_here(st: &AppState, rf: &RoleFile) -> Result<(), String> {
 }
 
 /// What a job is submitted for besides itself, recorded with it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Link {
     pub replay_of: Option<u64>,
-    /// Schedule, due time (ms).
-    pub schedule: Option<(u64, i64)>,
+    /// The schedule's run it is, recorded with it.
+    pub schedule: Option<crate::db::DueRecord>,
 }
 
 /// Records a job (SUBMITTED) and hands it to the runner.
