@@ -84,6 +84,31 @@ impl Server {
     }
 
     /// A line of `/proc/<pid>/status`, e.g. `VmRSS:` (kB) or `Threads:`.
+    /// Kills a job.
+    pub async fn kill(&self, id: u64) {
+        let r = self
+            .client
+            .post(self.url(&format!("/api/jobs/{id}/kill")))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "kill: {}", r.status());
+    }
+
+    /// The id the next submitted job will get.
+    pub async fn next_job_id(&self) -> u64 {
+        let page: serde_json::Value = self
+            .client
+            .get(self.url("/api/jobs?limit=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["jobs"][0]["id"].as_u64().unwrap_or(0) + 1
+    }
+
     pub fn status(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .ok()
