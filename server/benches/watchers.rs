@@ -127,6 +127,14 @@ async fn connect(port: u16) -> Option<std::net::TcpStream> {
         "{}",
         String::from_utf8_lossy(&seen)
     );
+    // Then the stream's start (an `id` alone, in its chunk).
+    seen.clear();
+    while !seen.ends_with(b"\n\n\r\n") {
+        if s.read(&mut b).await.ok()? == 0 {
+            return None;
+        }
+        seen.push(b[0]);
+    }
     let s = s.into_std().ok()?;
     {
         use std::os::fd::AsRawFd;
@@ -459,7 +467,7 @@ fn floor_server(clients: usize) {
     for _ in 0..clients {
         let (mut s, _) = listener.accept().unwrap();
         s.set_nodelay(true).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n7\r\nid: 0\n\n\r\n")
             .unwrap();
         socks.push(s);
     }

@@ -2,6 +2,7 @@
 //! broadcast to live subscribers (SSE). Recording and broadcasting happen
 //! under one lock so subscribers see events in sequence order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use app::model::{Event, EventKind};
@@ -51,17 +52,22 @@ pub struct Bus {
     db: Db,
     tx: broadcast::Sender<Arc<Live>>,
     order: Arc<Mutex<()>>,
+    /// The newest event's sequence number, moved under `order` as each
+    /// event is broadcast: where a stream that starts now begins.
+    last: Arc<AtomicU64>,
     metrics: Arc<crate::metrics::Metrics>,
     usage: broadcast::Sender<crate::usage::Sample>,
 }
 
 impl Bus {
-    pub fn new(db: Db) -> Bus {
+    /// A bus over `db`, whose newest event is `last_seq`.
+    pub fn new(db: Db, last_seq: u64) -> Bus {
         let (tx, _) = broadcast::channel(4096);
         Bus {
             db,
             tx,
             order: Arc::new(Mutex::new(())),
+            last: Arc::new(AtomicU64::new(last_seq)),
             metrics: Arc::default(),
             usage: broadcast::channel(1024).0,
         }
@@ -91,7 +97,7 @@ impl Bus {
             .db
             .call(move |c| crate::db::record(c, job, &kind))
             .await?;
-        let _ = self.tx.send(Live::new(ev.clone()));
+        self.announce(&ev);
         Ok(ev)
     }
 
@@ -103,7 +109,7 @@ impl Bus {
             .call(move |c| crate::db::record_many(c, &events))
             .await?;
         for ev in &evs {
-            let _ = self.tx.send(Live::new(ev.clone()));
+            self.announce(ev);
         }
         Ok(evs)
     }
@@ -115,7 +121,7 @@ impl Bus {
             .db
             .call(move |c| crate::db::insert_job(c, &job))
             .await?;
-        let _ = self.tx.send(Live::new(ev.clone()));
+        self.announce(&ev);
         Ok(ev)
     }
 
@@ -134,12 +140,27 @@ impl Bus {
             .call(move |c| crate::db::insert_sweep(c, &req, &uid, repeat, jobs))
             .await?;
         for ev in &evs {
-            let _ = self.tx.send(Live::new(ev.clone()));
+            self.announce(ev);
         }
         Ok((sweep, evs))
     }
 
+    /// Broadcasts a recorded event; called with `order` held.
+    fn announce(&self, ev: &Event) {
+        let _ = self.tx.send(Live::new(ev.clone()));
+        self.last.store(ev.seq, Ordering::Release);
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Live>> {
         self.tx.subscribe()
+    }
+
+    /// A subscription from now, and the newest event before it. Taken
+    /// under the recording lock, so that every event up to that one was
+    /// broadcast before the subscription and every later one after it:
+    /// the stream needs no read of the database to start.
+    pub async fn subscribe_now(&self) -> (broadcast::Receiver<Arc<Live>>, u64) {
+        let _in_order = self.order.lock().await;
+        (self.tx.subscribe(), self.last.load(Ordering::Acquire))
     }
 }

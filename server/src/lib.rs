@@ -97,7 +97,8 @@ impl Application {
         std::fs::create_dir_all(&jobs_dir)?;
         let db = db::Db::open(&dir.join("dispatcher.db"))?;
         let blobs = blobs::BlobStore::open(&dir)?;
-        let bus = events::Bus::new(db.clone());
+        let last_seq = db.call(|c| db::last_seq(c)).await?;
+        let bus = events::Bus::new(db.clone(), last_seq);
 
         let addr = SocketAddr::new(cfg.ip, cfg.port);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -135,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         post "/api/validate" => json::validate, op("jobs", "Check a role file without submitting it", Reply(200, "Validation")).body(RoleFile);
         get "/metrics" => json::metrics, op("meta", "Prometheus metrics (text format 0.0.4)", Bytes("text/plain"));
         get "/api/cluster" => json::cluster, op("cluster", "The backend: capacity, use, and for Mesos the master, framework and agents", Reply(200, "Cluster"));
-        get "/api/events" => sse::all_events, op("events", "Every job's events from now on (after=0: the whole history first)", Events).query(&[("after", "integer", "resume after this event id; 0 replays every event ever recorded")]);
+        get "/api/events" => sse::all_events, op("events", "Every job's events from now on (after=0: the whole history first); the first frame is an id alone, where the stream starts", Events).query(&[("after", "integer", "resume after this event id; 0 replays every event ever recorded")]);
         get "/api/jobs/{id}/events" => sse::job_events, op("events", "One job's events, live; ends once its archive is ready, with a last `end` event (no id)", Events).query(&[("after", "integer", "resume after this event id")]);
         get "/api/jobs/{id}/peers/{peer}/usage" => json::peer_usage, op("jobs", "A peer's CPU (cores) and resident memory over time, sampled every --usage-every-secs", Reply(200, "Usage"));
         get "/api/jobs/{id}/peers/{peer}/logs" => logs::peer_logs, op("events", "A peer's stdout or stderr, live", Events).query(&[("stream", "string", "stdout (default) or stderr"), ("offset", "integer", "start at this byte"), ("follow", "boolean", "keep the stream open while the peer runs (default true)")]);

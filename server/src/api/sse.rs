@@ -3,7 +3,8 @@
 //! reconnects with `Last-Event-ID` (or `?after=`) gets what it missed from
 //! the database, then live events. `/api/events` without either starts
 //! now: a year of history is not what a new watcher wants (`?after=0`
-//! replays it); a job's stream starts at that job's first event. A one-job stream ends once that job's
+//! replays it); its first frame is an `id` alone, naming where it starts.
+//! A job's stream starts at that job's first event. A one-job stream ends once that job's
 //! archive is ready, so `curl -N` returns when there is nothing more to see;
 //! its last event is `end` (no id), which tells a browser's EventSource that
 //! the end is on purpose and not a drop to reconnect after.
@@ -18,6 +19,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 
+use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -75,14 +77,18 @@ pub async fn all_events(
     let after = last_event_id(&headers, &q)?;
     let permit = st.settings.limits.stream_permit()?;
     // Subscribed before "now" is read, and read before the answer: an event
-    // recorded once the client has its response is never skipped.
-    let sub = st.bus.subscribe();
-    let after = match after {
-        Some(a) => a,
-        None => st.db.call(|c| db::last_seq(c)).await?,
+    // recorded once the client has its response is never skipped. Starting
+    // now reads nothing from the database: a thousand dashboards
+    // reconnecting at once cost it nothing.
+    let (sub, after, catch_up) = match after {
+        Some(a) => (st.bus.subscribe(), a, true),
+        None => {
+            let (sub, now) = st.bus.subscribe_now().await;
+            (sub, now, false)
+        }
     };
     let watch = Watch {
-        catch_up: true,
+        catch_up,
         keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
         shutdown: st.shutdown.clone(),
         st,
@@ -90,7 +96,15 @@ pub async fn all_events(
         sub,
         _permit: permit,
     };
-    let body = axum::body::Body::from_stream(futures_util::stream::unfold(watch, Watch::next));
+    // First an `id` with no data: no event, but the point the stream starts
+    // from, which an EventSource that drops before any event came resumes
+    // at (a stream started anew would begin at a later now, and whatever
+    // happened in between would be lost).
+    let start = Bytes::from(format!("id: {after}\n\n"));
+    let body = axum::body::Body::from_stream(
+        futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(start)))
+            .chain(futures_util::stream::unfold(watch, Watch::next)),
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),

@@ -14,14 +14,25 @@ async fn read_events(resp: reqwest::Response, n: usize) -> Vec<Ev> {
     read_until(resp, |seen| seen.len() >= n).await
 }
 
-/// Reads SSE frames until `done` says so or the stream ended.
+/// Reads SSE events until `done` says so or the stream ended.
 async fn read_until(resp: reqwest::Response, done: impl Fn(&[Ev]) -> bool) -> Vec<Ev> {
+    read_until_or(resp, done, Duration::from_secs(60), false).await
+}
+
+/// Like `read_until`, giving up after `within` in all; with `ids`, an `id`
+/// alone (no event: where a stream starts) is kept too, with no name.
+async fn read_until_or(
+    resp: reqwest::Response,
+    done: impl Fn(&[Ev]) -> bool,
+    within: Duration,
+    ids: bool,
+) -> Vec<Ev> {
+    let deadline = tokio::time::Instant::now() + within;
     let mut out: Vec<Ev> = Vec::new();
     let mut buf = String::new();
     let mut body = resp.bytes_stream();
     while !done(&out) {
-        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(20), body.next()).await
-        else {
+        let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await else {
             break;
         };
         buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
@@ -37,7 +48,13 @@ async fn read_until(resp: reqwest::Response, done: impl Fn(&[Ev]) -> bool) -> Ve
                     data = serde_json::from_str(v).unwrap();
                 }
             }
-            if id > 0 && !done(&out) {
+            // Events with ids (not `end`), and with `ids` a lone id.
+            let keep = if data.is_null() {
+                ids && frame.starts_with("id: ")
+            } else {
+                id > 0
+            };
+            if keep && !done(&out) {
                 out.push((id, name, data));
             }
         }
@@ -159,6 +176,73 @@ async fn a_new_all_jobs_stream_starts_now_and_after_0_replays_the_history() {
         since[0].0,
         seq + 1,
         "after the page's events_seq: nothing missed"
+    );
+}
+
+#[tokio::test]
+async fn streams_that_start_now_while_events_pour_in_each_get_every_later_event_once() {
+    let app = spawn_app().await;
+    app.upload("p", "#!/bin/sh\nsleep 0.3\n").await;
+    let before: Value = app.get_json("/api/jobs").await;
+    let start = before["events_seq"].as_u64().unwrap();
+    // Two jobs of 20 peers each: well over a hundred events while the
+    // streams open one after the other.
+    let jobs = [
+        app.submit("p", "name: r\npeers: 20\ncpu: 0.05\nmem: 0.01\n")
+            .await,
+        app.submit("p", "name: r\npeers: 20\ncpu: 0.05\nmem: 0.01\n")
+            .await,
+    ];
+    // Each stream reads up to the last event, known once both jobs are done.
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let mut readers = Vec::new();
+    for _ in 0..40 {
+        let resp = app.client.get(app.url("/api/events")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let last = last.clone();
+        readers.push(tokio::spawn(read_until_or(
+            resp,
+            move |seen| {
+                let l = last.load(std::sync::atomic::Ordering::SeqCst);
+                seen.last().is_some_and(|e| e.0 >= l)
+            },
+            Duration::from_secs(60),
+            true,
+        )));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    // Submitted once every stream has its answer: each must see it end.
+    let closing = app
+        .submit("p", "name: r\npeers: 1\ncpu: 0.05\nmem: 0.01\n")
+        .await;
+    for j in jobs.into_iter().chain([closing]) {
+        app.wait_archived(j).await;
+    }
+    let end: Value = app.get_json("/api/jobs").await;
+    let end = end["events_seq"].as_u64().unwrap();
+    last.store(end, std::sync::atomic::Ordering::SeqCst);
+    let mut starts = Vec::new();
+    for r in readers {
+        let seen = r.await.unwrap();
+        // The stream's first frame is where it starts: an id, no event.
+        let (first, _) = seen.split_first().expect("a starting id");
+        assert_eq!(first.1, "", "first an id alone: {seen:?}");
+        let seqs: Vec<u64> = seen.iter().map(|e| e.0).collect();
+        assert_eq!(
+            seqs.last(),
+            Some(&end),
+            "read up to the last event: {seqs:?}"
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "every event after the start once, in order, none missed: {seqs:?}"
+        );
+        assert!(seqs[0] >= start, "nothing from before the jobs: {seqs:?}");
+        starts.push(seqs[0]);
+    }
+    assert!(
+        starts.iter().any(|s| *s > start + 20),
+        "some streams started while the jobs ran: {starts:?} (events {start}..{end})"
     );
 }
 
