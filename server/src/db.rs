@@ -271,6 +271,9 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, Internal> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Room for every statement `exec` and the readers prepare once
+        // (rusqlite keeps 16), so that none is parsed again.
+        conn.set_prepared_statement_cache_capacity(128);
         // `auto_vacuum` takes effect on a new database only; one made
         // before retention existed is rebuilt once so that pages freed by
         // deleting old jobs can be given back a few at a time.
@@ -474,33 +477,45 @@ pub fn record_many(
     Ok(out)
 }
 
+/// Runs one statement, prepared once per connection: a launch records
+/// thousands of rows with the same few statements, and parsing each anew
+/// cost more than the row.
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
 fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<Event, Internal> {
     let t = now();
     match kind {
         EventKind::Job { state, reason } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE jobs SET state = ?2, reason = ?3 WHERE id = ?1",
                 params![job as i64, state.as_str(), reason],
             )?;
             if *state == JobState::Running {
-                tx.execute(
+                exec(
+                tx,
                     "UPDATE jobs SET started = COALESCE(started, ?2) WHERE id = ?1",
                     params![job as i64, t],
                 )?;
-                tx.execute(
+                exec(
+                tx,
                     "INSERT OR IGNORE INTO attempts (job_id, n, state, started)
                      SELECT id, attempt, 'RUNNING', ?2 FROM jobs WHERE id = ?1",
                     params![job as i64, t],
                 )?;
             }
             if state.is_terminal() {
-                tx.execute(
+                exec(
+                tx,
                     "UPDATE jobs SET ended = ?2 WHERE id = ?1",
                     params![job as i64, t],
                 )?;
                 // A job killed while it waited to be retried ends no
                 // attempt: the one it waited for never started.
-                tx.execute(
+                exec(
+                tx,
                     "UPDATE attempts SET state = ?2, reason = ?3, ended = ?4
                      WHERE job_id = ?1 AND n = (SELECT attempt FROM jobs WHERE id = ?1) AND ended IS NULL",
                     params![job as i64, state.as_str(), reason, t],
@@ -513,11 +528,13 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             reason,
             ..
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE attempts SET state = ?3, reason = ?4, ended = ?5 WHERE job_id = ?1 AND n = ?2",
                 params![job as i64, attempt, state.as_str(), reason, t],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE jobs SET attempt = ?2 + 1 WHERE id = ?1",
                 params![job as i64, attempt],
             )?;
@@ -532,31 +549,36 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             signal,
             reason,
         } => {
-            tx.execute(
+            // A STARTING peer is placed anew (a retried job's gang): the
+            // peer of the attempt before is replaced, not continued.
+            let sql = if *state == PeerState::Starting {
                 "INSERT INTO peers (job_id, idx, role, host, port, state, exit_code, signal, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal, reason = excluded.reason",
+                 ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal, reason = excluded.reason,
+                     role = excluded.role, host = excluded.host, port = excluded.port, pid = NULL, started = NULL, ended = NULL"
+            } else {
+                "INSERT INTO peers (job_id, idx, role, host, port, state, exit_code, signal, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, signal = excluded.signal, reason = excluded.reason"
+            };
+            exec(
+                tx,
+                sql,
                 params![job as i64, index, role, host, port, state.as_str(), exit_code, signal, reason],
             )?;
-            if *state == PeerState::Starting {
-                // A retried job's gang is placed anew: the peer of the
-                // attempt before is replaced, not continued.
-                tx.execute(
-                    "UPDATE peers SET role = ?3, host = ?4, port = ?5, pid = NULL, started = NULL, ended = NULL WHERE job_id = ?1 AND idx = ?2",
-                    params![job as i64, index, role, host, port],
-                )?;
-            }
             if *state == PeerState::Running {
-                tx.execute("UPDATE peers SET started = COALESCE(started, ?3) WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
+                exec(
+                tx,"UPDATE peers SET started = COALESCE(started, ?3) WHERE job_id = ?1 AND idx = ?2", params![job as i64, index, t])?;
             }
             if state.is_terminal() {
-                tx.execute(
+                exec(
+                tx,
                     "UPDATE peers SET ended = ?3 WHERE job_id = ?1 AND idx = ?2",
                     params![job as i64, index, t],
                 )?;
             }
         }
         EventKind::Archive { size } => {
-            let n = tx.execute(
+            let n = exec(
+                tx,
                 "UPDATE jobs SET archive_size = ?2 WHERE id = ?1",
                 params![job as i64, *size as i64],
             )?;
@@ -568,7 +590,8 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             }
         }
     }
-    tx.execute(
+    exec(
+                tx,
         "INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)",
         params![job as i64, t, serde_json::to_string(kind)?],
     )?;
@@ -1422,7 +1445,8 @@ pub struct TaskRow {
 pub fn insert_tasks(c: &mut Connection, job: u64, rows: &[TaskRow]) -> Result<(), Internal> {
     let tx = c.transaction()?;
     for r in rows {
-        tx.execute(
+        exec(
+            &tx,
             "INSERT OR REPLACE INTO tasks (job_id, idx, task_id, framework_id, agent_id, agent_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![job as i64, r.idx, r.task_id, r.framework_id, r.agent_id, r.agent_url],
         )?;
