@@ -304,12 +304,14 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
         }
     }
 
-    // `mem: all` groups split what remains of each host evenly.
-    for (oi, l) in left.iter_mut().enumerate() {
-        let groups: Vec<_> = all_groups.iter().filter(|g| g.0 == oi).cloned().collect();
-        if groups.is_empty() {
-            continue;
-        }
+    // `mem: all` groups split what remains of each host evenly. Grouped by
+    // host in one pass (stable: a host's groups keep their order); looking
+    // up each host's groups among all of them was quadratic, 10,000 hosts
+    // took a tenth of a second.
+    all_groups.sort_by_key(|g| g.0);
+    for groups in all_groups.chunk_by(|a, b| a.0 == b.0) {
+        let oi = groups[0].0;
+        let l = &mut left[oi];
         let each = l.mem / groups.len() as u64;
         if each == 0 {
             let role = &roles[groups[0].1];
@@ -322,7 +324,7 @@ pub fn place(roles: &[Role], offers: &[Offer]) -> Result<Placement, Shortfall> {
             });
         }
         for (_, _, range) in groups {
-            share_mem(&mut peers[range], each);
+            share_mem(&mut peers[range.clone()], each);
             l.mem -= each;
         }
     }
