@@ -444,12 +444,12 @@ impl Framework {
         for l in launches {
             per_offer.entry(l.offer).or_default().push(l.task);
         }
+        let used: BTreeSet<usize> = per_offer.keys().copied().collect();
         let mut out = Vec::new();
-        for (idx, infos) in &per_offer {
-            let Some(h) = self.held.get(*idx) else {
+        for (idx, mut infos) in per_offer {
+            let Some(h) = self.held.get(idx) else {
                 continue;
             };
-            let mut infos = infos.clone();
             super::task::take_from_pools(&h.offer, &self.role, &mut infos);
             for t in &infos {
                 if let Some((job, peer, _)) = parse_task_id(&t.task_id.value) {
@@ -468,7 +468,6 @@ impl Framework {
             }
             out.push(accept_call(self.fw(), &h.offer.id.value, infos));
         }
-        let used: BTreeSet<usize> = per_offer.keys().copied().collect();
         let mut i = 0;
         self.held.retain(|_| {
             let keep = !used.contains(&i);
