@@ -495,12 +495,12 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             )?;
             if *state == JobState::Running {
                 exec(
-                tx,
+                    tx,
                     "UPDATE jobs SET started = COALESCE(started, ?2) WHERE id = ?1",
                     params![job as i64, t],
                 )?;
                 exec(
-                tx,
+                    tx,
                     "INSERT OR IGNORE INTO attempts (job_id, n, state, started)
                      SELECT id, attempt, 'RUNNING', ?2 FROM jobs WHERE id = ?1",
                     params![job as i64, t],
@@ -508,7 +508,7 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             }
             if state.is_terminal() {
                 exec(
-                tx,
+                    tx,
                     "UPDATE jobs SET ended = ?2 WHERE id = ?1",
                     params![job as i64, t],
                 )?;
@@ -562,7 +562,17 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             exec(
                 tx,
                 sql,
-                params![job as i64, index, role, host, port, state.as_str(), exit_code, signal, reason],
+                params![
+                    job as i64,
+                    index,
+                    role,
+                    host,
+                    port,
+                    state.as_str(),
+                    exit_code,
+                    signal,
+                    reason
+                ],
             )?;
             if *state == PeerState::Running {
                 exec(
@@ -570,7 +580,7 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
             }
             if state.is_terminal() {
                 exec(
-                tx,
+                    tx,
                     "UPDATE peers SET ended = ?3 WHERE job_id = ?1 AND idx = ?2",
                     params![job as i64, index, t],
                 )?;
@@ -591,7 +601,7 @@ fn record_in(tx: &rusqlite::Transaction, job: u64, kind: &EventKind) -> Result<E
         }
     }
     exec(
-                tx,
+        tx,
         "INSERT INTO events (job_id, time, data) VALUES (?1, ?2, ?3)",
         params![job as i64, t, serde_json::to_string(kind)?],
     )?;
