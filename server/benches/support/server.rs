@@ -84,15 +84,18 @@ impl Server {
     }
 
     /// A line of `/proc/<pid>/status`, e.g. `VmRSS:` (kB) or `Threads:`.
-    /// Kills a job.
-    pub async fn kill(&self, id: u64) {
-        let r = self
+    /// A job's state.
+    pub async fn job_state(&self, id: u64) -> String {
+        let j: serde_json::Value = self
             .client
-            .post(self.url(&format!("/api/jobs/{id}/kill")))
+            .get(self.url(&format!("/api/jobs/{id}")))
             .send()
             .await
+            .unwrap()
+            .json()
+            .await
             .unwrap();
-        assert!(r.status().is_success(), "kill: {}", r.status());
+        j["state"].as_str().unwrap_or_default().to_string()
     }
 
     /// The id the next submitted job will get.
