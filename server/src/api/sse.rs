@@ -4,10 +4,10 @@
 //! the database, then live events. `/api/events` without either starts
 //! now: a year of history is not what a new watcher wants (`?after=0`
 //! replays it); its first frame is an `id` alone, naming where it starts.
-//! A job's stream starts at that job's first event. A one-job stream ends once that job's
-//! archive is ready, so `curl -N` returns when there is nothing more to see;
-//! its last event is `end` (no id), which tells a browser's EventSource that
-//! the end is on purpose and not a drop to reconnect after.
+//! A job's stream starts at that job's first event, and ends once that
+//! job's archive is ready, so `curl -N` returns when there is nothing more
+//! to see; its last event is `end` (no id), which tells a browser's
+//! EventSource that the end is on purpose and not a drop to reconnect after.
 
 use std::convert::Infallible;
 use std::sync::Arc;
