@@ -153,10 +153,34 @@ async fn connect(port: u16) -> Option<std::net::TcpStream> {
     Some(s)
 }
 
+/// `clients` streams on `port`, all answered.
+async fn connect_all(port: u16, clients: usize) -> Vec<std::net::TcpStream> {
+    let mut connecting = Vec::with_capacity(clients);
+    for i in 0..clients {
+        connecting.push(tokio::spawn(connect(port)));
+        // Do not overrun the listen backlog.
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut socks = Vec::with_capacity(clients);
+    for c in connecting {
+        if let Ok(Ok(Some(s))) = tokio::time::timeout(Duration::from_secs(60), c).await {
+            socks.push(s);
+        }
+    }
+    assert_eq!(socks.len(), clients, "every client got its stream");
+    socks
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// The quiet round: every socket is read only once the server has gone
 /// idle, one after the other. The first byte's kernel stamp is when the
-/// first frame arrived, which must be the marked one.
-fn sweep_quiet(socks: &[std::net::TcpStream], marker: &str) -> Vec<SystemTime> {
+/// first frame arrived, which must be the marked one: in ms after `since`.
+fn sweep_quiet(socks: &[std::net::TcpStream], marker: &str, since: SystemTime) -> Vec<f64> {
     let mut stamps = Vec::with_capacity(socks.len());
     let mut buf = vec![0u8; 64 * 1024];
     for s in socks {
@@ -173,7 +197,7 @@ fn sweep_quiet(socks: &[std::net::TcpStream], marker: &str) -> Vec<SystemTime> {
         let text = String::from_utf8_lossy(&seen);
         let first_frame = text.split("\n\n").next().unwrap_or_default();
         if first_frame.contains(marker) {
-            stamps.push(first);
+            stamps.push(ms(first.duration_since(since).unwrap_or_default()));
         }
     }
     stamps
@@ -270,21 +294,7 @@ async fn run(clients: usize) {
     let idle = server.status("VmRSS:");
 
     let t = Instant::now();
-    let mut connecting = Vec::with_capacity(clients);
-    for i in 0..clients {
-        connecting.push(tokio::spawn(connect(port)));
-        // Do not overrun the listen backlog.
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    let mut socks = Vec::with_capacity(clients);
-    for c in connecting {
-        if let Ok(Ok(Some(s))) = tokio::time::timeout(Duration::from_secs(60), c).await {
-            socks.push(s);
-        }
-    }
-    assert_eq!(socks.len(), clients, "every client got its stream");
+    let socks = connect_all(port, clients).await;
     let connected = t.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with = server.status("VmRSS:");
@@ -296,7 +306,6 @@ async fn run(clients: usize) {
         with as f64 / 1024.0,
         (with.saturating_sub(idle)) as f64 / clients as f64
     );
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pct = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
@@ -333,10 +342,7 @@ async fn run(clients: usize) {
         last = now;
     }
     let spent = cpu(before, last);
-    let mut quiet: Vec<f64> = sweep_quiet(&socks, &marker)
-        .into_iter()
-        .map(|t| ms(t.duration_since(sent_at).unwrap_or_default()))
-        .collect();
+    let mut quiet = sweep_quiet(&socks, &marker, sent_at);
     assert_eq!(quiet.len(), clients, "every client got the event first");
     let (q50, q99, qlast) = pct(&mut quiet);
     println!(
@@ -419,17 +425,7 @@ async fn run(clients: usize) {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let port: u16 = line.trim().parse().unwrap();
-    let mut socks = Vec::with_capacity(clients);
-    let mut connecting = Vec::with_capacity(clients);
-    for i in 0..clients {
-        connecting.push(tokio::spawn(connect(port)));
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    for c in connecting {
-        socks.push(c.await.unwrap().expect("the floor server answers"));
-    }
+    let socks = connect_all(port, clients).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server::cpu_ms(child.id());
     let go = SystemTime::now();
@@ -438,10 +434,7 @@ async fn run(clients: usize) {
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let spent = cpu(before, server::cpu_ms(child.id()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut floor: Vec<f64> = sweep_quiet(&socks, FLOOR_MARKER)
-        .into_iter()
-        .map(|t| ms(t.duration_since(go).unwrap_or_default()))
-        .collect();
+    let mut floor = sweep_quiet(&socks, FLOOR_MARKER, go);
     assert_eq!(floor.len(), clients, "every client got the floor's frame");
     let (f50, f99, flast) = pct(&mut floor);
     println!(
@@ -459,9 +452,7 @@ const FLOOR_MARKER: &str = "\"job\":999999999,";
 /// The size of a SUBMITTED event's frame as the dispatcher sends it, with
 /// its chunk header: what the floor server writes.
 fn eager_frame_len() -> usize {
-    let data = format!(
-        "{{\"seq\":5,\"job\":999999999,\"time\":\"2026-12-07T03:26:23.930014110Z\",\"type\":\"job\",\"state\":\"SUBMITTED\",\"reason\":\"\"}}"
-    );
+    let data = r#"{"seq":5,"job":999999999,"time":"2026-12-07T03:26:23.930014110Z","type":"job","state":"SUBMITTED","reason":""}"#;
     let frame = format!("id: 5\nevent: job\ndata: {data}\n\n");
     format!("{:X}\r\n{frame}\r\n", frame.len()).len()
 }

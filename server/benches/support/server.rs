@@ -83,35 +83,31 @@ impl Server {
             .unwrap_or_else(|| panic!("not submitted: {j}"))
     }
 
-    /// A line of `/proc/<pid>/status`, e.g. `VmRSS:` (kB) or `Threads:`.
-    /// A job's state.
-    pub async fn job_state(&self, id: u64) -> String {
-        let j: serde_json::Value = self
-            .client
-            .get(self.url(&format!("/api/jobs/{id}")))
+    /// GET `path`, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A job's state.
+    pub async fn job_state(&self, id: u64) -> String {
+        let j = self.get_json(&format!("/api/jobs/{id}")).await;
         j["state"].as_str().unwrap_or_default().to_string()
     }
 
     /// The id the next submitted job will get.
     pub async fn next_job_id(&self) -> u64 {
-        let page: serde_json::Value = self
-            .client
-            .get(self.url("/api/jobs?limit=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = self.get_json("/api/jobs?limit=1").await;
         page["jobs"][0]["id"].as_u64().unwrap_or(0) + 1
     }
 
+    /// A line of `/proc/<pid>/status`, e.g. `VmRSS:` (kB) or `Threads:`.
     pub fn status(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .ok()
