@@ -57,6 +57,9 @@ pub struct Bus {
     last: Arc<AtomicU64>,
     metrics: Arc<crate::metrics::Metrics>,
     usage: broadcast::Sender<crate::usage::Sample>,
+    /// The writer threads of `/api/events`, once a client was handed to
+    /// them.
+    fanout: Arc<std::sync::OnceLock<crate::fanout::Fanout>>,
 }
 
 impl Bus {
@@ -70,6 +73,7 @@ impl Bus {
             last: Arc::new(AtomicU64::new(last_seq)),
             metrics: Arc::default(),
             usage: broadcast::channel(1024).0,
+            fanout: Arc::default(),
         }
     }
 
@@ -147,8 +151,39 @@ impl Bus {
 
     /// Broadcasts a recorded event; called with `order` held.
     fn announce(&self, ev: &Event) {
-        let _ = self.tx.send(Live::new(ev.clone()));
+        let live = Live::new(ev.clone());
+        // The writers first: a client handed to them may already have had
+        // this event from the broadcast, never the other way round.
+        if let Some(f) = self.fanout.get() {
+            f.publish(&live);
+        }
+        let _ = self.tx.send(live);
         self.last.store(ev.seq, Ordering::Release);
+    }
+
+    /// The writer threads of `/api/events`, started on first use (under
+    /// the recording lock, so that every event after their floor reaches
+    /// them). `None` if they could not be started.
+    pub async fn fanout(&self) -> Option<&crate::fanout::Fanout> {
+        if let Some(f) = self.fanout.get() {
+            return Some(f);
+        }
+        let _in_order = self.order.lock().await;
+        if self.fanout.get().is_none() {
+            match crate::fanout::Fanout::start(
+                self.last.load(Ordering::Acquire),
+                self.metrics.clone(),
+            ) {
+                Ok(f) => {
+                    let _ = self.fanout.set(f);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the event stream writers");
+                    return None;
+                }
+            }
+        }
+        self.fanout.get()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Live>> {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod fanout;
 pub mod local;
 pub mod mesos;
 pub mod metrics;
@@ -311,15 +312,20 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        // The socket goes to a writer thread if this connection becomes a
+        // live `/api/events` stream (see `fanout`).
+        let (conn, tap) = fanout::Conn::new(stream);
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnTap(tap.clone()));
+                router.clone().oneshot(req)
             });
         // A client that trickles its headers (slowloris) is cut off.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -331,6 +337,10 @@ async fn serve(
     graceful.shutdown().await;
     Ok(())
 }
+
+/// The connection a request came on, for a stream that leaves hyper.
+#[derive(Clone)]
+pub struct ConnTap(pub std::sync::Arc<fanout::Tap>);
 
 /// A local job the restart cut short is lost, not failed: when its
 /// `retry_on` names `lost` and attempts are left, it is placed again.

@@ -93,6 +93,8 @@ struct Inner {
     retries: u64,
     /// Due times of schedules: started, skipped, not started.
     schedule_runs: BTreeMap<&'static str, u64>,
+    /// `/api/events` clients dropped by the writers, by why.
+    stream_drops: BTreeMap<&'static str, u64>,
 }
 
 /// What the process has counted since it started.
@@ -145,6 +147,13 @@ impl Metrics {
                 .or_default()
                 .observe(ran.as_secs_f64())
         });
+    }
+
+    /// An event-stream client was dropped: `slow` (its socket did not take
+    /// what it was sent) or `behind` (it joined further back than the
+    /// writers' recent events). It resumes with `Last-Event-ID`.
+    pub fn stream_dropped(&self, reason: &'static str) {
+        self.with(|m| *m.stream_drops.entry(reason).or_default() += 1);
     }
 
     /// A failed attempt is tried again.
@@ -314,6 +323,19 @@ impl Metrics {
             "Event and log streams open now.",
         );
         let _ = writeln!(out, "dispatcher_event_stream_clients {}", g.streams);
+        head(
+            &mut out,
+            "dispatcher_event_stream_drops_total",
+            "counter",
+            "Event-stream clients dropped for not keeping up (they resume with Last-Event-ID), by reason.",
+        );
+        for reason in ["slow", "behind"] {
+            let n = m.stream_drops.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "dispatcher_event_stream_drops_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         head(
             &mut out,
             "dispatcher_http_requests_total",

@@ -71,6 +71,8 @@ type EventStream =
 
 pub async fn all_events(
     State(st): State<AppState>,
+    version: axum::http::Version,
+    tap: Option<axum::Extension<crate::ConnTap>>,
     headers: HeaderMap,
     Query(q): Query<After>,
 ) -> Result<Response, ApiError> {
@@ -93,7 +95,12 @@ pub async fn all_events(
         shutdown: st.shutdown.clone(),
         st,
         last: after,
-        sub,
+        sub: Some(sub),
+        // Chunks are what a writer thread sends: HTTP/1.1 only.
+        tap: tap
+            .filter(|_| version == axum::http::Version::HTTP_11)
+            .map(|t| t.0 .0),
+        handed: false,
         _permit: permit,
     };
     // First an `id` with no data: no event, but the point the stream starts
@@ -102,7 +109,7 @@ pub async fn all_events(
     // happened in between would be lost).
     let start = Bytes::from(format!("id: {after}\n\n"));
     let body = axum::body::Body::from_stream(
-        futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(start)))
+        futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(start)))
             .chain(futures_util::stream::unfold(watch, Watch::next)),
     );
     Ok((
@@ -120,15 +127,24 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Most live events sent in one write when several are waiting.
 const COALESCE: usize = 64;
 
-/// One `/api/events` client, the stream of every job's events: its body
-/// reads the broadcast itself, so an event costs each client one wake-up
-/// of its connection and a reference to frames made once (no task or
-/// queue of its own). A client too slow for the broadcast's backlog falls
-/// behind it and catches up from the database, never buffered here.
+/// One `/api/events` client, the stream of every job's events. Once it
+/// has caught up, its socket goes to a writer thread (`fanout`) and this
+/// body only waits for the end: the server stopping, or the writer
+/// dropping a client too slow to keep up (the response then fails, and the
+/// client resumes with `Last-Event-ID`).
+///
+/// Without a connection to hand over (HTTP/1.0), the body reads the
+/// broadcast itself, so an event costs the client one wake-up of its
+/// connection and a reference to frames made once. A client too slow for
+/// the broadcast's backlog falls behind it and catches up from the
+/// database, never buffered here.
 struct Watch {
     st: AppState,
     last: u64,
-    sub: broadcast::Receiver<Arc<Live>>,
+    /// `None` once handed over.
+    sub: Option<broadcast::Receiver<Arc<Live>>>,
+    tap: Option<Arc<crate::fanout::Tap>>,
+    handed: bool,
     catch_up: bool,
     keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -136,11 +152,65 @@ struct Watch {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The writer stops writing to a socket whose stream is gone.
+        if let Some(tap) = self.tap.as_ref().filter(|_| self.handed) {
+            tap.end();
+        }
+    }
+}
+
+type Frame = Result<Bytes, std::io::Error>;
+
 impl Watch {
-    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Watch)> {
+    /// The stream's end: clean, unless a writer left a chunk half-sent.
+    fn finish(self) -> Option<(Frame, Watch)> {
+        match &self.tap {
+            Some(tap) if self.handed && !tap.end() => Some((
+                Err(std::io::Error::other("event stream ended mid-chunk")),
+                self,
+            )),
+            _ => None,
+        }
+    }
+
+    async fn next(mut self) -> Option<(Frame, Watch)> {
         loop {
             if *self.shutdown.borrow() {
-                return None;
+                return self.finish();
+            }
+            if self.handed {
+                let tap = self.tap.clone()?;
+                tokio::select! {
+                    _ = tap.dropped() => {
+                        return Some((Err(std::io::Error::other("event stream client dropped")), self));
+                    }
+                    r = self.shutdown.changed() => {
+                        if r.is_err() {
+                            return self.finish();
+                        }
+                    }
+                }
+                continue;
+            }
+            if !self.catch_up && self.tap.is_some() {
+                // Handed over once nothing waits in this stream's own
+                // subscription: the writers have every later event.
+                match self.st.bus.fanout().await {
+                    Some(fan) => {
+                        let idle = self.sub.as_ref().is_none_or(|s| s.is_empty());
+                        if idle && self.last >= fan.floor() {
+                            if self.tap.as_ref().is_some_and(|t| t.request(fan, self.last)) {
+                                self.handed = true;
+                                self.sub = None;
+                                continue;
+                            }
+                            self.tap = None;
+                        }
+                    }
+                    None => self.tap = None,
+                }
             }
             if self.catch_up {
                 let from = self.last;
@@ -168,8 +238,9 @@ impl Watch {
                 }
                 return Some((Ok(out.freeze()), self));
             }
+            let sub = self.sub.as_mut()?;
             tokio::select! {
-                r = self.sub.recv() => match r {
+                r = sub.recv() => match r {
                     Ok(live) => {
                         if live.event.seq <= self.last {
                             continue;
@@ -179,7 +250,7 @@ impl Watch {
                         // Events already waiting go in the same write.
                         let mut more: Option<BytesMut> = None;
                         for _ in 0..COALESCE {
-                            match self.sub.try_recv() {
+                            match sub.try_recv() {
                                 Ok(l) if l.event.seq > self.last => {
                                     self.last = l.event.seq;
                                     more.get_or_insert_with(|| BytesMut::from(&frame[..]))

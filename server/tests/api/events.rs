@@ -246,6 +246,157 @@ async fn streams_that_start_now_while_events_pour_in_each_get_every_later_event_
     );
 }
 
+/// The events of a raw `/api/events` response (chunked), as far as whole
+/// frames go: their ids, in order. Chunk-size lines are not frames.
+fn ids_in_raw(raw: &[u8]) -> Vec<u64> {
+    let text = String::from_utf8_lossy(raw);
+    let body = &text[text.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+    let mut ids = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("id: ") {
+        rest = &rest[at..];
+        // A frame counts once its data line and blank line have come.
+        let Some(end) = rest.find("\n\n") else { break };
+        let frame = &rest[..end];
+        if frame.contains("\ndata: ") {
+            ids.push(frame[4..frame.find('\n').unwrap()].parse().unwrap());
+        }
+        rest = &rest[end + 2..];
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_dropped_not_buffered_and_resumes_where_it_was_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.ports = port_block(100)).await;
+    app.upload("p", "#!/bin/sh\nexit 0\n").await;
+    let start = app.get_json("/api/jobs").await["events_seq"]
+        .as_u64()
+        .unwrap();
+
+    // One watcher keeps up; it reads everything after the start.
+    let good = app
+        .client
+        .get(app.url(&format!("/api/events?after={start}")))
+        .send()
+        .await
+        .unwrap();
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let good = tokio::spawn(read_until_or(
+        good,
+        {
+            let last = last.clone();
+            move |seen| {
+                seen.last()
+                    .is_some_and(|e| e.0 >= last.load(std::sync::atomic::Ordering::SeqCst))
+            }
+        },
+        Duration::from_secs(120),
+        false,
+    ));
+
+    // The other takes the headers and then reads nothing, with a small
+    // receive window, like a client on a link too slow for the events.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let host = app.addr.trim_start_matches("http://");
+    let mut slow = sock.connect(host.parse().unwrap()).await.unwrap();
+    slow.write_all(
+        format!("GET /api/events?after={start} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 512];
+        let n = slow.read(&mut b).await.unwrap();
+        assert!(n > 0, "headers: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // Jobs of many peers, until the server gives up on the slow watcher.
+    let dropped = |m: &str| sample(m, "dispatcher_event_stream_drops_total{reason=\"slow\"}");
+    let mut jobs = Vec::new();
+    for _ in 0..200 {
+        jobs.push(
+            app.submit("p", "name: r\npeers: 100\ncpu: 0.01\nmem: 0.001\n")
+                .await,
+        );
+        app.wait_archived(*jobs.last().unwrap()).await;
+        if dropped(&app.get_text("/metrics").await) >= 1.0 {
+            break;
+        }
+    }
+    let metrics = app.get_text("/metrics").await;
+    assert_eq!(
+        dropped(&metrics),
+        1.0,
+        "the slow watcher, and only it, was dropped after {} jobs",
+        jobs.len()
+    );
+    let end = app.get_json("/api/jobs").await["events_seq"]
+        .as_u64()
+        .unwrap();
+    last.store(end, std::sync::atomic::Ordering::SeqCst);
+
+    // What the slow watcher had been sent is whole up to where it was cut,
+    // and the connection then closed, without the clean end of a response.
+    let cut = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut raw)).await;
+    assert!(cut.is_ok(), "the dropped watcher's connection was closed");
+    assert!(!raw.ends_with(b"0\r\n\r\n"), "a drop is not a clean end");
+    let had = ids_in_raw(&raw);
+    assert!(!had.is_empty(), "the slow watcher had some events first");
+    assert!(
+        had.windows(2).all(|w| w[1] == w[0] + 1) && had[0] == start + 1,
+        "in order from the start: {:?}..{:?}",
+        &had[..had.len().min(5)],
+        had.last()
+    );
+    let cut_at = *had.last().unwrap();
+    assert!(cut_at < end, "it was cut before the end");
+
+    // It resumes where it was cut, and misses nothing.
+    let again = app
+        .client
+        .get(app.url("/api/events"))
+        .header("Last-Event-ID", cut_at.to_string())
+        .send()
+        .await
+        .unwrap();
+    let resumed = read_until_or(
+        again,
+        |seen| seen.last().is_some_and(|e| e.0 >= end),
+        Duration::from_secs(60),
+        false,
+    )
+    .await;
+    let resumed: Vec<u64> = resumed.iter().map(|e| e.0).collect();
+    let all: Vec<u64> = had.iter().chain(&resumed).copied().collect();
+    assert_eq!(
+        all,
+        (start + 1..=end).collect::<Vec<_>>(),
+        "cut at {cut_at}, resumed: {:?}..",
+        resumed.first()
+    );
+
+    // The watcher that kept up had every event, and was not dropped.
+    let good: Vec<u64> = good.await.unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(good, (start + 1..=end).collect::<Vec<_>>());
+    eprintln!(
+        "slow watcher: cut after {} of {} events ({} bytes read), {} jobs of 100 peers",
+        had.len(),
+        end - start,
+        raw.len(),
+        jobs.len()
+    );
+}
+
 #[tokio::test]
 async fn a_stream_for_an_unknown_job_is_a_404() {
     let app = spawn_app().await;
