@@ -31,6 +31,9 @@ use crate::queue::{JobMeta, Msg};
 use crate::sched::{Action, Core, Input, PeerUpdate};
 
 /// A cheap handle to the runner's queue.
+/// Most Mesos events handled in one go (see `Msg::Mesos` in `run`).
+const MESOS_BATCH: usize = 1024;
+
 #[derive(Clone)]
 pub struct RunnerHandle {
     tx: mpsc::UnboundedSender<Msg>,
@@ -165,7 +168,17 @@ impl Runner {
     }
 
     pub async fn run(mut self) {
-        while let Some(msg) = self.rx.recv().await {
+        // A message taken from the queue while gathering Mesos events, to
+        // be handled next.
+        let mut next: Option<Msg> = None;
+        loop {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => match self.rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
             let now = crate::util::now_ms();
             let mut place = false;
             let input = match msg {
@@ -258,31 +271,59 @@ impl Runner {
                 }
                 Msg::Mesos(ev) => {
                     let arrived = Instant::now();
-                    let waiting = self.core.waiting() > 0;
-                    let Backend::Mesos(m) = &mut self.backend else {
-                        continue;
-                    };
-                    let core = &self.core;
-                    let live = || {
-                        core.running()
-                            .into_iter()
-                            .flat_map(|j| core.live(j).into_iter().map(move |i| (j, i)))
-                            .collect()
-                    };
-                    let Some(out) = m.event(self.bus.db(), now, ev, waiting, live).await else {
-                        continue;
-                    };
-                    for input in out.inputs {
-                        let actions = self.core.handle(input);
-                        self.carry_out(actions).await;
+                    // The events already queued behind this one are handled
+                    // with it: their records go to the database in one
+                    // transaction (one fsync for the thousand updates of a
+                    // big gang's end, not a thousand), then all their ACKs.
+                    let mut evs = vec![ev];
+                    while evs.len() < MESOS_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(Msg::Mesos(ev)) => evs.push(ev),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
+                    let mut records = Vec::new();
+                    let mut acks = Vec::new();
+                    let mut acked = 0;
+                    let mut changed = false;
+                    for ev in evs {
+                        let waiting = self.core.waiting() > 0;
+                        let Backend::Mesos(m) = &mut self.backend else {
+                            break;
+                        };
+                        let core = &self.core;
+                        let live = || {
+                            core.running()
+                                .into_iter()
+                                .flat_map(|j| core.live(j).into_iter().map(move |i| (j, i)))
+                                .collect()
+                        };
+                        let Some(out) = m.event(self.bus.db(), now, ev, waiting, live).await else {
+                            continue;
+                        };
+                        changed = true;
+                        for input in out.inputs {
+                            let actions = self.core.handle(input);
+                            self.carry_out_into(actions, &mut records).await;
+                        }
+                        acked += usize::from(!out.acks.is_empty());
+                        acks.extend(out.acks);
+                    }
+                    self.flush_records(&mut records).await;
                     // The updates are recorded (or changed nothing): only
-                    // now may the agent forget them.
+                    // now may the agents forget them.
                     if let Backend::Mesos(m) = &self.backend {
-                        if !out.acks.is_empty() {
+                        for _ in 0..acked {
                             self.bus.metrics().mesos_acked(arrived.elapsed());
                         }
-                        m.send(out.acks);
+                        m.send(acks);
+                    }
+                    if !changed {
+                        continue;
                     }
                     self.place_and_settle(now, true).await;
                     // A teardown asked while disconnected is done once subscribed.
@@ -426,13 +467,21 @@ impl Runner {
 
     async fn carry_out(&mut self, actions: Vec<Action>) {
         let mut records = Vec::new();
+        self.carry_out_into(actions, &mut records).await;
+        self.flush_records(&mut records).await;
+    }
+
+    /// Carries out `actions`, leaving their last records in `records` for
+    /// the caller to write with more (records before any other action are
+    /// written first, so the order holds).
+    async fn carry_out_into(&mut self, actions: Vec<Action>, records: &mut Vec<(u64, EventKind)>) {
         for a in actions {
             // Consecutive records go to the database together.
             if let Action::Record { job, kind } = a {
                 records.push((job, kind));
                 continue;
             }
-            self.flush_records(&mut records).await;
+            self.flush_records(records).await;
             match a {
                 Action::Record { .. } => unreachable!("records are batched"),
                 Action::Launch {
@@ -582,7 +631,6 @@ impl Runner {
                 }
             }
         }
-        self.flush_records(&mut records).await;
     }
 
     async fn flush_records(&self, records: &mut Vec<(u64, EventKind)>) {
