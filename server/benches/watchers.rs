@@ -15,6 +15,11 @@
 //! The measured jobs wait behind a job holding every CPU, so their
 //! SUBMITTED event is the only one fanning out meanwhile.
 //!
+//! Then the floor, both ways: a bare server (this benchmark's own child)
+//! writing one frame of the same size to every socket from two threads,
+//! to the same clients, quiet and then eager. No server can do better on
+//! this machine; the dispatcher's figures are to be read against it.
+//!
 //! `cargo bench -p dispatcher --bench watchers` (10,000 clients);
 //! `BENCH_SHORT=1` (or CI=true) 1,000.
 
@@ -434,7 +439,7 @@ async fn run(clients: usize) {
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let spent = cpu(before, server::cpu_ms(child.id()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut floor = sweep_quiet(&socks, FLOOR_MARKER, go);
+    let mut floor = sweep_quiet(&socks, &floor_marker(0), go);
     assert_eq!(floor.len(), clients, "every client got the floor's frame");
     let (f50, f99, flast) = pct(&mut floor);
     println!(
@@ -442,12 +447,60 @@ async fn run(clients: usize) {
         q99 / f99.max(0.001)
     );
     report("floor", spent);
-    drop(socks);
+
+    // Round 4, the floor with eager clients: the same bare server's next
+    // frame to clients reading as the dispatcher's eager ones did. What the
+    // eager round costs on these two cores whatever the server.
+    let marker = floor_marker(1);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = socks
+        .into_iter()
+        .map(|s| {
+            tokio::spawn(watcher(
+                s,
+                marker.clone(),
+                arrived_tx.clone(),
+                done_rx.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let go = SystemTime::now();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let mut in_socket = Vec::with_capacity(clients);
+    while in_socket.len() < clients {
+        match tokio::time::timeout(Duration::from_secs(60), arrived_rx.recv()).await {
+            Ok(Some(at)) => in_socket.push(ms(at
+                .socket
+                .expect("a kernel receive time")
+                .duration_since(go)
+                .unwrap_or_default())),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        in_socket.len(),
+        clients,
+        "every eager client got the floor's frame"
+    );
+    let _ = done_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+    }
+    let (e50, e99, elast) = pct(&mut in_socket);
+    println!(
+        "watchers: floor, eager clients: p50 {e50:.1} ms, p99 {e99:.1} ms, last {elast:.1} ms; the dispatcher's eager p99 is {:.1}x it",
+        s99 / e99.max(0.001)
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
 
-const FLOOR_MARKER: &str = "\"job\":999999999,";
+/// What the floor server's `k`th frame holds, for the clients to spot.
+fn floor_marker(k: u64) -> String {
+    format!("\"job\":{},", 999_999_999 - k)
+}
 
 /// The size of a SUBMITTED event's frame as the dispatcher sends it, with
 /// its chunk header: what the floor server writes.
@@ -459,8 +512,9 @@ fn eager_frame_len() -> usize {
 
 /// The floor server (`WATCHERS_FLOOR=<clients>`, run by the benchmark as
 /// a child): accepts the clients, answers each with a stream's headers,
-/// prints its port, and on a line from stdin writes one frame to every
-/// socket from two threads, then prints `done`.
+/// prints its port, and on each line from stdin writes one frame to every
+/// socket from two threads (the `k`th holding `floor_marker(k)`), then
+/// prints `done`.
 fn floor_server(clients: usize) {
     use std::io::{BufRead, Write};
     let len: usize = std::env::var("WATCHERS_FRAME").unwrap().parse().unwrap();
@@ -475,22 +529,27 @@ fn floor_server(clients: usize) {
             .unwrap();
         socks.push(s);
     }
-    let mut frame = format!("id: 1\nevent: job\ndata: {{{FLOOR_MARKER}}}\n\n").into_bytes();
-    frame.resize(len, b' ');
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).unwrap();
-    let (a, b) = socks.split_at_mut(clients / 2);
-    std::thread::scope(|t| {
-        for half in [a, b] {
-            let frame = &frame;
-            t.spawn(move || {
-                for s in half.iter_mut() {
-                    s.write_all(frame).unwrap();
-                }
-            });
+    for k in 0.. {
+        line.clear();
+        if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
+            return;
         }
-    });
-    println!("done");
-    std::io::stdout().flush().unwrap();
-    std::io::stdin().lock().read_line(&mut line).ok();
+        let marker = floor_marker(k);
+        let mut frame = format!("id: {}\nevent: job\ndata: {{{marker}}}\n\n", k + 1).into_bytes();
+        frame.resize(len, b' ');
+        let (a, b) = socks.split_at_mut(clients / 2);
+        std::thread::scope(|t| {
+            for half in [a, b] {
+                let frame = &frame;
+                t.spawn(move || {
+                    for s in half.iter_mut() {
+                        s.write_all(frame).unwrap();
+                    }
+                });
+            }
+        });
+        println!("done");
+        std::io::stdout().flush().unwrap();
+    }
 }
