@@ -386,15 +386,19 @@ async fn read_stream(
     }
 }
 
-/// Sends calls in order, each as its own request, while subscribed. A call
-/// that finds the master gone or not leading asks for a new subscription;
-/// what it carried is recovered by reconciliation.
 /// A call to send, and who wants to know it was delivered.
 pub type Outgoing = (
     Call,
     Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
 );
 
+/// Calls of which a run is independent, each naming its own offer or task:
+/// sent concurrently (16 at a time), the run done before the next call.
+const CONCURRENT: [&str; 3] = ["ACCEPT", "ACKNOWLEDGE", "KILL"];
+
+/// Sends calls in order, each as its own request, while subscribed. A call
+/// that finds the master gone or not leading asks for a new subscription;
+/// what it carried is recovered by reconciliation.
 pub async fn send_calls(
     mut calls: mpsc::UnboundedReceiver<Outgoing>,
     session: watch::Receiver<Option<Session>>,
@@ -409,22 +413,24 @@ pub async fn send_calls(
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client with the system's TLS roots builds");
-    let mut queue: Vec<Outgoing> = Vec::new();
+    // Taken from the front: a deque, so that a big gang's 10,000 KILLs
+    // are not each a move of all the calls behind it.
+    let mut queue: std::collections::VecDeque<Outgoing> = Default::default();
     loop {
         if queue.is_empty() {
             match calls.recv().await {
-                Some(c) => queue.push(c),
+                Some(c) => queue.push_back(c),
                 None => return,
             }
         }
         while let Ok(c) = calls.try_recv() {
-            queue.push(c);
+            queue.push_back(c);
         }
-        // A run of ACCEPTs (one per offer, from one placement) or of
-        // ACKNOWLEDGEs is independent: sent concurrently, and all done
+        // A run of ACCEPTs (one per offer, from one placement), of KILLs or
+        // of ACKNOWLEDGEs is independent: sent concurrently, and all done
         // before the next call, so order across kinds is kept.
         let kind = call_kind(&queue[0].0);
-        let run = if kind == "ACCEPT" || kind == "ACKNOWLEDGE" {
+        let run = if CONCURRENT.contains(&kind) {
             queue.iter().take_while(|c| call_kind(&c.0) == kind).count()
         } else {
             1
