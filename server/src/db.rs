@@ -832,22 +832,15 @@ pub fn jobs_by_state(c: &Connection) -> Result<Vec<(String, u64)>, Internal> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// What placement gave each peer: `(index, cpus in thousandths, memory in MB)`.
-pub fn insert_allot(
-    c: &mut Connection,
-    job: u64,
-    peers: &[(u32, u32, u64)],
-) -> Result<(), Internal> {
-    let tx = c.transaction()?;
-    {
-        let mut st = tx.prepare_cached(
-            "INSERT OR REPLACE INTO allot (job_id, idx, cpus_milli, mem_mb) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for (idx, cpus, mem) in peers {
-            st.execute(params![job as i64, idx, cpus, *mem as i64])?;
-        }
+/// What placement gave each peer: `(index, cpus in thousandths, memory in
+/// MB)`; part of the caller's transaction.
+pub fn insert_allot(c: &Connection, job: u64, peers: &[(u32, u32, u64)]) -> Result<(), Internal> {
+    let mut st = c.prepare_cached(
+        "INSERT OR REPLACE INTO allot (job_id, idx, cpus_milli, mem_mb) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (idx, cpus, mem) in peers {
+        st.execute(params![job as i64, idx, cpus, *mem as i64])?;
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -1451,17 +1444,22 @@ pub struct TaskRow {
     pub agent_url: String,
 }
 
-/// Records a job's tasks before they are launched.
-pub fn insert_tasks(c: &mut Connection, job: u64, rows: &[TaskRow]) -> Result<(), Internal> {
-    let tx = c.transaction()?;
+/// Records a job's tasks before they are launched; part of the caller's
+/// transaction.
+pub fn insert_tasks(c: &Connection, job: u64, rows: &[TaskRow]) -> Result<(), Internal> {
+    let mut st = c.prepare_cached(
+        "INSERT OR REPLACE INTO tasks (job_id, idx, task_id, framework_id, agent_id, agent_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
     for r in rows {
-        exec(
-            &tx,
-            "INSERT OR REPLACE INTO tasks (job_id, idx, task_id, framework_id, agent_id, agent_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![job as i64, r.idx, r.task_id, r.framework_id, r.agent_id, r.agent_url],
-        )?;
+        st.execute(params![
+            job as i64,
+            r.idx,
+            r.task_id,
+            r.framework_id,
+            r.agent_id,
+            r.agent_url
+        ])?;
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -313,7 +313,7 @@ impl Runner {
                         acked += usize::from(!out.acks.is_empty());
                         acks.extend(out.acks);
                     }
-                    self.flush_records(&mut records).await;
+                    flush_records(&self.bus, &mut records).await;
                     // The updates are recorded (or changed nothing): only
                     // now may the agents forget them.
                     if let Backend::Mesos(m) = &self.backend {
@@ -468,7 +468,7 @@ impl Runner {
     async fn carry_out(&mut self, actions: Vec<Action>) {
         let mut records = Vec::new();
         self.carry_out_into(actions, &mut records).await;
-        self.flush_records(&mut records).await;
+        flush_records(&self.bus, &mut records).await;
     }
 
     /// Carries out `actions`, leaving their last records in `records` for
@@ -481,7 +481,14 @@ impl Runner {
                 records.push((job, kind));
                 continue;
             }
-            self.flush_records(records).await;
+            // A launch on Mesos prepares its tasks while the records
+            // before it are written (below); anything else waits for them.
+            if !matches!(
+                (&a, &self.backend),
+                (Action::Launch { .. }, Backend::Mesos(_))
+            ) {
+                flush_records(&self.bus, records).await;
+            }
             match a {
                 Action::Record { .. } => unreachable!("records are batched"),
                 Action::Launch {
@@ -490,6 +497,7 @@ impl Runner {
                     placement,
                 } => {
                     let Some((roles, meta)) = self.meta.get(&job).cloned() else {
+                        flush_records(&self.bus, records).await;
                         continue;
                     };
                     if let Some((submitted, launched)) = self.timing.get_mut(&job) {
@@ -502,14 +510,6 @@ impl Runner {
                         .iter()
                         .map(|s| (s.index, s.cpus_milli, s.mem_mb))
                         .collect();
-                    if let Err(e) = self
-                        .bus
-                        .db()
-                        .call(move |c| crate::db::insert_allot(c, job, &allot))
-                        .await
-                    {
-                        tracing::error!(job, error = %e, "could not record what the peers were given");
-                    }
                     let ctx = JobContext {
                         job_id: job,
                         binary: &meta.app,
@@ -518,6 +518,19 @@ impl Runner {
                     };
                     match &mut self.backend {
                         Backend::Local(backend) => {
+                            let res = self
+                                .bus
+                                .db()
+                                .call(move |c| {
+                                    let tx = c.transaction()?;
+                                    crate::db::insert_allot(&tx, job, &allot)?;
+                                    tx.commit()?;
+                                    Ok(())
+                                })
+                                .await;
+                            if let Err(e) = res {
+                                tracing::error!(job, error = %e, "could not record what the peers were given");
+                            }
                             let specs = build_peers(
                                 &ctx,
                                 &roles,
@@ -547,8 +560,15 @@ impl Runner {
                             }
                         }
                         Backend::Mesos(m) => {
-                            m.launch(self.bus.db(), &self.blobs, &ctx, &roles, &meta, &placement)
-                                .await;
+                            // The records' transaction starts on the
+                            // database's thread at the first poll, before
+                            // the tasks are built on this one; the tasks are
+                            // recorded after it, so the order on disk holds.
+                            let (_, prepared) = tokio::join!(
+                                flush_records(&self.bus, records),
+                                m.prepare_launch(&self.blobs, &ctx, &roles, &meta, &placement),
+                            );
+                            m.record_launch(self.bus.db(), prepared, allot).await;
                         }
                     }
                 }
@@ -633,25 +653,8 @@ impl Runner {
         }
     }
 
-    async fn flush_records(&self, records: &mut Vec<(u64, EventKind)>) {
-        match records.len() {
-            0 => {}
-            1 => {
-                let (job, kind) = records.pop().expect("one record");
-                self.record(job, kind).await;
-            }
-            _ => {
-                if let Err(e) = self.bus.record_many(std::mem::take(records)).await {
-                    tracing::error!(error = %e, "could not record events");
-                }
-            }
-        }
-    }
-
     async fn record(&self, job: u64, kind: EventKind) {
-        if let Err(e) = self.bus.record(job, kind).await {
-            tracing::error!(job, error = %e, "could not record an event");
-        }
+        record(&self.bus, job, kind).await
     }
 
     /// Stops every peer and records why its job ended.
@@ -672,5 +675,27 @@ impl Runner {
             )
             .await;
         }
+    }
+}
+
+/// Writes the records gathered so far, in one transaction when several.
+async fn flush_records(bus: &Bus, records: &mut Vec<(u64, EventKind)>) {
+    match records.len() {
+        0 => {}
+        1 => {
+            let (job, kind) = records.pop().expect("one record");
+            record(bus, job, kind).await;
+        }
+        _ => {
+            if let Err(e) = bus.record_many(std::mem::take(records)).await {
+                tracing::error!(error = %e, "could not record events");
+            }
+        }
+    }
+}
+
+async fn record(bus: &Bus, job: u64, kind: EventKind) {
+    if let Err(e) = bus.record(job, kind).await {
+        tracing::error!(job, error = %e, "could not record an event");
     }
 }

@@ -24,6 +24,16 @@ use crate::db::{Db, TaskRow};
 use crate::queue::{JobMeta, Msg};
 use crate::sched::{Input, PeerUpdate};
 
+/// A placement's tasks, built but not yet recorded (see
+/// [`MesosBackend::prepare_launch`]).
+pub struct PreparedLaunch {
+    job: u64,
+    /// Pins the stored peer list until the job's row names it.
+    peer_list: Option<crate::blobs::Blob>,
+    rows: Vec<TaskRow>,
+    launches: Vec<Launch>,
+}
+
 /// What a connection event means for the scheduling core.
 pub struct EventOutcome {
     /// Peer updates for the core.
@@ -199,17 +209,19 @@ impl MesosBackend {
         self.send(calls);
     }
 
-    /// A placement becomes tasks, each recorded (where it runs) before it
-    /// is launched by the next `settle`.
-    pub async fn launch(
+    /// A placement becomes tasks: their TaskInfos are built and the job's
+    /// peer list stored, nothing recorded yet. The runner does this while
+    /// the placement's events are being written (it is most of a big
+    /// gang's time before its ACCEPTs), then records it with
+    /// [`Self::record_launch`].
+    pub async fn prepare_launch(
         &mut self,
-        db: &Db,
         blobs: &crate::blobs::BlobStore,
         ctx: &JobContext<'_>,
         roles: &RoleFile,
         meta: &JobMeta,
         placement: &Placement,
-    ) {
+    ) -> PreparedLaunch {
         let job = ctx.job_id;
         self.attempts.insert(job, ctx.attempt);
         // Data files live on the agents; only explicit paths are passed on
@@ -270,14 +282,40 @@ impl MesosBackend {
                 task,
             });
         }
-        // Where each peer runs is durable before it is launched.
+        PreparedLaunch {
+            job,
+            peer_list,
+            rows,
+            launches,
+        }
+    }
+
+    /// Records where each peer runs and what it was given (`allot`: index,
+    /// cpus in thousandths, MB), in one transaction, before the next
+    /// `settle` launches the tasks.
+    pub async fn record_launch(
+        &mut self,
+        db: &Db,
+        prepared: PreparedLaunch,
+        allot: Vec<(u32, u32, u64)>,
+    ) {
+        let PreparedLaunch {
+            job,
+            peer_list,
+            rows,
+            launches,
+        } = prepared;
         let list_sha = peer_list.as_ref().map(|b| b.sha256.clone());
         if let Err(e) = db
             .call(move |c| {
+                let tx = c.transaction()?;
                 if let Some(sha) = &list_sha {
-                    crate::db::insert_job_blob(c, job, sha)?;
+                    crate::db::insert_job_blob(&tx, job, sha)?;
                 }
-                crate::db::insert_tasks(c, job, &rows)
+                crate::db::insert_allot(&tx, job, &allot)?;
+                crate::db::insert_tasks(&tx, job, &rows)?;
+                tx.commit()?;
+                Ok(())
             })
             .await
         {
