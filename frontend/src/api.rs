@@ -1,8 +1,11 @@
 //! Talking to the dispatcher's JSON API (same origin).
 
+use std::cell::RefCell;
+
 use app::model::ApiErrorBody;
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
+use wasm_bindgen::JsCast;
 
 /// An API failure as the user should read it.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,12 +58,51 @@ async fn decode<T: DeserializeOwned>(r: Response) -> Result<T, ApiError> {
     }
 }
 
+thread_local! {
+    /// A GET started by [`prefetch`], waiting for its page's `get`.
+    static EARLY: RefCell<Option<(String, js_sys::Promise)>> = const { RefCell::new(None) };
+}
+
+/// Starts a GET of `url` now, for the next [`get`] of the same URL to take
+/// over: a lazily loaded page's data then travels alongside its code
+/// instead of after it. Each navigation's prefetch replaces the last.
+pub fn prefetch(url: &str) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let init = web_sys::RequestInit::new();
+    let headers = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&headers, &"Accept".into(), &"application/json".into());
+    init.set_headers(&headers);
+    let promise = window.fetch_with_str_and_init(url, &init);
+    EARLY.with(|e| *e.borrow_mut() = Some((url.to_string(), promise)));
+}
+
 pub async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
-    let r = Request::get(url)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .map_err(network)?;
+    let early = EARLY.with(|e| {
+        let mut e = e.borrow_mut();
+        match &*e {
+            Some((u, _)) if u == url => e.take().map(|(_, p)| p),
+            _ => None,
+        }
+    });
+    let r = match early {
+        Some(p) => match wasm_bindgen_futures::JsFuture::from(p).await {
+            Ok(v) => Response::from(v.unchecked_into::<web_sys::Response>()),
+            Err(e) => {
+                return Err(network(
+                    e.as_string()
+                        .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| e.message().into()))
+                        .unwrap_or_else(|| "the request failed".into()),
+                ))
+            }
+        },
+        None => Request::get(url)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(network)?,
+    };
     decode(r).await
 }
 

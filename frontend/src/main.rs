@@ -1,7 +1,8 @@
 //! Dispatcher's dashboard: a Leptos client-side app, compiled to wasm by
-//! Trunk and served by the `dispatcher` binary. It talks only to the JSON API
-//! and its server-sent events; role files are checked and placed in the
-//! browser by the same `app` crate the server uses.
+//! Trunk (and cut by page: split.sh) and served by the `dispatcher` binary.
+//! It talks only to the JSON API and its server-sent events; role files
+//! are checked and placed in the browser by the same `app` crate the server
+//! uses.
 
 mod api;
 mod auth;
@@ -11,7 +12,7 @@ mod sse;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::path;
+use leptos_router::{lazy_route, path, Lazy, LazyRoute};
 
 fn main() {
     console_error_panic_hook::set_once();
@@ -38,16 +39,60 @@ fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <section class="empty"><h1>"Not found"</h1><p>"There is no page here. "<a href="/jobs">"See the jobs."</a></p></section> }>
                     <Route path=path!("/") view=pages::jobs::JobsPage/>
                     <Route path=path!("/jobs") view=pages::jobs::JobsPage/>
-                    <Route path=path!("/jobs/:id") view=pages::job::JobPage/>
-                    <Route path=path!("/new") view=pages::new_job::NewJobPage/>
-                    <Route path=path!("/schedules") view=pages::schedules::SchedulesPage/>
-                    <Route path=path!("/schedules/:id") view=pages::schedules::SchedulePage/>
-                    <Route path=path!("/sweeps") view=pages::sweeps::SweepsPage/>
-                    <Route path=path!("/sweeps/:id") view=pages::sweeps::SweepPage/>
-                    <Route path=path!("/apps") view=pages::apps::AppsPage/>
-                    <Route path=path!("/cluster") view=pages::cluster::ClusterPage/>
+                    <Route path=path!("/jobs/:id") view={Lazy::<JobRoute>::new()}/>
+                    <Route path=path!("/new") view={Lazy::<NewJobRoute>::new()}/>
+                    <Route path=path!("/schedules") view={Lazy::<SchedulesRoute>::new()}/>
+                    <Route path=path!("/schedules/:id") view={Lazy::<ScheduleRoute>::new()}/>
+                    <Route path=path!("/sweeps") view={Lazy::<SweepsRoute>::new()}/>
+                    <Route path=path!("/sweeps/:id") view={Lazy::<SweepRoute>::new()}/>
+                    <Route path=path!("/apps") view={Lazy::<AppsRoute>::new()}/>
+                    <Route path=path!("/cluster") view={Lazy::<ClusterRoute>::new()}/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// A page whose code is a chunk of its own, fetched when the page is first
+/// opened (the jobs page, where most visits start, is in the main module).
+/// `$early` runs at the navigation, while the chunk is fetched (it may start
+/// the page's first read: see `api::prefetch`).
+macro_rules! lazy_page {
+    ($route:ident, $page:expr) => {
+        lazy_page!($route, $page, || ());
+    };
+    ($route:ident, $page:expr, $early:expr) => {
+        struct $route;
+
+        #[lazy_route]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                ($early)();
+                $route
+            }
+
+            fn view(_this: Self) -> AnyView {
+                untrack($page).into_any()
+            }
+        }
+    };
+}
+
+lazy_page!(JobRoute, pages::job::JobPage, pages::job::prefetch);
+lazy_page!(NewJobRoute, pages::new_job::NewJobPage);
+lazy_page!(SchedulesRoute, pages::schedules::SchedulesPage);
+lazy_page!(ScheduleRoute, pages::schedules::SchedulePage);
+lazy_page!(SweepsRoute, pages::sweeps::SweepsPage);
+lazy_page!(SweepRoute, pages::sweeps::SweepPage);
+lazy_page!(AppsRoute, pages::apps::AppsPage);
+lazy_page!(ClusterRoute, pages::cluster::ClusterPage);
+
+/// Starts fetching the job page's code once the pointer or focus reaches
+/// the jobs table, so that opening a job from the list rarely waits for it
+/// (the first visit itself still loads only the jobs page's part).
+pub(crate) fn warm_job_page() {
+    thread_local!(static WARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if !WARMED.with(|w| w.replace(true)) {
+        leptos::task::spawn_local(<JobRoute as LazyRoute>::preload());
     }
 }

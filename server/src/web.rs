@@ -79,7 +79,8 @@ fn serve(req: &Request, entry: &'static Asset) -> Response {
     if let Some(coding) = coding {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
     }
-    // Trunk puts a content hash in every name but index.html.
+    // Every path but index.html carries a content hash: Trunk's in the
+    // names, frontend/split.sh's in the chunks' directory.
     let cache = if *path == "/index.html" {
         "no-cache"
     } else {

@@ -12,6 +12,15 @@ use crate::api;
 use crate::logic::{curl_for, human_bytes, human_duration, parse_time_ms};
 use crate::sse::{self, Conn};
 
+/// Starts reading the job's detail (the biggest read of a big job's page)
+/// as soon as the page is navigated to, while its code is still arriving.
+pub fn prefetch() {
+    let id = use_params_map().with_untracked(|p| p.get("id").and_then(|s| s.parse::<u64>().ok()));
+    if let Some(id) = id {
+        api::prefetch(&format!("/api/jobs/{id}"));
+    }
+}
+
 #[component]
 pub fn JobPage() -> impl IntoView {
     let params = use_params_map();

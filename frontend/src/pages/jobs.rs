@@ -306,7 +306,7 @@ pub fn JobsPage() -> impl IntoView {
                     let sqb = sq4.clone();
                     view! {
                         <div class="table-wrap">
-                        <table class="jobs" data-testid="jobs-table">
+                        <table class="jobs" data-testid="jobs-table" on:pointerover=|_| crate::warm_job_page() on:focusin=|_| crate::warm_job_page()>
                             <thead><tr><th>"#"</th><th>"Status"</th><th>"App"</th><th>"Peers"</th><th>"Submitted"</th><th>"Duration"</th><th>"Tag"</th></tr></thead>
                             <tbody>
                                 <For each=move || rows.get() key=|(id, _)| *id children=move |(_, j)| view! { <JobRow job=j now=now/> }/>

@@ -86,3 +86,75 @@ async fn dashboard_files_are_sent_brotli_gzip_or_raw_as_the_client_accepts() {
         br.len()
     );
 }
+
+/// The pages' code is split (frontend/split.sh): the main JS imports the
+/// chunks' loader from a directory named by their hash, and the loader
+/// fetches chunks beside itself. Every link must resolve in the binary,
+/// with a type the browser instantiates and a cache policy that is safe
+/// because the path changes with the contents.
+#[tokio::test]
+async fn the_split_pages_code_is_embedded_where_the_main_module_looks_for_it() {
+    let app = spawn_app().await;
+    let get = |path: String| {
+        let client = app.client.clone();
+        let url = app.url(&path);
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            let cache = r.headers()["cache-control"].to_str().unwrap().to_string();
+            (kind, cache, r.bytes().await.unwrap())
+        }
+    };
+    let index = app
+        .client
+        .get(app.url("/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let Some(js) = index
+        .split('\'')
+        .find(|s| s.starts_with('/') && s.ends_with(".js"))
+        .map(str::to_string)
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no dashboard in the binary: {index}"
+        );
+        eprintln!("not run: this binary was built without the dashboard");
+        return;
+    };
+    let (_, _, main_js) = get(js).await;
+    let main_js = String::from_utf8(main_js.to_vec()).unwrap();
+    let loader = main_js
+        .split('"')
+        .find(|s| s.starts_with("./split-") && s.ends_with("/__wasm_split.js"))
+        .unwrap_or_else(|| panic!("the main JS imports no chunk loader"))
+        .trim_start_matches('.')
+        .to_string();
+    let (kind, cache, loader_js) = get(loader.clone()).await;
+    assert!(kind.starts_with("text/javascript"), "{kind}");
+    assert!(cache.contains("immutable"), "{cache}");
+    let loader_js = String::from_utf8(loader_js.to_vec()).unwrap();
+    let dir = loader.trim_end_matches("__wasm_split.js");
+    let chunks: Vec<&str> = loader_js
+        .split('"')
+        .filter(|s| s.starts_with("./") && s.ends_with(".wasm"))
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.starts_with("./split___job_route_view_")),
+        "the job page has a chunk: {chunks:?}"
+    );
+    for c in &chunks {
+        let (kind, _, bytes) = get(format!("{dir}{}", &c[2..])).await;
+        assert_eq!(kind, "application/wasm", "{c}");
+        assert_eq!(&bytes[..4], b"\0asm", "{c} is a wasm module");
+    }
+    println!("split: {} chunks under {dir}", chunks.len());
+}
