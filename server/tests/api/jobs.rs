@@ -512,6 +512,18 @@ async fn the_job_list_pages_and_filters() {
         .await;
     assert_eq!(a_older["jobs"][0]["id"], ids[0]);
     assert_eq!(a_older["jobs"].as_array().unwrap().len(), 1);
+    // Offsets (found on an index, then read as a keyset page) with a filter,
+    // with `before`, and past the end.
+    let a_offset: Value = app.get_json("/api/jobs?app=a&limit=5&offset=1").await;
+    assert_eq!(a_offset["jobs"], a_older["jobs"]);
+    let both: Value = app
+        .get_json(&format!("/api/jobs?limit=5&before={}&offset=1", ids[2]))
+        .await;
+    assert_eq!(both["jobs"], second["jobs"]);
+    let past: Value = app.get_json("/api/jobs?limit=2&offset=3").await;
+    assert_eq!(past["jobs"].as_array().unwrap().len(), 0);
+    assert_eq!(past["total"], 3);
+    assert!(past["next_before"].is_null(), "{past}");
     // The page says which event it reflects, for a stream to start from.
     assert!(first["events_seq"].as_u64().unwrap() >= 9, "{first}");
     let r = app
