@@ -7,10 +7,12 @@
 # cargo built (linked with `--emit-relocs`, see .cargo/config.toml) goes
 # through `wasm-split-cli` (crates.io: wasm_split_cli_support), the main part
 # through wasm-bindgen again, and both replace Trunk's output in the staging
-# directory under the same names. The chunks and their loader go into
-# `split-<hash of their contents>/`, so that every file the dispatcher serves
-# as immutable still has a content hash in its path. The index's integrity
-# hashes are rewritten to match.
+# directory. The dispatcher serves every file but index.html as immutable,
+# so every path must change when its contents do: the main module's files
+# and the chunks' directory (`split-<h>/`) are named by one hash `h` of what
+# makes them (Trunk's name, itself a hash of cargo's output, and the two
+# tools and this script), and index.html's names and integrity hashes are
+# rewritten to match.
 set -euo pipefail
 
 die() { echo "frontend/split.sh: $*" >&2; exit 1; }
@@ -25,8 +27,15 @@ raw="$target_dir/wasm32-unknown-unknown/wasm-release/dispatcher-frontend.wasm"
 shopt -s nullglob
 loaders=("$staging"/dispatcher-frontend-*.js)
 [[ ${#loaders[@]} -eq 1 ]] || die "expected one dispatcher-frontend-<hash>.js in $staging, found ${#loaders[@]}"
-name=$(basename "${loaders[0]}" .js)
-[[ -f "$staging/${name}_bg.wasm" ]] || die "${name}_bg.wasm is missing from $staging"
+trunk_name=$(basename "${loaders[0]}" .js)
+[[ -f "$staging/${trunk_name}_bg.wasm" ]] || die "${trunk_name}_bg.wasm is missing from $staging"
+for tool in wasm-split-cli wasm-bindgen; do
+    command -v "$tool" >/dev/null || die "$tool is missing (./dev installs it)"
+done
+h=$( { echo "$trunk_name"; cat "$(command -v wasm-split-cli)" "$(command -v wasm-bindgen)" "$0"; } \
+    | sha256sum | cut -c1-16)
+name="dispatcher-frontend-$h"
+dir="split-$h"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -52,15 +61,13 @@ replace() {
 }
 
 rm "$work/split/$name.wasm"
-hash=$(cat "$work/split"/* | sha256sum | cut -c1-16)
-dir="split-$hash"
 # The loader sits beside the chunks it fetches (by URLs relative to itself)
 # and imports the main module one level up.
 replace "$work/split/__wasm_split.js" "from \"./$name.js\"" "from \"../$name.js\"" 1
 # (Only the imports: the import object's keys name the wasm's own imports.)
 replace "$work/bg/$name.js" "from \"./__wasm_split.js\"" "from \"./$dir/__wasm_split.js\"" some
 
-rm -rf "$staging"/split-*
+rm -rf "$staging"/split-* "$staging/$trunk_name.js" "$staging/${trunk_name}_bg.wasm"
 mkdir "$staging/$dir"
 mv "$work/split"/* "$staging/$dir/"
 mv "$work/bg/$name.js" "$work/bg/${name}_bg.wasm" "$staging/"
@@ -72,6 +79,9 @@ sri() {
     echo "sha384-$(printf "$(sed 's/../\\x&/g' <<<"$hex")" | base64 -w0)"
 }
 index="$staging/index.html"
+# Each is named twice: imported or instantiated, and preloaded.
+replace "$index" "/$trunk_name.js" "/$name.js" 2
+replace "$index" "/${trunk_name}_bg.wasm" "/${name}_bg.wasm" 2
 for f in "$name.js" "${name}_bg.wasm"; do
     new=$(sri "$staging/$f")
     old=$(grep -o "href=\"/$f\"[^>]*integrity=\"[^\"]*\"" "$index" | grep -o 'sha384-[^"]*' || true)
