@@ -80,12 +80,52 @@ macro_rules! lazy_page {
 
 lazy_page!(JobRoute, pages::job::JobPage, pages::job::prefetch);
 lazy_page!(NewJobRoute, pages::new_job::NewJobPage);
-lazy_page!(SchedulesRoute, pages::schedules::SchedulesPage);
-lazy_page!(ScheduleRoute, pages::schedules::SchedulePage);
-lazy_page!(SweepsRoute, pages::sweeps::SweepsPage);
-lazy_page!(SweepRoute, pages::sweeps::SweepPage);
-lazy_page!(AppsRoute, pages::apps::AppsPage);
-lazy_page!(ClusterRoute, pages::cluster::ClusterPage);
+
+/// The less visited pages share one chunk: each split point multiplies the
+/// small chunks of code that some split points share (with every page its
+/// own, a job page needed 36 files), and these pages share most of theirs.
+macro_rules! other_page {
+    ($route:ident, $n:literal) => {
+        struct $route;
+
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                $route
+            }
+
+            async fn view(_this: Self) -> AnyView {
+                other_page($n).await
+            }
+
+            async fn preload() {
+                preload_other_pages().await
+            }
+        }
+    };
+}
+
+#[leptos::wasm_split::wasm_split(
+    other_pages,
+    wasm_split_path = ::leptos::wasm_split,
+    preload(preload_other_pages)
+)]
+fn other_page(page: u8) -> AnyView {
+    match page {
+        0 => untrack(pages::schedules::SchedulesPage).into_any(),
+        1 => untrack(pages::schedules::SchedulePage).into_any(),
+        2 => untrack(pages::sweeps::SweepsPage).into_any(),
+        3 => untrack(pages::sweeps::SweepPage).into_any(),
+        4 => untrack(pages::apps::AppsPage).into_any(),
+        _ => untrack(pages::cluster::ClusterPage).into_any(),
+    }
+}
+
+other_page!(SchedulesRoute, 0);
+other_page!(ScheduleRoute, 1);
+other_page!(SweepsRoute, 2);
+other_page!(SweepRoute, 3);
+other_page!(AppsRoute, 4);
+other_page!(ClusterRoute, 5);
 
 /// Starts fetching the job page's code once the pointer or focus reaches
 /// the jobs table, so that opening a job from the list rarely waits for it
