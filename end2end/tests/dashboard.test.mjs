@@ -521,6 +521,10 @@ test('a retried job\'s page lists its attempts', () => withApp(async (d, page) =
 test('time to first render and shipped sizes (figures)', async () => {
   const d = await startDispatcher();
   const page = await browser.newPage();
+  const failed = [];
+  // (Console errors too: the browser's own favicon request is not a page request.)
+  page.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`); });
+  page.on('console', (m) => { if (m.type() === 'error') failed.push(`${m.text()} ${m.location().url}`); });
   try {
     const t0 = Date.now();
     await page.goto(`${d.base}/jobs`);
@@ -564,6 +568,7 @@ test('time to first render and shipped sizes (figures)', async () => {
     const chunks = all.filter((n) => !first.includes(n));
     assert.ok(chunks.some((n) => /\/split___new_job_route_view_/.test(n)), `the new-job page's chunk was fetched: ${chunks}`);
     console.log(`dashboard: the other pages' chunks, fetched as opened: ${kib(await measure(chunks))} (${chunks.length} files)`);
+    assert.deepEqual(failed, [], 'every request of the visit succeeded, and the console has no error');
     await shot(page, 'jobs-empty');
   } finally {
     await page.close();
