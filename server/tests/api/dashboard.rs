@@ -5,9 +5,10 @@ use std::io::Read;
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn dashboard_files_are_sent_brotli_gzip_or_raw_as_the_client_accepts() {
-    let app = spawn_app().await;
+/// The dashboard's index.html, as a browser gets it; `None` (the test is
+/// then skipped) when this binary was built without a dashboard, which
+/// `./dev test` and CI never do.
+async fn built_index(app: &TestApp) -> Option<String> {
     let index = app
         .client
         .get(app.url("/"))
@@ -18,19 +19,29 @@ async fn dashboard_files_are_sent_brotli_gzip_or_raw_as_the_client_accepts() {
         .text()
         .await
         .unwrap();
-    let Some(wasm) = index
-        .split('"')
-        .find(|s| s.starts_with('/') && s.ends_with("_bg.wasm"))
-        .map(str::to_string)
-    else {
-        // `./dev test` builds the dashboard first; a bare `cargo test` may not.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no dashboard in the binary: {index}"
-        );
-        eprintln!("not run: this binary was built without the dashboard");
+    if index.contains("_bg.wasm") {
+        return Some(index);
+    }
+    // `./dev test` builds the dashboard first; a bare `cargo test` may not.
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no dashboard in the binary: {index}"
+    );
+    eprintln!("not run: this binary was built without the dashboard");
+    None
+}
+
+#[tokio::test]
+async fn dashboard_files_are_sent_brotli_gzip_or_raw_as_the_client_accepts() {
+    let app = spawn_app().await;
+    let Some(index) = built_index(&app).await else {
         return;
     };
+    let wasm = index
+        .split('"')
+        .find(|s| s.starts_with('/') && s.ends_with("_bg.wasm"))
+        .unwrap_or_else(|| panic!("index.html names no wasm: {index}"))
+        .to_string();
     let get = |enc: &'static str| {
         let req = app.client.get(app.url(&wasm));
         async move {
@@ -106,28 +117,14 @@ async fn the_split_pages_code_is_embedded_where_the_main_module_looks_for_it() {
             (kind, cache, r.bytes().await.unwrap())
         }
     };
-    let index = app
-        .client
-        .get(app.url("/"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let Some(js) = index
-        .split('\'')
-        .find(|s| s.starts_with('/') && s.ends_with(".js"))
-        .map(str::to_string)
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no dashboard in the binary: {index}"
-        );
-        eprintln!("not run: this binary was built without the dashboard");
+    let Some(index) = built_index(&app).await else {
         return;
     };
+    let js = index
+        .split('\'')
+        .find(|s| s.starts_with('/') && s.ends_with(".js"))
+        .unwrap_or_else(|| panic!("index.html imports no JS: {index}"))
+        .to_string();
     let (_, _, main_js) = get(js).await;
     let main_js = String::from_utf8(main_js.to_vec()).unwrap();
     let loader = main_js
